@@ -1,0 +1,93 @@
+package activation
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Listener is a socket held as a raw fd, close-on-exec, in whatever blocking
+// mode it was created or received in.
+type Listener struct {
+	Name string
+	fd   int
+}
+
+// NewListener wraps fd, which must be a socket. It takes ownership of fd and
+// marks it close-on-exec; it leaves O_NONBLOCK alone.
+func NewListener(fd int, name string) (*Listener, error) {
+	if _, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
+		switch {
+		case errors.Is(err, unix.ENOTSOCK):
+			return nil, fmt.Errorf("fd %d (%s): not a socket", fd, name)
+		case errors.Is(err, unix.EBADF):
+			return nil, fmt.Errorf("fd %d (%s): not an open fd", fd, name)
+		}
+		return nil, fmt.Errorf("fd %d (%s): %w", fd, name, err)
+	}
+	unix.CloseOnExec(fd)
+	return &Listener{Name: name, fd: fd}, nil
+}
+
+// FromEnv returns the sockets passed to this process by socket activation,
+// each checked to be a socket and marked close-on-exec. The caller should not
+// pass the LISTEN_* variables on to its own children (see ChildEnv).
+func FromEnv() ([]*Listener, error) {
+	passed, err := Parse(os.Getenv, os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	ls := make([]*Listener, 0, len(passed))
+	for _, p := range passed {
+		l, err := NewListener(p.FD, p.Name)
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
+
+// FD returns the listener's fd. It stays owned by the Listener.
+func (l *Listener) FD() int { return l.fd }
+
+// Addr returns the socket's local address as "127.0.0.1:8080", "[::]:443" or
+// "unix:/run/app.sock"; "?" when it cannot be read.
+func (l *Listener) Addr() string {
+	sa, err := unix.Getsockname(l.fd)
+	if err != nil {
+		return "?"
+	}
+	return formatSockaddr(sa)
+}
+
+// Close closes the fd. It never shuts the socket down: other processes
+// (systemd, workers) may hold the same socket.
+func (l *Listener) Close() error {
+	if l.fd < 0 {
+		return nil
+	}
+	err := unix.Close(l.fd)
+	l.fd = -1
+	return err
+}
+
+func formatSockaddr(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	case *unix.SockaddrInet6:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	case *unix.SockaddrUnix:
+		if strings.HasPrefix(a.Name, "@") || (a.Name != "" && a.Name[0] == 0) {
+			return "unix:@" + strings.TrimLeft(a.Name, "@\x00")
+		}
+		return "unix:" + a.Name
+	}
+	return "?"
+}

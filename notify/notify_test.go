@@ -1,0 +1,181 @@
+package notify
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("NOTIFY_TEST_SEND_TO"); addr != "" {
+		c, err := Open(addr)
+		if err == nil {
+			err = c.Send("READY=1\nSTATUS=from child")
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    Message
+		wantErr string
+	}{
+		{name: "ready", in: "READY=1", want: Message{"READY": "1"}},
+		{name: "status then ready", in: "STATUS=x\nREADY=1\n", want: Message{"STATUS": "x", "READY": "1"}},
+		{name: "value with equals", in: "STATUS=a=b", want: Message{"STATUS": "a=b"}},
+		{name: "empty value", in: "STATUS=", want: Message{"STATUS": ""}},
+		{name: "last wins", in: "STATUS=a\nSTATUS=b", want: Message{"STATUS": "b"}},
+		{name: "empty", in: "", want: Message{}},
+		{name: "no equals", in: "READY\nSTATUS=ok", want: Message{"STATUS": "ok"}, wantErr: `"READY"`},
+		{name: "lower key", in: "ready=1", want: Message{}, wantErr: "malformed"},
+		{name: "digit key", in: "1A=1", want: Message{}, wantErr: "malformed"},
+		{name: "nul in value", in: "STATUS=a\x00b", want: Message{}, wantErr: "malformed"},
+		{name: "bad utf8", in: "STATUS=\xff", want: Message{}, wantErr: "malformed"},
+		{name: "too long", in: strings.Repeat("A", MaxDatagram+1), want: nil, wantErr: "more than 4096"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse([]byte(tt.in))
+			if (err != nil) != (tt.wantErr != "") || err != nil && !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Parse(%q) error = %v, want %q", tt.in, err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Parse(%q) mismatch (-want +got):\n%s", tt.in, diff)
+			}
+		})
+	}
+	if m, _ := Parse([]byte("READY=1")); !m.Is("READY", "1") || m.Is("STOPPING", "1") {
+		t.Error("Message.Is")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"READY=1", "STATUS=x\nREADY=1", "FDSTORE=1\nFDNAME=web", "=\n=", "WATCHDOG_USEC=100"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Parse(b)
+		if len(b) > MaxDatagram {
+			if err == nil {
+				t.Fatal("oversized datagram accepted")
+			}
+			return
+		}
+		for k, v := range m {
+			if !validKey([]byte(k)) || strings.ContainsAny(v, "\n\x00") {
+				t.Fatalf("Parse(%q) kept %q=%q", b, k, v)
+			}
+		}
+	})
+}
+
+func TestClientToSocketWithCredentialsAndFDs(t *testing.T) {
+	for _, addr := range []string{fmt.Sprintf("@baton-test-%d", os.Getpid()), filepath.Join(t.TempDir(), "n.sock")} {
+		t.Run(addr, func(t *testing.T) {
+			s, err := Listen(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			c, err := Open(s.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.CreateTemp(t.TempDir(), "fd")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := c.SendFDs("FDSTORE=1\nFDNAME=web", int(f.Fd())); err != nil {
+				t.Fatal(err)
+			}
+			d, err := s.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Err != nil || !d.Msg.Is("FDNAME", "web") || d.PID != os.Getpid() || d.UID != os.Getuid() {
+				t.Fatalf("got %+v", d)
+			}
+			if len(d.Files) != 1 {
+				t.Fatalf("got %d fds, want 1", len(d.Files))
+			}
+			defer d.Files[0].Close()
+			a, _ := f.Stat()
+			b, _ := d.Files[0].Stat()
+			if !os.SameFile(a, b) {
+				t.Error("received fd is not the file sent")
+			}
+		})
+	}
+}
+
+func TestSocketReportsTheSendersPID(t *testing.T) {
+	s, err := Listen(fmt.Sprintf("@baton-test-child-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "NOTIFY_TEST_SEND_TO="+s.Addr())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v: %s", err, out)
+	}
+	d, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.PID != cmd.Process.Pid || !d.Msg.Is("READY", "1") {
+		t.Fatalf("got pid %d msg %v, want pid %d", d.PID, d.Msg, cmd.Process.Pid)
+	}
+}
+
+func TestOversizedDatagramIsReported(t *testing.T) {
+	s, err := Listen(fmt.Sprintf("@baton-test-big-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, _ := Open(s.Addr())
+	if err := c.Send("STATUS=" + strings.Repeat("x", 2*MaxDatagram)); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Err == nil || d.Msg != nil {
+		t.Fatalf("oversized datagram: %+v", d)
+	}
+}
+
+func TestClientEdges(t *testing.T) {
+	var c *Client
+	if err := c.Send("READY=1"); err != nil {
+		t.Errorf("nil client: %v", err)
+	}
+	t.Setenv("NOTIFY_SOCKET", "")
+	if _, err := FromEnv(); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("FromEnv without NOTIFY_SOCKET: %v", err)
+	}
+	if _, err := Open("relative/sock"); err == nil {
+		t.Error("relative NOTIFY_SOCKET accepted")
+	}
+	c, _ = Open("@baton-test-nobody-listens")
+	if err := c.Send("READY=1"); err == nil {
+		t.Error("send to a missing socket succeeded")
+	}
+}

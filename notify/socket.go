@@ -1,0 +1,103 @@
+package notify
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Datagram is one notification as received, with who sent it.
+type Datagram struct {
+	Msg Message
+	// Err is set when the datagram was malformed in part (see Parse) or
+	// truncated; Msg then holds what could be read.
+	Err error
+	// PID, UID and GID are the sender's credentials as the kernel vouches
+	// for them; PID is 0 if they were missing.
+	PID, UID, GID int
+	// Files are fds sent with the message, close-on-exec. The receiver owns
+	// them and must close them.
+	Files []*os.File
+}
+
+// Socket is a notification socket that a service manager gives a child as
+// its NOTIFY_SOCKET.
+type Socket struct {
+	conn *net.UnixConn
+	addr string
+}
+
+// Listen creates a notification socket at addr: a path, or "@name" for an
+// abstract socket, which needs no cleanup and no writable directory.
+func Listen(addr string) (*Socket, error) {
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return nil, fmt.Errorf("notify socket %s: %w", addr, err)
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("notify socket %s: %w", addr, err)
+	}
+	var sockErr error
+	if err := raw.Control(func(fd uintptr) {
+		sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	}); err != nil || sockErr != nil {
+		conn.Close()
+		return nil, fmt.Errorf("notify socket %s: SO_PASSCRED: %w", addr, errors.Join(err, sockErr))
+	}
+	return &Socket{conn: conn, addr: addr}, nil
+}
+
+// Addr returns the address to put in a child's NOTIFY_SOCKET.
+func (s *Socket) Addr() string { return s.addr }
+
+// Close closes the socket; a blocked Read returns net.ErrClosed.
+func (s *Socket) Close() error { return s.conn.Close() }
+
+// oobSize holds the credentials and up to 253 fds (SCM_MAX_FD).
+var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(4*253)
+
+// Read blocks for the next datagram. Its error is the socket's (net.ErrClosed
+// after Close); a bad message is reported in Datagram.Err instead.
+func (s *Socket) Read() (Datagram, error) {
+	buf := make([]byte, MaxDatagram+1)
+	oob := make([]byte, oobSize)
+	// On Linux the net package reads with MSG_CMSG_CLOEXEC: fds a sender
+	// attaches never leak into the children we start.
+	n, oobn, flags, _, err := s.conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return Datagram{}, err
+	}
+	var d Datagram
+	var cmsgErr error
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err != nil {
+		cmsgErr = fmt.Errorf("control message: %w", err)
+	} else {
+		for _, m := range msgs {
+			if cred, err := unix.ParseUnixCredentials(&m); err == nil {
+				d.PID, d.UID, d.GID = int(cred.Pid), int(cred.Uid), int(cred.Gid)
+				continue
+			}
+			if fds, err := unix.ParseUnixRights(&m); err == nil {
+				for _, fd := range fds {
+					d.Files = append(d.Files, os.NewFile(uintptr(fd), "notify-fd"))
+				}
+			}
+		}
+	}
+	switch {
+	case flags&unix.MSG_TRUNC != 0 || n > MaxDatagram:
+		d.Err = fmt.Errorf("notify message longer than %d bytes, dropped", MaxDatagram)
+	case flags&unix.MSG_CTRUNC != 0:
+		d.Err = errors.New("notify message carried more fds than can be received, dropped")
+	case cmsgErr != nil:
+		d.Err = cmsgErr
+	default:
+		d.Msg, d.Err = Parse(buf[:n])
+	}
+	return d, nil
+}
