@@ -1,0 +1,57 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/batonsd/baton/internal/supervisor"
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes of `baton run`, from the contract.
+const (
+	exitUsage      = 1
+	exitCrashLimit = 2
+	exitNoListener = 3
+)
+
+func newApp() *cli.App {
+	app := &cli.App{
+		Name:  "baton",
+		Usage: "a systemd-native supervisor for zero-downtime services",
+		Commands: []*cli.Command{
+			runCommand(),
+			statusCommand(),
+			versionCommand(),
+			shimCommand(),
+		},
+		// Errors are printed once, by main, as one line.
+		ExitErrHandler:  func(*cli.Context, error) {},
+		OnUsageError:    usageError,
+		HideHelpCommand: true,
+	}
+	for _, c := range app.Commands {
+		c.OnUsageError = usageError
+		c.HideHelpCommand = true
+	}
+	return app
+}
+
+// usageError turns urfave/cli's usage errors into one line naming the flag.
+func usageError(c *cli.Context, err error, _ bool) error {
+	return fmt.Errorf("%w (see baton %s --help)", err, c.Command.Name)
+}
+
+func exitCode(err error) int {
+	switch {
+	case errors.Is(err, supervisor.ErrCrashLimit):
+		return exitCrashLimit
+	case errors.Is(err, supervisor.ErrNoListener):
+		return exitNoListener
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return exitUsage
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+	"github.com/urfave/cli/v2"
+)
+
+// controlFlag is the --control flag of the client commands.
+var controlFlag = &cli.StringFlag{Name: "control", Usage: "control socket `PATH` (default: $RUNTIME_DIRECTORY/control.sock, else the only one in /run/baton)"}
+
+// controlPath resolves the control socket a client command talks to.
+func controlPath(c *cli.Context) (string, error) {
+	if p := c.String("control"); p != "" {
+		return p, nil
+	}
+	return control.Find(control.OSEnv())
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the generation, each worker, the listeners",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			controlFlag,
+		},
+		Action: func(c *cli.Context) error {
+			path, err := controlPath(c)
+			if err != nil {
+				return err
+			}
+			resp, err := control.Call(c.Context, path, control.Request{Command: control.CmdStatus})
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(resp.Status)
+			}
+			printStatus(c.App.Writer, resp.Status)
+			return nil
+		},
+	}
+}
+
+func printStatus(w io.Writer, st *control.Status) {
+	fmt.Fprintf(w, "baton pid %d: %s, generation %d, %d/%d ready", st.PID, st.State, st.Generation, st.Ready, st.Slots)
+	if st.Crashes > 0 {
+		fmt.Fprintf(w, ", %d recent crashes", st.Crashes)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tSTATUS")
+	for _, wk := range st.Workers {
+		printWorker(tw, wk)
+	}
+	tw.Flush()
+	if len(st.Draining) > 0 {
+		fmt.Fprintln(w, "draining:")
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, wk := range st.Draining {
+			fmt.Fprintf(tw, "  slot %d\tpid %d\tgen %d\tkilled in %s\n", wk.Slot, wk.PID, wk.Generation,
+				time.Until(*wk.Deadline).Round(time.Second))
+		}
+		tw.Flush()
+	}
+	fmt.Fprintln(w, "listeners:")
+	for _, l := range st.Listeners {
+		fmt.Fprintf(w, "  %s %s (%s)\n", l.Name, l.Address, l.Source)
+	}
+}
+
+func printWorker(w io.Writer, wk control.Worker) {
+	pid, gen, up := "-", "-", "-"
+	if wk.PID != 0 {
+		pid = fmt.Sprint(wk.PID)
+		gen = fmt.Sprint(wk.Generation)
+		up = (time.Duration(wk.UptimeSeconds) * time.Second).String()
+	}
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, wk.Status)
+}

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"fmt"
+	"runtime/debug"
+
+	"github.com/batonsd/baton/internal/supervisor"
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time: -ldflags "-X main.version=1.2.3".
+var version = "dev"
+
+func commit() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
+
+func versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print the version, commit and state-handoff protocol version",
+		Action: func(c *cli.Context) error {
+			fmt.Fprintf(c.App.Writer, "baton %s\ncommit %s\nhandoff-protocol %d\n", version, commit(), supervisor.HandoffProtocol)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,258 @@
+// Command example-worker is an HTTP server written to run under baton (or
+// directly under systemd socket activation). It shows what a worker does:
+//
+//   - takes its sockets from fds 3.. (activation.FromEnv);
+//   - says READY=1 on its NOTIFY_SOCKET once it serves (notify.FromEnv);
+//   - pings WATCHDOG=1 at half of WATCHDOG_USEC when baton asks for it;
+//   - drains on SIGTERM without losing a request: it stops accepting, answers
+//     every request still to come on an open connection with
+//     "Connection: close", closes only connections that are truly idle (no
+//     request in flight, no request bytes waiting in the socket), and exits
+//     when none is left.
+//
+// A plain http.Server.Shutdown is not enough: it can close a connection that
+// was just accepted but not yet tracked (golang/go#75591), and it closes
+// idle kept-alive connections that a client may be reusing at that moment.
+//
+// It answers "hello from slot S pid P generation G" on every path.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/notify"
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	startDelay := flag.Duration("start-delay", 0, "pretend to warm up this long before serving")
+	work := flag.Duration("work", 0, "time each request takes")
+	probeBase := flag.Int("probe-port-base", 0, "if set, also serve /healthz on 127.0.0.1:BASE+slot for --ready http://127.0.0.1:...")
+	flag.Parse()
+	log.SetFlags(0)
+
+	lns, err := activation.FromEnv()
+	if err != nil {
+		log.Fatalf("sockets: %v", err)
+	}
+	if len(lns) == 0 {
+		log.Fatal("no sockets: run me under baton or systemd socket activation (LISTEN_FDS)")
+	}
+	sd, err := notify.FromEnv()
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.Fatal(err)
+	}
+	slot, gen := os.Getenv("BATON_WORKER"), os.Getenv("BATON_GENERATION")
+	time.Sleep(*startDelay)
+
+	d := newDrainer()
+	srv := &http.Server{
+		Handler: d.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(*work)
+			fmt.Fprintf(w, "hello from slot %s pid %d generation %s\n", slot, os.Getpid(), gen)
+		})),
+		ConnState:         d.connState,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	var serving sync.WaitGroup
+	for _, l := range lns {
+		// net.FileListener sets O_NONBLOCK on the socket's open file
+		// description, which every worker shares: fine when all workers are
+		// this program, since Go wants it anyway. baton itself never
+		// changes the flag.
+		nl, err := net.FileListener(os.NewFile(uintptr(l.FD()), l.Name))
+		if err != nil {
+			log.Fatalf("socket %s: %v", l.Name, err)
+		}
+		l.Close() // FileListener holds its own copy
+		tl := d.track(nl)
+		serving.Go(func() { srv.Serve(tl) }) // returns when the drain closes tl
+	}
+	if *probeBase > 0 {
+		n, _ := strconv.Atoi(slot) // a missing slot probes BASE+0
+		addr := fmt.Sprintf("127.0.0.1:%d", *probeBase+n)
+		go func() {
+			err := http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				fmt.Fprintln(w, "ok")
+			}))
+			log.Printf("probe listener %s: %v", addr, err)
+		}()
+	}
+
+	if err := sd.Send("READY=1\nSTATUS=serving"); err != nil {
+		log.Printf("notify: %v", err)
+	}
+	log.Printf("slot %s pid %d generation %s serving", slot, os.Getpid(), gen)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go watchdog(ctx, sd)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	sig := <-sigs
+	log.Printf("%v: draining", sig)
+	if err := sd.Send("STOPPING=1"); err != nil {
+		log.Printf("notify: %v", err)
+	}
+	d.drain()
+	serving.Wait()
+	log.Printf("drained")
+}
+
+// watchdog pings at half of WATCHDOG_USEC, if it is set for this process.
+func watchdog(ctx context.Context, sd *notify.Client) {
+	usec, err := strconv.Atoi(os.Getenv("WATCHDOG_USEC"))
+	if err != nil || usec <= 0 {
+		return
+	}
+	if pid := os.Getenv("WATCHDOG_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
+		return
+	}
+	t := time.NewTicker(time.Duration(usec) * time.Microsecond / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := sd.Send("WATCHDOG=1"); err != nil {
+				log.Printf("watchdog: %v", err)
+			}
+		}
+	}
+}
+
+// drainer tracks every connection from the moment it is accepted, so a
+// drain knows all of them, and closes each only when it is truly idle.
+type drainer struct {
+	mu        sync.Mutex
+	draining  bool
+	listeners []net.Listener
+	conns     map[net.Conn]http.ConnState
+	idle      chan struct{} // signalled when a connection changes state
+}
+
+func newDrainer() *drainer {
+	return &drainer{conns: map[net.Conn]http.ConnState{}, idle: make(chan struct{}, 1)}
+}
+
+type trackedListener struct {
+	net.Listener
+	d *drainer
+}
+
+func (d *drainer) track(l net.Listener) net.Listener {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.listeners = append(d.listeners, l)
+	return trackedListener{l, d}
+}
+
+// Accept records the connection before http.Server sees it: between the two
+// the server does not know it yet, and a drain must not miss it.
+func (t trackedListener) Accept() (net.Conn, error) {
+	c, err := t.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	t.d.mu.Lock()
+	t.d.conns[c] = http.StateNew
+	t.d.mu.Unlock()
+	return c, nil
+}
+
+func (d *drainer) connState(c net.Conn, st http.ConnState) {
+	d.mu.Lock()
+	if st == http.StateClosed || st == http.StateHijacked {
+		delete(d.conns, c)
+	} else {
+		d.conns[c] = st
+	}
+	d.mu.Unlock()
+	select {
+	case d.idle <- struct{}{}:
+	default:
+	}
+}
+
+// wrap answers with "Connection: close" once draining: the server then
+// closes the connection after this response, and the client knows not to
+// reuse it.
+func (d *drainer) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		draining := d.draining
+		d.mu.Unlock()
+		if draining {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// drain stops accepting (the shared socket keeps its queue for the other
+// workers), then waits until every connection has closed, closing those
+// that are idle with nothing waiting to be read.
+func (d *drainer) drain() {
+	d.mu.Lock()
+	d.draining = true
+	for _, l := range d.listeners {
+		l.Close()
+	}
+	d.mu.Unlock()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		d.mu.Lock()
+		for c, st := range d.conns {
+			if st == http.StateIdle && pending(c) == 0 {
+				c.Close()
+				delete(d.conns, c)
+			}
+		}
+		left := len(d.conns)
+		d.mu.Unlock()
+		if left == 0 {
+			return
+		}
+		select {
+		case <-d.idle:
+		case <-tick.C:
+		}
+	}
+}
+
+// pending returns the bytes waiting in c's receive queue (SIOCINQ), or -1.
+// A kept-alive connection with bytes waiting carries a request that the
+// server is about to read: closing it would reset that request.
+func pending(c net.Conn) int {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	n := -1
+	raw.Control(func(fd uintptr) {
+		v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		if err == nil {
+			n = v
+		}
+	})
+	return n
+}

@@ -1,0 +1,97 @@
+// Package control is baton's control socket: a unix stream socket, mode
+// 0600, that accepts only root and baton's own uid (SO_PEERCRED). Each
+// connection carries one request and one response, each a single line of
+// JSON; a request may keep its connection open while the work it asked for
+// runs, and the response comes when it ends.
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// MaxLine bounds a request or response line.
+const MaxLine = 1 << 20
+
+// Commands a client may send.
+const (
+	CmdStatus = "status"
+)
+
+// Request is what a client asks.
+type Request struct {
+	Command string `json:"command"`
+}
+
+// Response is the server's answer: Error is set when the request failed.
+type Response struct {
+	Error  string  `json:"error,omitempty"`
+	Status *Status `json:"status,omitempty"`
+}
+
+// Status is the supervisor's state as `baton status --json` prints it.
+type Status struct {
+	PID        int    `json:"pid"`
+	State      string `json:"state"` // starting, ready, stopping
+	Generation int    `json:"generation"`
+	Slots      int    `json:"slots"`
+	Ready      int    `json:"ready"`
+	// Workers holds one entry per slot, in slot order; a slot waiting for a
+	// crash restart has PID 0 and state "restarting".
+	Workers   []Worker   `json:"workers"`
+	Draining  []Worker   `json:"draining"`
+	Listeners []Listener `json:"listeners"`
+	Crashes   int        `json:"crashes"` // within the crash-limit window
+}
+
+// Worker is one worker process.
+type Worker struct {
+	Slot          int        `json:"slot"`
+	PID           int        `json:"pid"`
+	Generation    int        `json:"generation"`
+	State         string     `json:"state"` // starting, ready, draining, restarting
+	UptimeSeconds float64    `json:"uptime_seconds"`
+	Restarts      int        `json:"restarts"`
+	Status        string     `json:"status,omitempty"`   // the worker's own STATUS=
+	Deadline      *time.Time `json:"deadline,omitempty"` // when a draining worker is killed
+}
+
+// Listener is one listening socket that workers get.
+type Listener struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	// Source is "systemd" for a socket passed by socket activation (or back
+	// from the FD store), "listen" for one baton opened for --listen.
+	Source string `json:"source"`
+}
+
+// ParseRequest decodes one request line. Unknown fields are rejected so
+// that a newer client's request is never half-understood.
+func ParseRequest(line []byte) (Request, error) {
+	var r Request
+	if err := decodeStrict(line, &r); err != nil {
+		return Request{}, fmt.Errorf("control request: %w", err)
+	}
+	if r.Command == "" {
+		return Request{}, errors.New("control request: no command")
+	}
+	return r, nil
+}
+
+func decodeStrict(line []byte, v any) error {
+	if len(line) > MaxLine {
+		return fmt.Errorf("line of %d bytes: more than %d", len(line), MaxLine)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Handler answers requests. It is called from the connection's goroutine.
+type Handler interface {
+	Status(ctx context.Context) (Status, error)
+}
+
+// Server serves the control socket.
+type Server struct {
+	path    string
+	ln      *net.UnixListener
+	handler Handler
+	log     *slog.Logger
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// Listen creates the control socket at path with mode 0600. A socket that
+// another live process serves is an error; a stale one is replaced.
+func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s is served by another process (another baton?): give this one --control", path)
+	}
+	// Bind under a temporary name, restrict it, then rename it into place,
+	// so the socket is never reachable with looser permissions.
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	os.Remove(tmp) // a leftover from a crashed start, if any; absence is fine
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{path: path, ln: ln, handler: h, log: log, ctx: ctx, cancel: cancel}, nil
+}
+
+// Path returns the socket's path.
+func (s *Server) Path() string { return s.path }
+
+// Serve accepts connections until Close.
+func (s *Server) Serve() {
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				s.log.Error("control socket accept", "err", err)
+			}
+			return
+		}
+		s.wg.Go(func() { s.serveConn(c) })
+	}
+}
+
+// Close stops accepting, cancels requests in flight, waits for their
+// goroutines and removes the socket file.
+func (s *Server) Close() error {
+	err := s.ln.Close()
+	s.cancel()
+	s.wg.Wait()
+	os.Remove(s.path) // best effort: a missing file is what we want anyway
+	return err
+}
+
+func (s *Server) serveConn(c *net.UnixConn) {
+	defer c.Close()
+	enc := json.NewEncoder(c)
+	if err := checkPeer(c); err != nil {
+		s.log.Warn("control connection refused", "err", err)
+		enc.Encode(Response{Error: err.Error()}) // the peer may be gone; nothing to do then
+		return
+	}
+	br := bufio.NewReaderSize(c, 4096)
+	line, err := readLine(br)
+	if err != nil {
+		enc.Encode(Response{Error: err.Error()}) // as above
+		return
+	}
+	req, err := ParseRequest(line)
+	if err != nil {
+		enc.Encode(Response{Error: err.Error()}) // as above
+		return
+	}
+	enc.Encode(s.handle(req)) // as above
+}
+
+func (s *Server) handle(req Request) Response {
+	switch req.Command {
+	case CmdStatus:
+		st, err := s.handler.Status(s.ctx)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{Status: &st}
+	}
+	return Response{Error: fmt.Sprintf("unknown command %q", req.Command)}
+}
+
+// checkPeer admits root and the server's own uid.
+func checkPeer(c *net.UnixConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if credErr != nil {
+		return fmt.Errorf("SO_PEERCRED: %w", credErr)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("permission denied for uid %d (pid %d): only root and uid %d may use this control socket", cred.Uid, cred.Pid, os.Geteuid())
+	}
+	return nil
+}
+
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > MaxLine {
+			return nil, fmt.Errorf("control line longer than %d bytes", MaxLine)
+		}
+		if err == nil {
+			return line, nil
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, fmt.Errorf("read control line: %w", err)
+		}
+	}
+}

@@ -1,0 +1,166 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/worker"
+	"golang.org/x/sys/unix"
+)
+
+// Config is what `baton run` is started with.
+type Config struct {
+	Command        []string
+	Workers        int
+	Listen         []activation.Spec
+	Ready          Ready
+	ReadyTimeout   time.Duration
+	DrainTimeout   time.Duration
+	StopSignal     syscall.Signal
+	RestartBackoff Backoff
+	CrashLimit     CrashLimit
+	// Control is the control socket's path; empty means none.
+	Control string
+	// Output receives worker output lines; nil passes the supervisor's own
+	// stdout and stderr through to the workers.
+	Output func(w *worker.Process, stream worker.Stream, line []byte)
+	// ShimPath and ShimArgv start the exec shim (see worker.Spec).
+	ShimPath string
+	ShimArgv []string
+	Logger   *slog.Logger
+}
+
+// ReadyKind is how a new worker shows it is ready.
+type ReadyKind int
+
+// The readiness modes of --ready.
+const (
+	ReadyNotify ReadyKind = iota // the worker's own READY=1
+	ReadyExec                    // as soon as it was started
+	ReadyDelay                   // a fixed delay after the start
+	ReadyHTTP                    // a probe URL answers 2xx
+)
+
+// Ready is a parsed --ready value.
+type Ready struct {
+	Kind  ReadyKind
+	Delay time.Duration
+	URL   string // may hold {slot} and {pid}
+}
+
+func (r Ready) String() string {
+	switch r.Kind {
+	case ReadyExec:
+		return "exec"
+	case ReadyDelay:
+		return "delay:" + r.Delay.String()
+	case ReadyHTTP:
+		return r.URL
+	}
+	return "notify"
+}
+
+// ProbeURL returns the probe URL for one worker.
+func (r Ready) ProbeURL(slot, pid int) string {
+	return strings.NewReplacer("{slot}", strconv.Itoa(slot), "{pid}", strconv.Itoa(pid)).Replace(r.URL)
+}
+
+// ParseReady parses notify, exec, delay:DUR or http://HOST:PORT/PATH.
+func ParseReady(s string) (Ready, error) {
+	switch {
+	case s == "notify":
+		return Ready{Kind: ReadyNotify}, nil
+	case s == "exec":
+		return Ready{Kind: ReadyExec}, nil
+	case strings.HasPrefix(s, "delay:"):
+		d, err := time.ParseDuration(strings.TrimPrefix(s, "delay:"))
+		if err != nil || d < 0 {
+			return Ready{}, fmt.Errorf("--ready %q: delay:DUR needs a duration such as delay:2s", s)
+		}
+		return Ready{Kind: ReadyDelay, Delay: d}, nil
+	case strings.HasPrefix(s, "http://"):
+		u, err := url.Parse(Ready{URL: s}.ProbeURL(0, 1))
+		if err != nil || u.Host == "" {
+			return Ready{}, fmt.Errorf("--ready %q: not an http://HOST:PORT/PATH URL", s)
+		}
+		return Ready{Kind: ReadyHTTP, URL: s}, nil
+	}
+	return Ready{}, fmt.Errorf("--ready %q: want notify, exec, delay:DUR or http://HOST:PORT/PATH", s)
+}
+
+// Backoff is the crash-restart delay: Min, doubling up to Max.
+type Backoff struct{ Min, Max time.Duration }
+
+// ParseBackoff parses "MIN..MAX", such as "100ms..30s".
+func ParseBackoff(s string) (Backoff, error) {
+	lo, hi, ok := strings.Cut(s, "..")
+	minD, err1 := time.ParseDuration(lo)
+	maxD, err2 := time.ParseDuration(hi)
+	if !ok || err1 != nil || err2 != nil || minD <= 0 || maxD < minD {
+		return Backoff{}, fmt.Errorf("--restart-backoff %q: want MIN..MAX with 0 < MIN <= MAX, such as 100ms..30s", s)
+	}
+	return Backoff{Min: minD, Max: maxD}, nil
+}
+
+// CrashLimit is the number of unasked worker exits tolerated within Per.
+type CrashLimit struct {
+	N   int
+	Per time.Duration
+}
+
+// ParseCrashLimit parses "N/DUR", such as "10/60s".
+func ParseCrashLimit(s string) (CrashLimit, error) {
+	ns, ds, ok := strings.Cut(s, "/")
+	n, err1 := strconv.Atoi(ns)
+	d, err2 := time.ParseDuration(ds)
+	if !ok || err1 != nil || err2 != nil || n < 0 || d <= 0 {
+		return CrashLimit{}, fmt.Errorf("--crash-limit %q: want N/DUR, such as 10/60s", s)
+	}
+	return CrashLimit{N: n, Per: d}, nil
+}
+
+// ParseSignal parses a signal name with or without SIG ("TERM", "SIGQUIT").
+func ParseSignal(s string) (syscall.Signal, error) {
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	sig := unix.SignalNum(name)
+	if sig == 0 {
+		return 0, fmt.Errorf("--stop-signal %q: not a signal name", s)
+	}
+	return sig, nil
+}
+
+// check validates what the flag parsers cannot see on their own.
+func (c *Config) check() error {
+	var errs []error
+	if len(c.Command) == 0 {
+		errs = append(errs, errors.New("no worker command: baton run [flags] -- CMD [ARG...]"))
+	}
+	if c.Workers < 1 {
+		errs = append(errs, fmt.Errorf("--workers %d: want at least 1", c.Workers))
+	}
+	if c.ReadyTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--ready-timeout %s: want more than 0", c.ReadyTimeout))
+	}
+	if c.DrainTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--drain-timeout %s: want more than 0", c.DrainTimeout))
+	}
+	if c.ShimPath == "" || len(c.ShimArgv) == 0 {
+		errs = append(errs, errors.New("no exec shim configured"))
+	}
+	return errors.Join(errs...)
+}
+
+// HandoffProtocol is the version of the state a running baton hands to a
+// re-executed one. A binary with another version is refused as an in-place
+// upgrade.
+const HandoffProtocol = 1

@@ -1,0 +1,104 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+)
+
+// statusLine is the one-line STATUS= summary.
+func (s *Supervisor) statusLine() string {
+	ready := s.readyCount()
+	switch {
+	case s.stopping:
+		return fmt.Sprintf("stopping: %d workers draining", len(s.workers))
+	case !s.readySent:
+		return fmt.Sprintf("starting: %d/%d ready, generation %d", ready, len(s.slots), s.gen)
+	}
+	return fmt.Sprintf("%d/%d ready, generation %d", ready, len(s.slots), s.gen)
+}
+
+// updateStatus sends STATUS= to systemd when the summary changed.
+func (s *Supervisor) updateStatus() {
+	line := s.statusLine()
+	if line == s.status {
+		return
+	}
+	s.status = line
+	if err := s.sd.Send("STATUS=" + line); err != nil {
+		s.log.Error("notify systemd", "err", err)
+	}
+}
+
+// Status answers the control socket's status request.
+func (s *Supervisor) Status(ctx context.Context) (control.Status, error) {
+	reply := make(chan control.Status, 1)
+	if !s.post(func() { reply <- s.snapshot() }) {
+		return control.Status{}, errors.New("baton is shutting down")
+	}
+	select {
+	case st := <-reply:
+		return st, nil
+	case <-ctx.Done():
+		return control.Status{}, ctx.Err()
+	}
+}
+
+func (s *Supervisor) snapshot() control.Status {
+	now := time.Now()
+	st := control.Status{
+		PID:        os.Getpid(),
+		State:      "ready",
+		Generation: s.gen,
+		Slots:      len(s.slots),
+		Ready:      s.readyCount(),
+		Workers:    []control.Worker{},
+		Draining:   []control.Worker{},
+		Listeners:  []control.Listener{},
+		Crashes:    len(s.crashes),
+	}
+	switch {
+	case s.stopping:
+		st.State = "stopping"
+	case !s.readySent:
+		st.State = "starting"
+	}
+	for _, sl := range s.slots {
+		if sl.w == nil {
+			st.Workers = append(st.Workers, control.Worker{Slot: sl.index, State: "restarting", Restarts: sl.restarts})
+			continue
+		}
+		st.Workers = append(st.Workers, s.describe(sl.w, now))
+	}
+	for _, w := range s.workers {
+		if w.state == stateDraining {
+			d := s.describe(w, now)
+			d.Deadline = &w.deadline
+			st.Draining = append(st.Draining, d)
+		}
+	}
+	for _, l := range s.listeners {
+		src := "systemd"
+		if s.opened[l] {
+			src = "listen"
+		}
+		st.Listeners = append(st.Listeners, control.Listener{Name: l.Name, Address: l.Addr(), Source: src})
+	}
+	return st
+}
+
+func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {
+	return control.Worker{
+		Slot:          w.slot.index,
+		PID:           w.p.PID,
+		Generation:    w.p.Generation,
+		State:         string(w.state),
+		UptimeSeconds: now.Sub(w.p.Started).Seconds(),
+		Restarts:      w.slot.restarts,
+		Status:        w.status,
+	}
+}

@@ -1,0 +1,476 @@
+// Package supervisor runs baton's worker slots. One goroutine, the event
+// loop in Run, owns all state: slots, workers, timers' effects, what systemd
+// has been told. Everything else (signals, notify readers, timers, probes,
+// control requests) posts closures into the loop and never touches state.
+//
+// The loop is also the process-wide reaper: on SIGCHLD it calls
+// wait4(-1, WNOHANG) until nothing is left, so workers and any orphan
+// re-parented to baton (it is a child subreaper) are reaped at once.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/worker"
+	"github.com/batonsd/baton/notify"
+	"golang.org/x/sys/unix"
+)
+
+// Sentinel errors that callers map to exit codes.
+var (
+	// ErrCrashLimit: more worker crashes than --crash-limit allows.
+	ErrCrashLimit = errors.New("crash limit reached")
+	// ErrNoListener: no listening socket could be had.
+	ErrNoListener = errors.New("no listener")
+)
+
+// outputGrace is how long, after the last worker exited, baton keeps reading
+// output that the workers' own leftover children may still write.
+const outputGrace = time.Second
+
+// Supervisor is one `baton run`.
+type Supervisor struct {
+	cfg Config
+	log *slog.Logger
+
+	sd        *notify.Client // systemd; nil when not under a service manager
+	listeners []*activation.Listener
+	opened    map[*activation.Listener]bool // opened by baton for --listen
+	baseEnv   []string
+
+	events chan func()
+	done   chan struct{}
+
+	gen       int
+	slots     []*slot
+	workers   map[int]*proc // every live child we started, by pid
+	exited    []*worker.Process
+	crashes   []time.Time
+	readySent bool
+	stopping  bool
+	status    string // last STATUS= sent
+	exitErr   error
+}
+
+type slot struct {
+	index    int
+	w        *proc
+	restarts int
+	backoff  time.Duration
+	restart  *time.Timer
+}
+
+type procState string
+
+const (
+	stateStarting procState = "starting"
+	stateReady    procState = "ready"
+	stateDraining procState = "draining"
+)
+
+// proc is the loop's record of one worker process.
+type proc struct {
+	p        *worker.Process
+	slot     *slot
+	state    procState
+	exited   bool
+	failed   string // why baton killed it while starting
+	status   string // its own STATUS=
+	deadline time.Time
+	timers   []*time.Timer
+	cancel   context.CancelFunc // stops a readiness probe
+}
+
+// New checks cfg and returns a Supervisor ready to Run.
+func New(cfg Config) (*Supervisor, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Supervisor{
+		cfg:     cfg,
+		log:     log,
+		opened:  map[*activation.Listener]bool{},
+		baseEnv: worker.Env(os.Environ(), cfg.Output != nil),
+		events:  make(chan func(), 64),
+		done:    make(chan struct{}),
+		workers: map[int]*proc{},
+	}, nil
+}
+
+// Run starts every slot and supervises until stopped by SIGTERM or SIGINT,
+// by ctx, or by the crash limit (ErrCrashLimit). A nil error means a stop on
+// request.
+func (s *Supervisor) Run(ctx context.Context) error {
+	// Workers are forked from this thread with a parent-death signal, which
+	// Linux ties to the forking thread: keep the loop on one thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGCHLD, unix.SIGUSR2)
+	defer signal.Stop(sigs)
+
+	if err := s.openListeners(); err != nil {
+		return err
+	}
+	defer s.closeListeners()
+
+	sd, err := notify.FromEnv()
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	s.sd = sd
+	s.storeListeners()
+
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		s.log.Warn("cannot become a child subreaper; orphans of workers go to init", "err", err)
+	}
+
+	if s.cfg.Control != "" {
+		srv, err := control.Listen(s.cfg.Control, s, s.log)
+		if err != nil {
+			return err
+		}
+		go srv.Serve()
+		defer srv.Close()
+	}
+
+	s.gen = 1
+	s.slots = make([]*slot, s.cfg.Workers)
+	for i := range s.slots {
+		s.slots[i] = &slot{index: i, backoff: s.cfg.RestartBackoff.Min}
+	}
+	s.log.Info("starting", "workers", s.cfg.Workers, "gen", s.gen, "command", s.cfg.Command, "ready", s.cfg.Ready.String())
+	for _, sl := range s.slots {
+		s.startWorker(sl)
+	}
+	s.updateStatus()
+
+	ctxDone := ctx.Done()
+	for !(s.stopping && len(s.workers) == 0) {
+		select {
+		case sig := <-sigs:
+			s.onSignal(sig.(syscall.Signal))
+		case f := <-s.events:
+			f()
+		case <-ctxDone:
+			ctxDone = nil
+			s.beginStop()
+		}
+	}
+	close(s.done)
+	s.waitOutput()
+	if s.exitErr == nil {
+		s.log.Info("stopped")
+	}
+	return s.exitErr
+}
+
+// post runs f on the loop. It reports false once the loop has ended.
+func (s *Supervisor) post(f func()) bool {
+	select {
+	case s.events <- f:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+// after runs f on the loop after d, unless the loop has ended.
+func (s *Supervisor) after(d time.Duration, f func()) *time.Timer {
+	return time.AfterFunc(d, func() { s.post(f) })
+}
+
+func (s *Supervisor) onSignal(sig syscall.Signal) {
+	switch sig {
+	case unix.SIGCHLD:
+		s.reap()
+	case unix.SIGTERM, unix.SIGINT:
+		if s.stopping {
+			s.log.Warn("second stop signal: killing all workers", "sig", sig.String())
+			for _, w := range s.workers {
+				w.p.Kill()
+			}
+			return
+		}
+		s.log.Info("stop requested", "sig", sig.String())
+		s.beginStop()
+	default:
+		s.log.Warn("signal ignored: this baton cannot act on it yet", "sig", sig.String())
+	}
+}
+
+// reap collects every exited child.
+func (s *Supervisor) reap() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return // ECHILD: no children left; 0: none exited
+		}
+		if w := s.workers[pid]; w != nil {
+			s.onExit(w, ws)
+		} else {
+			s.log.Debug("reaped orphan", "pid", pid, "exit", describeExit(ws))
+		}
+	}
+}
+
+func (s *Supervisor) startWorker(sl *slot) {
+	p, err := worker.Start(worker.Spec{
+		ShimPath:   s.cfg.ShimPath,
+		ShimArgv:   s.cfg.ShimArgv,
+		Command:    s.cfg.Command,
+		Env:        s.baseEnv,
+		Listeners:  s.listeners,
+		Slot:       sl.index,
+		Generation: s.gen,
+		Output:     s.cfg.Output,
+		OnNotify: func(p *worker.Process, m notify.Message) {
+			s.post(func() { s.onNotify(p.PID, m) })
+		},
+		Logger: s.log,
+	})
+	if err != nil {
+		s.log.Error("worker start failed", "slot", sl.index, "err", err)
+		s.onCrash(sl, 0)
+		return
+	}
+	w := &proc{p: p, slot: sl, state: stateStarting}
+	s.workers[p.PID] = w
+	sl.w = w
+	s.log.Info("worker started", "slot", sl.index, "pid", p.PID, "gen", p.Generation)
+
+	w.timers = append(w.timers, s.after(s.cfg.ReadyTimeout, func() {
+		if w.state == stateStarting && !w.exited {
+			w.failed = fmt.Sprintf("not ready within --ready-timeout %s", s.cfg.ReadyTimeout)
+			s.log.Error("worker not ready in time: killing it", "slot", sl.index, "pid", p.PID, "timeout", s.cfg.ReadyTimeout)
+			w.p.Kill()
+		}
+	}))
+	switch s.cfg.Ready.Kind {
+	case ReadyExec:
+		s.onReady(w)
+	case ReadyDelay:
+		w.timers = append(w.timers, s.after(s.cfg.Ready.Delay, func() { s.onReady(w) }))
+	case ReadyHTTP:
+		ctx, cancel := context.WithCancel(context.Background())
+		w.cancel = cancel
+		url := s.cfg.Ready.ProbeURL(sl.index, p.PID)
+		go probe(ctx, url, func() { s.post(func() { s.onReady(w) }) })
+	}
+}
+
+func (s *Supervisor) onNotify(pid int, m notify.Message) {
+	w := s.workers[pid]
+	if w == nil {
+		return // exited since
+	}
+	if st, ok := m["STATUS"]; ok {
+		w.status = st
+	}
+	if m.Is("STOPPING", "1") {
+		s.log.Info("worker stopping", "slot", w.slot.index, "pid", pid)
+	}
+	if m.Is("READY", "1") {
+		s.onReady(w)
+	}
+}
+
+func (s *Supervisor) onReady(w *proc) {
+	if w.exited || w.state != stateStarting {
+		return
+	}
+	w.state = stateReady
+	if w.cancel != nil {
+		w.cancel()
+	}
+	s.log.Info("worker ready", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation,
+		"after", time.Since(w.p.Started).Round(time.Millisecond))
+	if !s.readySent && !s.stopping && s.readyCount() == len(s.slots) {
+		s.readySent = true
+		s.status = s.statusLine()
+		if err := s.sd.Send("READY=1\nSTATUS=" + s.status); err != nil {
+			s.log.Error("notify systemd", "err", err)
+		}
+		s.log.Info("service ready", "workers", len(s.slots), "gen", s.gen)
+	}
+	s.updateStatus()
+}
+
+func (s *Supervisor) readyCount() int {
+	n := 0
+	for _, sl := range s.slots {
+		if sl.w != nil && sl.w.state == stateReady {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
+	w.exited = true
+	delete(s.workers, w.p.PID)
+	for _, t := range w.timers {
+		t.Stop()
+	}
+	if w.cancel != nil {
+		w.cancel()
+	}
+	w.p.Exited()
+	s.keepForOutput(w.p)
+	sl := w.slot
+	if sl.w == w {
+		sl.w = nil
+	}
+	how := describeExit(ws)
+	if w.state == stateDraining {
+		s.log.Info("worker stopped", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation, "exit", how)
+	} else {
+		reason := how
+		if w.failed != "" {
+			reason = w.failed
+		}
+		s.log.Error("worker exited unexpectedly", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation,
+			"exit", how, "reason", reason, "uptime", time.Since(w.p.Started).Round(time.Millisecond))
+		s.onCrash(sl, time.Since(w.p.Started))
+	}
+	s.updateStatus()
+}
+
+// onCrash counts a crash against the limit and schedules the slot's restart.
+func (s *Supervisor) onCrash(sl *slot, uptime time.Duration) {
+	now := time.Now()
+	kept := s.crashes[:0]
+	for _, t := range s.crashes {
+		if now.Sub(t) < s.cfg.CrashLimit.Per {
+			kept = append(kept, t)
+		}
+	}
+	s.crashes = append(kept, now)
+	if len(s.crashes) > s.cfg.CrashLimit.N {
+		if s.exitErr == nil {
+			s.exitErr = fmt.Errorf("%w: %d worker crashes within %s (--crash-limit %d/%s)",
+				ErrCrashLimit, len(s.crashes), s.cfg.CrashLimit.Per, s.cfg.CrashLimit.N, s.cfg.CrashLimit.Per)
+			s.log.Error("crash limit reached: stopping", "crashes", len(s.crashes), "within", s.cfg.CrashLimit.Per)
+		}
+		s.beginStop()
+		return
+	}
+	if s.stopping {
+		return
+	}
+	if uptime >= s.cfg.RestartBackoff.Max {
+		sl.backoff = s.cfg.RestartBackoff.Min // it had a healthy run
+	}
+	delay := sl.backoff
+	sl.backoff = min(2*sl.backoff, s.cfg.RestartBackoff.Max)
+	sl.restarts++
+	s.log.Info("restarting worker", "slot", sl.index, "in", delay, "restarts", sl.restarts)
+	sl.restart = s.after(delay, func() {
+		sl.restart = nil
+		if !s.stopping && sl.w == nil {
+			s.startWorker(sl)
+			s.updateStatus()
+		}
+	})
+}
+
+// beginStop asks every worker to drain; the loop ends when all have exited.
+func (s *Supervisor) beginStop() {
+	if s.stopping {
+		return
+	}
+	s.stopping = true
+	if err := s.sd.Send("STOPPING=1"); err != nil {
+		s.log.Error("notify systemd", "err", err)
+	}
+	s.log.Info("stopping", "workers", len(s.workers), "drain_timeout", s.cfg.DrainTimeout)
+	for _, sl := range s.slots {
+		if sl.restart != nil {
+			sl.restart.Stop()
+			sl.restart = nil
+		}
+	}
+	for _, w := range s.workers {
+		s.drain(w)
+	}
+	s.updateStatus()
+}
+
+// drain sends the stop signal and arms the SIGKILL deadline.
+func (s *Supervisor) drain(w *proc) {
+	if w.state == stateDraining {
+		return
+	}
+	w.state = stateDraining
+	w.deadline = time.Now().Add(s.cfg.DrainTimeout)
+	if err := w.p.Signal(s.cfg.StopSignal); err != nil {
+		s.log.Warn("stop signal", "slot", w.slot.index, "pid", w.p.PID, "err", err)
+	}
+	w.timers = append(w.timers, s.after(s.cfg.DrainTimeout, func() {
+		if !w.exited {
+			s.log.Warn("drain deadline passed: killing worker", "slot", w.slot.index, "pid", w.p.PID, "timeout", s.cfg.DrainTimeout)
+			w.p.Kill()
+		}
+	}))
+}
+
+// keepForOutput remembers an exited worker until its output is drained.
+func (s *Supervisor) keepForOutput(p *worker.Process) {
+	kept := s.exited[:0]
+	for _, q := range s.exited {
+		select {
+		case <-q.Done():
+		default:
+			kept = append(kept, q)
+		}
+	}
+	s.exited = append(kept, p)
+}
+
+// waitOutput gives leftover output a moment, then stops reading it.
+func (s *Supervisor) waitOutput() {
+	grace := time.NewTimer(outputGrace)
+	defer grace.Stop()
+	expired := false
+	for _, p := range s.exited {
+		if !expired {
+			select {
+			case <-p.Done():
+				continue
+			case <-grace.C:
+				expired = true
+			}
+		}
+		p.CloseOutput()
+		<-p.Done()
+	}
+}
+
+func describeExit(ws unix.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exit status %d", ws.ExitStatus())
+	case ws.Signaled():
+		return "killed by " + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprintf("wait status %#x", uint32(ws))
+}

@@ -1,0 +1,228 @@
+// Package worker starts and signals one worker process: a child that gets the
+// service's listening sockets on fds 3.. (LISTEN_FDS, with LISTEN_PID set to
+// its own pid by the exec shim), a notification socket of its own
+// (NOTIFY_SOCKET), BATON_WORKER and BATON_GENERATION.
+//
+// The package does not reap: the supervisor is the one process-wide reaper
+// (wait4(-1) on SIGCHLD, so that orphans re-parented to it are reaped too) and
+// tells a Process when it has exited with Exited.
+package worker
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/notify"
+	"golang.org/x/sys/unix"
+)
+
+// Spec is what a worker is started from.
+type Spec struct {
+	// ShimPath is the exec shim, run with ShimArgv followed by Command; it
+	// must set LISTEN_PID and exec Command (see activation.Exec).
+	ShimPath string
+	ShimArgv []string
+	Command  []string
+	// Env is the base environment, without the variables this package sets.
+	Env        []string
+	Listeners  []*activation.Listener
+	Slot       int
+	Generation int
+	// Output receives each line the worker writes to stdout or stderr,
+	// valid only during the call. When nil, the worker inherits the
+	// supervisor's stdout and stderr. It is called from the worker's own
+	// reader goroutines.
+	Output func(w *Process, stream Stream, line []byte)
+	// OnNotify receives each notification the worker itself sent. Messages
+	// from any other pid are dropped and logged.
+	OnNotify func(w *Process, msg notify.Message)
+	Logger   *slog.Logger
+}
+
+// Stream names a worker's output stream.
+type Stream string
+
+// The two output streams.
+const (
+	Stdout Stream = "stdout"
+	Stderr Stream = "stderr"
+)
+
+// Process is a started worker.
+type Process struct {
+	PID        int
+	Slot       int
+	Generation int
+	Started    time.Time
+
+	notify  *notify.Socket
+	outputs []*os.File
+	wg      sync.WaitGroup
+	done    chan struct{}
+	log     *slog.Logger
+}
+
+// seq makes notify socket names unique within this supervisor.
+var seq atomic.Uint64
+
+// Start starts a worker. It must be called from a goroutine locked to its
+// OS thread (runtime.LockOSThread) that stays alive as long as the worker:
+// Linux sends the parent-death signal (SIGKILL here, so that no worker
+// outlives a killed supervisor) when the thread that forked exits, not the
+// process.
+func Start(spec Spec) (*Process, error) {
+	log := spec.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ns, err := notify.Listen(fmt.Sprintf("@baton/%d/%d/%d/%d", os.Getpid(), spec.Slot, spec.Generation, seq.Add(1)))
+	if err != nil {
+		return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
+	}
+	p := &Process{Slot: spec.Slot, Generation: spec.Generation, notify: ns, done: make(chan struct{}), log: log}
+
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		ns.Close()
+		return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
+	}
+	defer devnull.Close()
+	files := []uintptr{devnull.Fd(), os.Stdout.Fd(), os.Stderr.Fd()}
+	var childEnds []*os.File
+	if spec.Output != nil {
+		for i := range 2 {
+			r, w, err := os.Pipe()
+			if err != nil {
+				p.closeAll(childEnds)
+				ns.Close()
+				return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
+			}
+			files[1+i] = w.Fd()
+			childEnds = append(childEnds, w)
+			p.outputs = append(p.outputs, r)
+		}
+	}
+	names := make([]string, len(spec.Listeners))
+	for i, l := range spec.Listeners {
+		files = append(files, uintptr(l.FD()))
+		names[i] = l.Name
+	}
+	env := activation.ChildEnv(spec.Env, names)
+	env = append(env,
+		"NOTIFY_SOCKET="+ns.Addr(),
+		"BATON_WORKER="+strconv.Itoa(spec.Slot),
+		"BATON_GENERATION="+strconv.Itoa(spec.Generation))
+
+	argv := append(append([]string{}, spec.ShimArgv...), spec.Command...)
+	pid, err := syscall.ForkExec(spec.ShimPath, argv, &syscall.ProcAttr{
+		Env:   env,
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			// Its own process group: a terminal's Ctrl-C reaches only
+			// baton, which drains the workers in order; and SIGKILL at the
+			// drain deadline reaches the worker's own children too.
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	})
+	p.closeAll(childEnds) // the child has its copies; EOF comes when it exits
+	if err != nil {
+		p.closeAll(p.outputs)
+		ns.Close()
+		return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
+	}
+	p.PID = pid
+	p.Started = time.Now()
+	for i, r := range p.outputs {
+		stream := []Stream{Stdout, Stderr}[i]
+		p.wg.Go(func() { p.readLines(r, stream, spec.Output) })
+	}
+	p.wg.Go(func() { p.readNotify(spec.OnNotify) })
+	go func() { p.wg.Wait(); close(p.done) }()
+	return p, nil
+}
+
+func (p *Process) closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
+func (p *Process) readNotify(onNotify func(*Process, notify.Message)) {
+	for {
+		d, err := p.notify.Read()
+		if err != nil {
+			return // closed by Exited
+		}
+		for _, f := range d.Files {
+			// Workers have no FD store of their own; the fds are dropped.
+			f.Close()
+		}
+		if d.PID != p.PID {
+			p.log.Warn("notify message dropped: not from the worker's pid", "slot", p.Slot, "pid", p.PID, "sender", d.PID)
+			continue
+		}
+		if d.Err != nil {
+			p.log.Warn("notify message", "slot", p.Slot, "pid", p.PID, "err", d.Err)
+		}
+		if len(d.Msg) > 0 && onNotify != nil {
+			onNotify(p, d.Msg)
+		}
+	}
+}
+
+// Signal sends sig to the worker process itself.
+func (p *Process) Signal(sig syscall.Signal) error {
+	return unix.Kill(p.PID, sig)
+}
+
+// Kill sends SIGKILL to the worker and everything in its process group.
+func (p *Process) Kill() error {
+	err := unix.Kill(-p.PID, unix.SIGKILL)
+	if err != nil {
+		// The group may be gone while the leader is a zombie not yet reaped.
+		err = unix.Kill(p.PID, unix.SIGKILL)
+	}
+	return err
+}
+
+// Exited releases what the process held once the supervisor has reaped it:
+// its notification socket. Output is read until every holder of the pipes
+// (the worker's own children included) has closed them; see Done.
+func (p *Process) Exited() {
+	p.notify.Close()
+}
+
+// Done is closed when all of the worker's output has been read.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// CloseOutput stops reading output that a leftover grandchild keeps open.
+func (p *Process) CloseOutput() { p.closeAll(p.outputs) }
+
+// Env returns environ without the variables that belong to one process and
+// must never reach a worker: systemd's NOTIFY_SOCKET and watchdog, the
+// supervisor's own LISTEN_* sockets, BATON_* of an enclosing baton, and
+// JOURNAL_STREAM when the worker's output goes through a pipe (piped is
+// true), since its stderr is then no longer the journal stream.
+func Env(environ []string, piped bool) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		key, _, _ := strings.Cut(kv, "=")
+		switch {
+		case key == "NOTIFY_SOCKET", key == "WATCHDOG_USEC", key == "WATCHDOG_PID",
+			strings.HasPrefix(key, "LISTEN_"), strings.HasPrefix(key, "BATON_"),
+			piped && key == "JOURNAL_STREAM":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
