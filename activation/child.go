@@ -36,6 +36,11 @@ func ChildEnv(env []string, names []string) []string {
 //     gunicorn ignore the sockets unless it is their own pid;
 //   - WATCHDOG_PID, when env has WATCHDOG_USEC (sd_watchdog_enabled(3)).
 //
+// Call Exec from the main thread (runtime.LockOSThread in an init
+// function): Linux keeps the parent-death signal per thread and new threads
+// start without it, so an execve from another thread of a Go program drops a
+// PR_SET_PDEATHSIG the parent set.
+//
 // Exec returns only on failure.
 func Exec(name string, args []string, env []string) error {
 	path, err := exec.LookPath(name)

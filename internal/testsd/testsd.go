@@ -1,0 +1,354 @@
+// Package testsd is a stand-in systemd for process-level tests: it passes
+// listening sockets with LISTEN_FDS/LISTEN_FDNAMES (and a LISTEN_PID that is
+// the started process's own, through baton's exec shim), listens on the
+// NOTIFY_SOCKET it gives, and records every datagram with its sender and fds.
+// Tests wait on recorded messages, not on sleeps.
+package testsd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/notify"
+	"golang.org/x/sys/unix"
+)
+
+// Bins holds the binaries a test runs.
+type Bins struct {
+	Dir    string
+	Baton  string
+	Worker string // contrib/example-worker
+}
+
+// Build builds baton and the example worker into dir with the go tool, once
+// per test binary. Call it from TestMain.
+func Build(dir string) (Bins, error) {
+	gotool, err := exec.LookPath("go")
+	if err != nil {
+		gotool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return Bins{}, err
+	}
+	cmd := exec.Command(gotool, "build", "-o", dir+"/", "./cmd/baton", "./contrib/example-worker")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return Bins{}, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return Bins{Dir: dir, Baton: filepath.Join(dir, "baton"), Worker: filepath.Join(dir, "example-worker")}, nil
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the test's directory")
+		}
+		dir = parent
+	}
+}
+
+// Datagram is one recorded notification.
+type Datagram struct {
+	Msg  notify.Message
+	PID  int
+	Fds  []*os.File
+	When time.Time
+}
+
+// Systemd is one stand-in service manager.
+type Systemd struct {
+	t     testing.TB
+	sock  *notify.Socket
+	mu    sync.Mutex
+	msgs  []Datagram
+	wake  chan struct{} // closed and replaced on every new datagram
+	files []*os.File
+}
+
+// New starts a stand-in systemd listening on an abstract notify socket.
+func New(t testing.TB) *Systemd {
+	t.Helper()
+	s, err := notify.Listen(fmt.Sprintf("@baton-testsd/%d/%s/%d", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"), time.Now().UnixNano()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd := &Systemd{t: t, sock: s, wake: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			d, err := s.Read()
+			if err != nil {
+				return
+			}
+			if d.Err != nil {
+				t.Errorf("stand-in systemd got a malformed message from pid %d: %v", d.PID, d.Err)
+			}
+			sd.mu.Lock()
+			sd.msgs = append(sd.msgs, Datagram{Msg: d.Msg, PID: d.PID, Fds: d.Files, When: time.Now()})
+			close(sd.wake)
+			sd.wake = make(chan struct{})
+			sd.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		s.Close()
+		<-done
+		for _, d := range sd.Messages() {
+			for _, f := range d.Fds {
+				f.Close()
+			}
+		}
+	})
+	return sd
+}
+
+// Addr is the NOTIFY_SOCKET to give a service.
+func (sd *Systemd) Addr() string { return sd.sock.Addr() }
+
+// Messages returns what was received so far.
+func (sd *Systemd) Messages() []Datagram {
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	return append([]Datagram(nil), sd.msgs...)
+}
+
+// WaitFor blocks until a received datagram satisfies match, and returns it.
+func (sd *Systemd) WaitFor(ctx context.Context, what string, match func(Datagram) bool) Datagram {
+	sd.t.Helper()
+	seen := 0
+	for {
+		sd.mu.Lock()
+		msgs, wake := sd.msgs, sd.wake
+		sd.mu.Unlock()
+		for ; seen < len(msgs); seen++ {
+			if match(msgs[seen]) {
+				return msgs[seen]
+			}
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			sd.t.Fatalf("stand-in systemd: no %s: %v; got %s", what, ctx.Err(), sd.dump())
+		}
+	}
+}
+
+func (sd *Systemd) dump() string {
+	var b strings.Builder
+	for _, d := range sd.Messages() {
+		fmt.Fprintf(&b, "\n  pid %d: %v", d.PID, d.Msg)
+	}
+	return b.String()
+}
+
+// Service is a process started by the stand-in systemd.
+type Service struct {
+	Cmd    *exec.Cmd
+	Output *SyncBuffer
+	exited chan struct{}
+	err    error
+}
+
+// Start runs baton (bins.Baton) with args, passing listeners as systemd
+// would: fds 3.., LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID (set through
+// baton's own exec shim, as only the child knows its pid), NOTIFY_SOCKET.
+// extraEnv is added to the environment.
+func (sd *Systemd) Start(bins Bins, listeners []*activation.Listener, extraEnv []string, args ...string) *Service {
+	sd.t.Helper()
+	names := make([]string, len(listeners))
+	var files []*os.File
+	for i, l := range listeners {
+		names[i] = l.Name
+		fd, err := unix.FcntlInt(uintptr(l.FD()), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			sd.t.Fatal(err)
+		}
+		files = append(files, os.NewFile(uintptr(fd), l.Name))
+	}
+	env := activation.ChildEnv(os.Environ(), names)
+	env = append(env, "NOTIFY_SOCKET="+sd.Addr())
+	env = append(env, extraEnv...)
+	return start(sd.t, bins.Baton, append([]string{"shim", bins.Baton}, args...), env, files)
+}
+
+// StartPlain runs baton without any systemd: no sockets, no NOTIFY_SOCKET.
+func StartPlain(t testing.TB, bins Bins, args ...string) *Service {
+	t.Helper()
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NOTIFY_SOCKET=") && !strings.HasPrefix(kv, "LISTEN_") {
+			env = append(env, kv)
+		}
+	}
+	return start(t, bins.Baton, args, env, nil)
+}
+
+func start(t testing.TB, bin string, args, env []string, files []*os.File) *Service {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	cmd.ExtraFiles = files
+	out := &SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		f.Close()
+	}
+	svc := &Service{Cmd: cmd, Output: out, exited: make(chan struct{})}
+	go func() {
+		svc.err = cmd.Wait()
+		close(svc.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-svc.exited:
+		default:
+			cmd.Process.Kill()
+			<-svc.exited
+		}
+		if t.Failed() {
+			t.Logf("baton output:\n%s", out.String())
+		}
+	})
+	return svc
+}
+
+// PID is the service's main pid.
+func (s *Service) PID() int { return s.Cmd.Process.Pid }
+
+// Signal sends sig to the service's main process.
+func (s *Service) Signal(t testing.TB, sig unix.Signal) {
+	t.Helper()
+	if err := s.Cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Wait waits for the service to exit and returns its exit code.
+func (s *Service) Wait(ctx context.Context, t testing.TB) int {
+	t.Helper()
+	select {
+	case <-s.exited:
+	case <-ctx.Done():
+		t.Fatalf("baton did not exit: %v\n%s", ctx.Err(), s.Output.String())
+	}
+	return s.Cmd.ProcessState.ExitCode()
+}
+
+// Exited is closed when the service has exited.
+func (s *Service) Exited() <-chan struct{} { return s.exited }
+
+// Status asks baton's control socket for its status.
+func Status(ctx context.Context, t testing.TB, path string) control.Status {
+	t.Helper()
+	resp, err := control.Call(ctx, path, control.Request{Command: control.CmdStatus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *resp.Status
+}
+
+// WaitStatus asks for the status until match accepts it. The control socket
+// has no push channel, so this polls, at 10 ms.
+func WaitStatus(ctx context.Context, t testing.TB, path string, what string, match func(control.Status) bool) control.Status {
+	t.Helper()
+	var last control.Status
+	var lastErr error
+	for {
+		resp, err := control.Call(ctx, path, control.Request{Command: control.CmdStatus})
+		if err == nil {
+			last = *resp.Status
+			if match(last) {
+				return last
+			}
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			js, _ := json.Marshal(last)
+			t.Fatalf("status never showed %s: %v (last error %v), last status %s", what, ctx.Err(), lastErr, js)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Get fetches url on a fresh connection and returns the body.
+func Get(ctx context.Context, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return b.String(), fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return b.String(), nil
+}
+
+// ProcessGone blocks until pid has exited (pidfd readable) or ctx ends, and
+// reports whether it has.
+func ProcessGone(ctx context.Context, pid int) bool {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return true // ESRCH: no such process (any more)
+	}
+	defer unix.Close(fd)
+	for ctx.Err() == nil {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 50)
+		if err == nil && n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and readers.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
