@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -45,7 +46,9 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.Run(c.Context)
+	// The supervisor handles SIGTERM and SIGINT itself (a second one kills
+	// the workers at once): main's signal context must not also stop it.
+	return s.Run(context.WithoutCancel(c.Context))
 }
 
 // runConfig turns the flags into a supervisor.Config; each error names its

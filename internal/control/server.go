@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,8 +32,9 @@ type Server struct {
 	wg      sync.WaitGroup
 }
 
-// Listen creates the control socket at path with mode 0600. A socket that
-// another live process serves is an error; a stale one is replaced.
+// Listen creates the control socket at path with mode 0600 and serves it
+// until Close. A socket that another live process serves is an error; a
+// stale one is replaced.
 func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -64,14 +66,17 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{path: path, ln: ln, handler: h, log: log, ctx: ctx, cancel: cancel}, nil
+	s := &Server{path: path, ln: ln, handler: h, log: log, ctx: ctx, cancel: cancel}
+	// The accept loop is counted in wg, so the connections it adds to wg
+	// never race with Close's Wait.
+	s.wg.Go(s.accept)
+	return s, nil
 }
 
 // Path returns the socket's path.
 func (s *Server) Path() string { return s.path }
 
-// Serve accepts connections until Close.
-func (s *Server) Serve() {
+func (s *Server) accept() {
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
@@ -94,16 +99,22 @@ func (s *Server) Close() error {
 	return err
 }
 
+// requestTimeout bounds how long a client may take to send its request.
+const requestTimeout = 5 * time.Second
+
 func (s *Server) serveConn(c *net.UnixConn) {
 	defer c.Close()
 	enc := json.NewEncoder(c)
+	// The request is read before the peer check answers, so that a refused
+	// client gets the reason and not a reset of its unread request.
+	c.SetReadDeadline(time.Now().Add(requestTimeout))
+	line, err := readLine(bufio.NewReaderSize(c, 4096))
+	c.SetReadDeadline(time.Time{})
 	if err := checkPeer(c); err != nil {
 		s.log.Warn("control connection refused", "err", err)
 		enc.Encode(Response{Error: err.Error()}) // the peer may be gone; nothing to do then
 		return
 	}
-	br := bufio.NewReaderSize(c, 4096)
-	line, err := readLine(br)
 	if err != nil {
 		enc.Encode(Response{Error: err.Error()}) // as above
 		return

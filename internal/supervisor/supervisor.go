@@ -58,6 +58,7 @@ type Supervisor struct {
 	crashes   []time.Time
 	readySent bool
 	stopping  bool
+	stopSigs  int    // stop signals received
 	status    string // last STATUS= sent
 	exitErr   error
 }
@@ -145,7 +146,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		go srv.Serve()
 		defer srv.Close()
 	}
 
@@ -169,6 +169,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			f()
 		case <-ctxDone:
 			ctxDone = nil
+			s.log.Info("stop requested", "reason", context.Cause(ctx))
 			s.beginStop()
 		}
 	}
@@ -200,7 +201,8 @@ func (s *Supervisor) onSignal(sig syscall.Signal) {
 	case unix.SIGCHLD:
 		s.reap()
 	case unix.SIGTERM, unix.SIGINT:
-		if s.stopping {
+		s.stopSigs++
+		if s.stopSigs > 1 {
 			s.log.Warn("second stop signal: killing all workers", "sig", sig.String())
 			for _, w := range s.workers {
 				w.p.Kill()

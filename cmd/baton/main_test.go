@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){"baton": main})
+}
+
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/script",
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"exitcode":   cmdExitcode,
+			"waitstatus": cmdWaitStatus,
+		},
+	})
+}
+
+// exitcode N CMD [ARG...] runs CMD and checks it exits with N; its output
+// is kept for stdout/stderr checks.
+func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exitcode N CMD [ARG...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exitcode: %v", err)
+	}
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		got = ee.ExitCode()
+	case err != nil:
+		ts.Fatalf("exitcode: %v", err)
+	}
+	if got != want {
+		ts.Fatalf("%s exited %d, want %d", args[1], got, want)
+	}
+}
+
+// waitstatus PATH READY waits until the baton behind control socket PATH
+// reports READY ready workers.
+func cmdWaitStatus(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: waitstatus PATH READY")
+	}
+	want, err := strconv.Atoi(args[1])
+	if err != nil {
+		ts.Fatalf("waitstatus: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var last string
+	for ctx.Err() == nil {
+		resp, err := control.Call(ctx, ts.MkAbs(args[0]), control.Request{Command: control.CmdStatus})
+		if err == nil && resp.Status.Ready == want && resp.Status.State == "ready" {
+			return
+		}
+		last = fmt.Sprint(err)
+		if resp.Status != nil {
+			last = fmt.Sprintf("%+v", *resp.Status)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ts.Fatalf("waitstatus: never %d ready; last: %s", want, last)
+}

@@ -1,0 +1,192 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type fakeHandler struct{ st Status }
+
+func (f fakeHandler) Status(context.Context) (Status, error) { return f.st, nil }
+
+func shortDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "ctl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func TestParseRequest(t *testing.T) {
+	tests := []struct {
+		in, wantErr string
+	}{
+		{in: `{"command":"status"}`},
+		{in: `{"command":""}`, wantErr: "no command"},
+		{in: `{"command":"status","x":1}`, wantErr: "unknown field"},
+		{in: `{"command":"status"} {}`, wantErr: "trailing data"},
+		{in: `not json`, wantErr: "control request"},
+	}
+	for _, tt := range tests {
+		_, err := ParseRequest([]byte(tt.in))
+		if (err != nil) != (tt.wantErr != "") || err != nil && !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("ParseRequest(%q) error = %v, want %q", tt.in, err, tt.wantErr)
+		}
+	}
+}
+
+func FuzzParseRequest(f *testing.F) {
+	f.Add([]byte(`{"command":"status"}`))
+	f.Add([]byte(`{"command":"reload"}` + "\n"))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseRequest(b)
+		if err == nil && r.Command == "" {
+			t.Fatal("request without a command accepted")
+		}
+	})
+}
+
+func TestServerStatusRoundTripAndMode(t *testing.T) {
+	path := filepath.Join(shortDir(t), "c.sock")
+	srv, err := Listen(path, fakeHandler{Status{PID: 42, Generation: 7}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("control socket mode %v, want 0600", fi.Mode().Perm())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := Call(ctx, path, Request{Command: CmdStatus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status.PID != 42 || resp.Status.Generation != 7 {
+		t.Errorf("status = %+v", resp.Status)
+	}
+	if _, err := Call(ctx, path, Request{Command: "dance"}); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `unknown command "dance"`) {
+		t.Errorf("unknown command: %v", err)
+	}
+	// A second server on the same path is refused while the first lives.
+	if _, err := Listen(path, fakeHandler{}, nil); err == nil || !strings.Contains(err.Error(), "served by another process") {
+		t.Errorf("second Listen: %v", err)
+	}
+}
+
+func TestServerReplacesStaleSocket(t *testing.T) {
+	path := filepath.Join(shortDir(t), "c.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	srv, err := Listen(path, fakeHandler{}, nil)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	srv.Close()
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket file left after Close: %v", err)
+	}
+}
+
+// TestPeerCredentialsChecked connects as another uid (nobody), from a
+// python3 child; switching uid needs root.
+func TestPeerCredentialsChecked(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to connect as another uid")
+	}
+	dir := shortDir(t)
+	os.Chmod(dir, 0o755)
+	path := filepath.Join(dir, "c.sock")
+	srv, err := Listen(path, fakeHandler{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	// Open the file mode for this test only, so that the peer check, not
+	// the mode, is what refuses.
+	os.Chmod(path, 0o666)
+	script := `import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b'{"command":"status"}\n')
+print(s.recv(4096).decode())`
+	// Debian's python3: a python under /root is not executable by nobody.
+	cmd := exec.Command("/usr/bin/python3", "-c", script, path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("python3 as nobody: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "permission denied for uid 65534") {
+		t.Errorf("a foreign uid got %q", out)
+	}
+}
+
+func TestPaths(t *testing.T) {
+	env := func(m map[string]string, uid int) Env {
+		return Env{Getenv: func(k string) string { return m[k] }, UID: uid}
+	}
+	tests := []struct {
+		env  Env
+		want string
+	}{
+		{env(map[string]string{"RUNTIME_DIRECTORY": "/run/myapp:/run/other"}, 0), "/run/myapp/control.sock"},
+		{env(nil, 0), "/run/baton/myapp.sock"},
+		{env(map[string]string{"XDG_RUNTIME_DIR": "/run/user/1000"}, 1000), "/run/user/1000/baton/myapp.sock"},
+	}
+	for _, tt := range tests {
+		if got := DefaultPath(tt.env, "myapp"); got != tt.want {
+			t.Errorf("DefaultPath = %q, want %q", got, tt.want)
+		}
+	}
+	for cg, want := range map[string]string{
+		"0::/system.slice/myapp.service\n":                   "myapp",
+		"12:pids:/x\n1:name=systemd:/system.slice/a.service": "a",
+		"0::/user.slice/user-0.slice/session-1.scope\n":      "example-worker",
+		"": "example-worker",
+	} {
+		if got := ServiceName(cg, "/usr/bin/example-worker"); got != want {
+			t.Errorf("ServiceName(%q) = %q, want %q", cg, got, want)
+		}
+	}
+}
+
+func TestFind(t *testing.T) {
+	dir := shortDir(t)
+	e := Env{Getenv: func(k string) string {
+		if k == "XDG_RUNTIME_DIR" {
+			return dir
+		}
+		return ""
+	}, UID: 1000}
+	if _, err := Find(e); err == nil || !strings.Contains(err.Error(), "no control socket") {
+		t.Errorf("Find with none: %v", err)
+	}
+	os.MkdirAll(filepath.Join(dir, "baton"), 0o700)
+	os.WriteFile(filepath.Join(dir, "baton", "a.sock"), nil, 0o600)
+	if got, err := Find(e); err != nil || got != filepath.Join(dir, "baton", "a.sock") {
+		t.Errorf("Find with one = %q, %v", got, err)
+	}
+	os.WriteFile(filepath.Join(dir, "baton", "b.sock"), nil, 0o600)
+	if _, err := Find(e); err == nil || !strings.Contains(err.Error(), "choose one with --control") {
+		t.Errorf("Find with two: %v", err)
+	}
+}
