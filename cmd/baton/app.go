@@ -21,6 +21,7 @@ func newApp() *cli.App {
 		Usage: "a systemd-native supervisor for zero-downtime services",
 		Commands: []*cli.Command{
 			runCommand(),
+			reloadCommand(),
 			statusCommand(),
 			versionCommand(),
 			shimCommand(),

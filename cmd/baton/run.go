@@ -13,6 +13,7 @@ import (
 	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/journal"
 	"github.com/batonsd/baton/internal/supervisor"
+	"github.com/batonsd/baton/internal/worker"
 	"github.com/urfave/cli/v2"
 )
 
@@ -31,6 +32,11 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "restart-backoff", Value: "100ms..30s", Usage: "crash restart delay `MIN..MAX`, doubling"},
 			&cli.StringFlag{Name: "crash-limit", Value: "10/60s", Usage: "more crashes than `N/DUR` and baton exits 2"},
 			&cli.StringFlag{Name: "control", Usage: "control socket `PATH` (default $RUNTIME_DIRECTORY/control.sock, else /run/baton/NAME.sock)"},
+			&cli.IntFlag{Name: "max-surge", Value: 1, Usage: "new workers a rollout starts at once"},
+			&cli.StringFlag{Name: "strategy", Value: "rolling", Usage: "rolling, or blue-green: all new workers ready, then all old ones drain"},
+			&cli.DurationFlag{Name: "canary", Usage: "watch a rollout's first batch this long; an exit in that window aborts"},
+			&cli.StringFlag{Name: "check", Usage: "shell `CMD` run before each rollout (like nginx -t); non-zero aborts it"},
+			&cli.StringFlag{Name: "config", Usage: "TOML `FILE` with these settings (keys are the flag names, plus command), re-read at every rollout; flags given here win"},
 			&cli.StringFlag{Name: "log", Value: "journal", Usage: "worker output: journal (prefixed lines on stderr until journald support lands) or inherit"},
 		},
 		Action: runAction,
@@ -38,11 +44,17 @@ func runCommand() *cli.Command {
 }
 
 func runAction(c *cli.Context) error {
-	cfg, err := runConfig(c)
-	if err != nil {
-		return err
-	}
-	s, err := supervisor.New(cfg)
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	prefixed := journal.Prefixed(os.Stderr) // one sink, so lines never interleave
+	s, err := supervisor.New(func() (supervisor.Config, error) {
+		st, err := loadSettings(c)
+		if err != nil {
+			return supervisor.Config{}, err
+		}
+		cfg, err := runConfig(st, prefixed)
+		cfg.Logger = logger
+		return cfg, err
+	})
 	if err != nil {
 		return err
 	}
@@ -51,52 +63,91 @@ func runAction(c *cli.Context) error {
 	return s.Run(context.WithoutCancel(c.Context))
 }
 
-// runConfig turns the flags into a supervisor.Config; each error names its
-// flag.
-func runConfig(c *cli.Context) (supervisor.Config, error) {
+// runConfig turns the settings into a supervisor.Config; each error names
+// its flag or config key.
+// prefixed is the sink for --log journal.
+func runConfig(st settings, prefixed func(*worker.Process, worker.Stream, []byte)) (supervisor.Config, error) {
 	cfg := supervisor.Config{
-		Command:      c.Args().Slice(),
-		Workers:      c.Int("workers"),
-		ReadyTimeout: c.Duration("ready-timeout"),
-		DrainTimeout: c.Duration("drain-timeout"),
-		ShimPath:     "/proc/self/exe", // this very image, even if the file was replaced since
-		ShimArgv:     []string{"baton", "shim"},
-		Logger:       slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		ShimPath: "/proc/self/exe", // this very image, even if the file was replaced since
+		ShimArgv: []string{"baton", "shim"},
+	}
+	var err error
+	if cfg.Command, err = st.Command(); err != nil {
+		return cfg, err
 	}
 	if len(cfg.Command) == 0 {
-		return cfg, fmt.Errorf("no worker command: baton run [flags] -- CMD [ARG...]")
+		return cfg, fmt.Errorf("no worker command: baton run [flags] -- CMD [ARG...] (or command = [...] in --config)")
 	}
 	if _, err := exec.LookPath(cfg.Command[0]); err != nil {
 		return cfg, fmt.Errorf("worker command: %w", err)
 	}
-	var err error
-	for _, l := range c.StringSlice("listen") {
-		spec, err := activation.ParseSpec(l)
-		if err != nil {
-			return cfg, fmt.Errorf("--%w", err)
+	var s string
+	for _, step := range []func() error{
+		func() (err error) { cfg.Workers, err = st.Int("workers"); return },
+		func() (err error) { cfg.ReadyTimeout, err = st.Duration("ready-timeout"); return },
+		func() (err error) { cfg.DrainTimeout, err = st.Duration("drain-timeout"); return },
+		func() (err error) { cfg.MaxSurge, err = st.Int("max-surge"); return },
+		func() (err error) { cfg.Canary, err = st.Duration("canary"); return },
+		func() (err error) { cfg.Check, err = st.String("check"); return },
+		func() error {
+			listen, err := st.Strings("listen")
+			for _, l := range listen {
+				spec, perr := activation.ParseSpec(l)
+				if perr != nil {
+					return fmt.Errorf("--%w", perr)
+				}
+				cfg.Listen = append(cfg.Listen, spec)
+			}
+			return err
+		},
+		func() (err error) {
+			if s, err = st.String("ready"); err == nil {
+				cfg.Ready, err = supervisor.ParseReady(s)
+			}
+			return
+		},
+		func() (err error) {
+			if s, err = st.String("strategy"); err == nil {
+				cfg.BlueGreen, err = supervisor.ParseStrategy(s)
+			}
+			return
+		},
+		func() (err error) {
+			if s, err = st.String("stop-signal"); err == nil {
+				cfg.StopSignal, err = supervisor.ParseSignal(s)
+			}
+			return
+		},
+		func() (err error) {
+			if s, err = st.String("restart-backoff"); err == nil {
+				cfg.RestartBackoff, err = supervisor.ParseBackoff(s)
+			}
+			return
+		},
+		func() (err error) {
+			if s, err = st.String("crash-limit"); err == nil {
+				cfg.CrashLimit, err = supervisor.ParseCrashLimit(s)
+			}
+			return
+		},
+		func() error {
+			mode, err := st.String("log")
+			switch {
+			case err != nil:
+				return err
+			case mode == "journal":
+				cfg.Output = prefixed
+			case mode != "inherit":
+				return fmt.Errorf("--log %q: want journal or inherit", mode)
+			}
+			return nil
+		},
+	} {
+		if err := step(); err != nil {
+			return cfg, err
 		}
-		cfg.Listen = append(cfg.Listen, spec)
 	}
-	if cfg.Ready, err = supervisor.ParseReady(c.String("ready")); err != nil {
-		return cfg, err
-	}
-	if cfg.StopSignal, err = supervisor.ParseSignal(c.String("stop-signal")); err != nil {
-		return cfg, err
-	}
-	if cfg.RestartBackoff, err = supervisor.ParseBackoff(c.String("restart-backoff")); err != nil {
-		return cfg, err
-	}
-	if cfg.CrashLimit, err = supervisor.ParseCrashLimit(c.String("crash-limit")); err != nil {
-		return cfg, err
-	}
-	switch mode := c.String("log"); mode {
-	case "journal":
-		cfg.Output = journal.Prefixed(os.Stderr)
-	case "inherit":
-	default:
-		return cfg, fmt.Errorf("--log %q: want journal or inherit", mode)
-	}
-	cfg.Control = c.String("control")
+	cfg.Control = st.c.String("control")
 	if cfg.Control == "" {
 		cgroup, _ := os.ReadFile("/proc/self/cgroup") // without it, the command names the socket
 		cfg.Control = control.DefaultPath(control.OSEnv(), control.ServiceName(string(cgroup), cfg.Command[0]))

@@ -71,6 +71,22 @@ func printStatus(w io.Writer, st *control.Status) {
 		}
 		tw.Flush()
 	}
+	if len(st.Incoming) > 0 {
+		fmt.Fprintln(w, "incoming:")
+		for _, wk := range st.Incoming {
+			fmt.Fprintf(w, "  slot %d pid %d gen %d %s\n", wk.Slot, wk.PID, wk.Generation, wk.State)
+		}
+	}
+	if r := st.Rollout; r != nil {
+		fmt.Fprintf(w, "rollout: %s, generation %d to %d, %d/%d slots moved, %s so far\n", r.State, r.From, r.To, r.Moved, r.Slots, secs(r.DurationSeconds))
+	}
+	if r := st.LastRollout; r != nil {
+		fmt.Fprintf(w, "last rollout: %s, generation %d to %d, took %s", r.State, r.From, r.To, secs(r.DurationSeconds))
+		if r.Error != "" {
+			fmt.Fprintf(w, ": %s", r.Error)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintln(w, "listeners:")
 	for _, l := range st.Listeners {
 		fmt.Fprintf(w, "  %s %s (%s)\n", l.Name, l.Address, l.Source)
@@ -85,4 +101,8 @@ func printWorker(w io.Writer, wk control.Worker) {
 		up = (time.Duration(wk.UptimeSeconds) * time.Second).String()
 	}
 	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, wk.Status)
+}
+
+func secs(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
 }

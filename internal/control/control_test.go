@@ -17,6 +17,10 @@ type fakeHandler struct{ st Status }
 
 func (f fakeHandler) Status(context.Context) (Status, error) { return f.st, nil }
 
+func (f fakeHandler) Reload(context.Context) (Rollout, error) {
+	return Rollout{From: 1, To: 2, State: "failed"}, errors.New("worker 0 exited")
+}
+
 func shortDir(t *testing.T) string {
 	dir, err := os.MkdirTemp("", "ctl")
 	if err != nil {
@@ -78,6 +82,10 @@ func TestServerStatusRoundTripAndMode(t *testing.T) {
 	}
 	if resp.Status.PID != 42 || resp.Status.Generation != 7 {
 		t.Errorf("status = %+v", resp.Status)
+	}
+	resp, err = Call(ctx, path, Request{Command: CmdReload})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "worker 0 exited") || resp.Rollout == nil || resp.Rollout.To != 2 {
+		t.Errorf("failed reload: %+v, %v", resp, err)
 	}
 	if _, err := Call(ctx, path, Request{Command: "dance"}); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `unknown command "dance"`) {
 		t.Errorf("unknown command: %v", err)

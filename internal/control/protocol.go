@@ -19,6 +19,9 @@ const MaxLine = 1 << 20
 // Commands a client may send.
 const (
 	CmdStatus = "status"
+	// CmdReload asks for a rollout; the response comes when it has ended,
+	// with Error set when it was aborted.
+	CmdReload = "reload"
 )
 
 // Request is what a client asks.
@@ -28,8 +31,23 @@ type Request struct {
 
 // Response is the server's answer: Error is set when the request failed.
 type Response struct {
-	Error  string  `json:"error,omitempty"`
-	Status *Status `json:"status,omitempty"`
+	Error   string   `json:"error,omitempty"`
+	Status  *Status  `json:"status,omitempty"`
+	Rollout *Rollout `json:"rollout,omitempty"`
+}
+
+// Rollout is a rollout in progress or ended.
+type Rollout struct {
+	From int `json:"from"` // the generation serving when it began
+	To   int `json:"to"`   // the generation rolled out; 0 if none was made
+	// State is checking, rolling, canary or rolling back while it runs,
+	// then ok or failed.
+	State           string    `json:"state"`
+	Moved           int       `json:"moved"` // slots moved to the new generation
+	Slots           int       `json:"slots"`
+	Error           string    `json:"error,omitempty"`
+	Started         time.Time `json:"started"`
+	DurationSeconds float64   `json:"duration_seconds"`
 }
 
 // Status is the supervisor's state as `baton status --json` prints it.
@@ -43,8 +61,12 @@ type Status struct {
 	// crash restart has PID 0 and state "restarting".
 	Workers   []Worker   `json:"workers"`
 	Draining  []Worker   `json:"draining"`
+	Incoming  []Worker   `json:"incoming"` // new workers a rollout is bringing up
 	Listeners []Listener `json:"listeners"`
 	Crashes   int        `json:"crashes"` // within the crash-limit window
+	// Rollout is the rollout in progress; LastRollout the last one ended.
+	Rollout     *Rollout `json:"rollout,omitempty"`
+	LastRollout *Rollout `json:"last_rollout,omitempty"`
 }
 
 // Worker is one worker process.

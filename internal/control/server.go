@@ -19,6 +19,9 @@ import (
 // Handler answers requests. It is called from the connection's goroutine.
 type Handler interface {
 	Status(ctx context.Context) (Status, error)
+	// Reload runs a rollout and returns when it has ended; the error says
+	// why it was aborted.
+	Reload(ctx context.Context) (Rollout, error)
 }
 
 // Server serves the control socket.
@@ -135,6 +138,12 @@ func (s *Server) handle(req Request) Response {
 			return Response{Error: err.Error()}
 		}
 		return Response{Status: &st}
+	case CmdReload:
+		r, err := s.handler.Reload(s.ctx)
+		if err != nil {
+			return Response{Error: err.Error(), Rollout: &r}
+		}
+		return Response{Rollout: &r}
 	}
 	return Response{Error: fmt.Sprintf("unknown command %q", req.Command)}
 }

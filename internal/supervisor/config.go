@@ -26,6 +26,15 @@ type Config struct {
 	StopSignal     syscall.Signal
 	RestartBackoff Backoff
 	CrashLimit     CrashLimit
+	// MaxSurge is how many new workers a rollout starts at once;
+	// BlueGreen starts them all, then drains all old ones.
+	MaxSurge  int
+	BlueGreen bool
+	// Canary is how long the first batch of a rollout is watched before the
+	// rollout goes on; an exit in that window aborts it.
+	Canary time.Duration
+	// Check is a shell command run before each rollout; non-zero aborts it.
+	Check string
 	// Control is the control socket's path; empty means none.
 	Control string
 	// Output receives worker output lines; nil passes the supervisor's own
@@ -126,6 +135,18 @@ func ParseCrashLimit(s string) (CrashLimit, error) {
 	return CrashLimit{N: n, Per: d}, nil
 }
 
+// ParseStrategy parses --strategy: rolling or blue-green. It reports
+// whether the strategy is blue-green.
+func ParseStrategy(s string) (bool, error) {
+	switch s {
+	case "rolling":
+		return false, nil
+	case "blue-green":
+		return true, nil
+	}
+	return false, fmt.Errorf("--strategy %q: want rolling or blue-green", s)
+}
+
 // ParseSignal parses a signal name with or without SIG ("TERM", "SIGQUIT").
 func ParseSignal(s string) (syscall.Signal, error) {
 	name := strings.ToUpper(s)
@@ -151,6 +172,12 @@ func (c *Config) check() error {
 	if c.ReadyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--ready-timeout %s: want more than 0", c.ReadyTimeout))
 	}
+	if c.MaxSurge < 1 {
+		errs = append(errs, fmt.Errorf("--max-surge %d: want at least 1", c.MaxSurge))
+	}
+	if c.Canary < 0 {
+		errs = append(errs, fmt.Errorf("--canary %s: want 0 or more", c.Canary))
+	}
 	if c.DrainTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--drain-timeout %s: want more than 0", c.DrainTimeout))
 	}
@@ -164,3 +191,10 @@ func (c *Config) check() error {
 // re-executed one. A binary with another version is refused as an in-place
 // upgrade.
 const HandoffProtocol = 1
+
+// genSpec is what the workers of one generation are started from: the
+// command and worker settings as they were when the generation was made.
+type genSpec struct {
+	gen int
+	cfg Config
+}

@@ -17,9 +17,35 @@ func (s *Supervisor) statusLine() string {
 	case s.stopping:
 		return fmt.Sprintf("stopping: %d workers draining", len(s.workers))
 	case !s.readySent:
-		return fmt.Sprintf("starting: %d/%d ready, generation %d", ready, len(s.slots), s.gen)
+		return fmt.Sprintf("starting: %d/%d ready, generation %d", ready, len(s.slots), s.serving.gen)
 	}
-	return fmt.Sprintf("%d/%d ready, generation %d", ready, len(s.slots), s.gen)
+	line := fmt.Sprintf("%d/%d ready, generation %d", ready, len(s.slots), s.serving.gen)
+	if r := s.rollout; r != nil {
+		switch r.phase {
+		case phaseChecking:
+			return line + ", reloading: checking"
+		case phaseRolling:
+			return line + fmt.Sprintf(", rollout %d/%d to generation %d", r.pos+len(r.batch), len(s.slots), r.to.gen)
+		case phaseCanary:
+			return line + fmt.Sprintf(", canary of generation %d for %s", r.to.gen, s.cfg.Canary)
+		case phaseRollingBack:
+			return line + fmt.Sprintf(", rollout to generation %d failed, rolling back", r.to.gen)
+		}
+	}
+	if l := s.last; l != nil {
+		if l.State == "ok" {
+			return line + ", last reload ok"
+		}
+		return line + ", last reload failed: " + shorten(l.Error, 80)
+	}
+	return line
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // updateStatus sends STATUS= to systemd when the summary changed.
@@ -53,11 +79,12 @@ func (s *Supervisor) snapshot() control.Status {
 	st := control.Status{
 		PID:        os.Getpid(),
 		State:      "ready",
-		Generation: s.gen,
+		Generation: s.serving.gen,
 		Slots:      len(s.slots),
 		Ready:      s.readyCount(),
 		Workers:    []control.Worker{},
 		Draining:   []control.Worker{},
+		Incoming:   []control.Worker{},
 		Listeners:  []control.Listener{},
 		Crashes:    len(s.crashes),
 	}
@@ -73,6 +100,16 @@ func (s *Supervisor) snapshot() control.Status {
 			continue
 		}
 		st.Workers = append(st.Workers, s.describe(sl.w, now))
+	}
+	if s.rollout != nil {
+		r := s.rollout.describe(s)
+		st.Rollout = &r
+	}
+	st.LastRollout = s.last
+	for _, sl := range s.slots {
+		if sl.next != nil {
+			st.Incoming = append(st.Incoming, s.describe(sl.next, now))
+		}
 	}
 	for _, w := range s.workers {
 		if w.state == stateDraining {

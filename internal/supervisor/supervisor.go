@@ -40,8 +40,9 @@ const outputGrace = time.Second
 
 // Supervisor is one `baton run`.
 type Supervisor struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config                 // the newest configuration
+	reload func() (Config, error) // re-reads it for a rollout
+	log    *slog.Logger
 
 	sd        *notify.Client // systemd; nil when not under a service manager
 	listeners []*activation.Listener
@@ -49,11 +50,16 @@ type Supervisor struct {
 	baseEnv   []string
 
 	events chan func()
+	later  []func() // run by the loop after the current event
 	done   chan struct{}
 
-	gen       int
+	serving   *genSpec // the last generation that served in every slot
+	lastGen   int      // the highest generation number given out
 	slots     []*slot
-	workers   map[int]*proc // every live child we started, by pid
+	workers   map[int]*proc   // every live worker we started, by pid
+	helpers   map[int]*helper // every live helper command (--check), by pid
+	rollout   *rollout        // the rollout in progress, if any
+	last      *control.Rollout
 	exited    []*worker.Process
 	crashes   []time.Time
 	readySent bool
@@ -64,8 +70,10 @@ type Supervisor struct {
 }
 
 type slot struct {
-	index    int
-	w        *proc
+	index int
+	w     *proc    // the worker serving in this slot
+	next  *proc    // its replacement, while a rollout brings one up
+	spec  *genSpec // the generation this slot serves; crash restarts use it
 	restarts int
 	backoff  time.Duration
 	restart  *time.Timer
@@ -83,6 +91,7 @@ const (
 type proc struct {
 	p        *worker.Process
 	slot     *slot
+	spec     *genSpec
 	state    procState
 	exited   bool
 	failed   string // why baton killed it while starting
@@ -92,8 +101,14 @@ type proc struct {
 	cancel   context.CancelFunc // stops a readiness probe
 }
 
-// New checks cfg and returns a Supervisor ready to Run.
-func New(cfg Config) (*Supervisor, error) {
+// New returns a Supervisor ready to Run. load gives the configuration, at
+// start and again at every rollout (a config file is re-read, say); an error
+// at start is returned, an error at a rollout aborts the rollout.
+func New(load func() (Config, error)) (*Supervisor, error) {
+	cfg, err := load()
+	if err != nil {
+		return nil, err
+	}
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
@@ -103,12 +118,14 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	return &Supervisor{
 		cfg:     cfg,
+		reload:  load,
 		log:     log,
 		opened:  map[*activation.Listener]bool{},
 		baseEnv: worker.Env(os.Environ(), cfg.Output != nil),
 		events:  make(chan func(), 64),
 		done:    make(chan struct{}),
 		workers: map[int]*proc{},
+		helpers: map[int]*helper{},
 	}, nil
 }
 
@@ -149,19 +166,31 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		defer srv.Close()
 	}
 
-	s.gen = 1
+	s.lastGen = 1
+	s.serving = &genSpec{gen: 1, cfg: s.cfg}
 	s.slots = make([]*slot, s.cfg.Workers)
 	for i := range s.slots {
-		s.slots[i] = &slot{index: i, backoff: s.cfg.RestartBackoff.Min}
+		s.slots[i] = &slot{index: i, spec: s.serving, backoff: s.cfg.RestartBackoff.Min}
 	}
-	s.log.Info("starting", "workers", s.cfg.Workers, "gen", s.gen, "command", s.cfg.Command, "ready", s.cfg.Ready.String())
+	s.log.Info("starting", "workers", s.cfg.Workers, "gen", 1, "command", s.cfg.Command, "ready", s.cfg.Ready.String())
 	for _, sl := range s.slots {
-		s.startWorker(sl)
+		sl.w = s.startWorker(sl, sl.spec)
+		if sl.w == nil {
+			s.onCrash(sl, 0)
+		}
 	}
 	s.updateStatus()
 
 	ctxDone := ctx.Done()
-	for !(s.stopping && len(s.workers) == 0) {
+	for {
+		for len(s.later) > 0 {
+			f := s.later[0]
+			s.later = s.later[1:]
+			f()
+		}
+		if s.stopping && len(s.workers) == 0 && len(s.helpers) == 0 {
+			break
+		}
 		select {
 		case sig := <-sigs:
 			s.onSignal(sig.(syscall.Signal))
@@ -191,6 +220,10 @@ func (s *Supervisor) post(f func()) bool {
 	}
 }
 
+// soon runs f on the loop once the current event is handled. Unlike post,
+// the loop itself may call it.
+func (s *Supervisor) soon(f func()) { s.later = append(s.later, f) }
+
 // after runs f on the loop after d, unless the loop has ended.
 func (s *Supervisor) after(d time.Duration, f func()) *time.Timer {
 	return time.AfterFunc(d, func() { s.post(f) })
@@ -211,6 +244,9 @@ func (s *Supervisor) onSignal(sig syscall.Signal) {
 		}
 		s.log.Info("stop requested", "sig", sig.String())
 		s.beginStop()
+	case unix.SIGHUP:
+		s.log.Info("rollout requested", "sig", sig.String())
+		s.requestRollout(nil)
 	default:
 		s.log.Warn("signal ignored: this baton cannot act on it yet", "sig", sig.String())
 	}
@@ -229,21 +265,27 @@ func (s *Supervisor) reap() {
 		}
 		if w := s.workers[pid]; w != nil {
 			s.onExit(w, ws)
+		} else if h := s.helpers[pid]; h != nil {
+			s.onHelperExit(h, ws)
 		} else {
 			s.log.Debug("reaped orphan", "pid", pid, "exit", describeExit(ws))
 		}
 	}
 }
 
-func (s *Supervisor) startWorker(sl *slot) {
+// startWorker starts a worker of spec's generation for sl; the caller puts
+// it in place (sl.w, or sl.next during a rollout). It returns nil when the
+// process could not be started, which was logged.
+func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
+	cfg := spec.cfg
 	p, err := worker.Start(worker.Spec{
-		ShimPath:   s.cfg.ShimPath,
-		ShimArgv:   s.cfg.ShimArgv,
-		Command:    s.cfg.Command,
+		ShimPath:   cfg.ShimPath,
+		ShimArgv:   cfg.ShimArgv,
+		Command:    cfg.Command,
 		Env:        s.baseEnv,
 		Listeners:  s.listeners,
 		Slot:       sl.index,
-		Generation: s.gen,
+		Generation: spec.gen,
 		Output:     s.cfg.Output,
 		OnNotify: func(p *worker.Process, m notify.Message) {
 			s.post(func() { s.onNotify(p.PID, m) })
@@ -251,33 +293,33 @@ func (s *Supervisor) startWorker(sl *slot) {
 		Logger: s.log,
 	})
 	if err != nil {
-		s.log.Error("worker start failed", "slot", sl.index, "err", err)
-		s.onCrash(sl, 0)
-		return
+		s.log.Error("worker start failed", "slot", sl.index, "gen", spec.gen, "err", err)
+		return nil
 	}
-	w := &proc{p: p, slot: sl, state: stateStarting}
+	w := &proc{p: p, slot: sl, spec: spec, state: stateStarting}
 	s.workers[p.PID] = w
-	sl.w = w
-	s.log.Info("worker started", "slot", sl.index, "pid", p.PID, "gen", p.Generation)
+	s.log.Info("worker started", "slot", sl.index, "pid", p.PID, "gen", spec.gen)
 
-	w.timers = append(w.timers, s.after(s.cfg.ReadyTimeout, func() {
+	w.timers = append(w.timers, s.after(cfg.ReadyTimeout, func() {
 		if w.state == stateStarting && !w.exited {
-			w.failed = fmt.Sprintf("not ready within --ready-timeout %s", s.cfg.ReadyTimeout)
-			s.log.Error("worker not ready in time: killing it", "slot", sl.index, "pid", p.PID, "timeout", s.cfg.ReadyTimeout)
+			w.failed = fmt.Sprintf("not ready within --ready-timeout %s", cfg.ReadyTimeout)
+			s.log.Error("worker not ready in time: killing it", "slot", sl.index, "pid", p.PID, "gen", spec.gen, "timeout", cfg.ReadyTimeout)
 			w.p.Kill()
 		}
 	}))
-	switch s.cfg.Ready.Kind {
+	switch cfg.Ready.Kind {
 	case ReadyExec:
-		s.onReady(w)
+		// Deferred, not called: the caller has not put the worker in place yet.
+		s.soon(func() { s.onReady(w) })
 	case ReadyDelay:
-		w.timers = append(w.timers, s.after(s.cfg.Ready.Delay, func() { s.onReady(w) }))
+		w.timers = append(w.timers, s.after(cfg.Ready.Delay, func() { s.onReady(w) }))
 	case ReadyHTTP:
 		ctx, cancel := context.WithCancel(context.Background())
 		w.cancel = cancel
-		url := s.cfg.Ready.ProbeURL(sl.index, p.PID)
+		url := cfg.Ready.ProbeURL(sl.index, p.PID)
 		go probe(ctx, url, func() { s.post(func() { s.onReady(w) }) })
 	}
+	return w
 }
 
 func (s *Supervisor) onNotify(pid int, m notify.Message) {
@@ -306,13 +348,16 @@ func (s *Supervisor) onReady(w *proc) {
 	}
 	s.log.Info("worker ready", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation,
 		"after", time.Since(w.p.Started).Round(time.Millisecond))
+	if w.slot.next == w && s.rollout != nil {
+		s.rollout.onReady(s, w)
+	}
 	if !s.readySent && !s.stopping && s.readyCount() == len(s.slots) {
 		s.readySent = true
 		s.status = s.statusLine()
 		if err := s.sd.Send("READY=1\nSTATUS=" + s.status); err != nil {
 			s.log.Error("notify systemd", "err", err)
 		}
-		s.log.Info("service ready", "workers", len(s.slots), "gen", s.gen)
+		s.log.Info("service ready", "workers", len(s.slots), "gen", s.serving.gen)
 	}
 	s.updateStatus()
 }
@@ -339,17 +384,28 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 	w.p.Exited()
 	s.keepForOutput(w.p)
 	sl := w.slot
+	wasNext := sl.next == w
 	if sl.w == w {
 		sl.w = nil
 	}
+	if wasNext {
+		sl.next = nil
+	}
 	how := describeExit(ws)
-	if w.state == stateDraining {
+	reason := how
+	if w.failed != "" {
+		reason = w.failed
+	}
+	switch {
+	case w.state == stateDraining:
 		s.log.Info("worker stopped", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation, "exit", how)
-	} else {
-		reason := how
-		if w.failed != "" {
-			reason = w.failed
-		}
+	case s.rollout != nil && (wasNext || w.spec == s.rollout.to):
+		// A worker of the generation being rolled out failed: that aborts
+		// the rollout, and never counts against the serving generation's
+		// crash limit.
+		s.log.Error("new worker failed", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation, "exit", how, "reason", reason)
+		s.rollout.onFailure(s, w, reason)
+	default:
 		s.log.Error("worker exited unexpectedly", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation,
 			"exit", how, "reason", reason, "uptime", time.Since(w.p.Started).Round(time.Millisecond))
 		s.onCrash(sl, time.Since(w.p.Started))
@@ -388,10 +444,13 @@ func (s *Supervisor) onCrash(sl *slot, uptime time.Duration) {
 	s.log.Info("restarting worker", "slot", sl.index, "in", delay, "restarts", sl.restarts)
 	sl.restart = s.after(delay, func() {
 		sl.restart = nil
-		if !s.stopping && sl.w == nil {
-			s.startWorker(sl)
-			s.updateStatus()
+		if s.stopping || sl.w != nil || sl.next != nil {
+			return // stopping, or a rollout has put a worker in the slot since
 		}
+		if sl.w = s.startWorker(sl, sl.spec); sl.w == nil {
+			s.onCrash(sl, 0)
+		}
+		s.updateStatus()
 	})
 }
 
@@ -401,6 +460,9 @@ func (s *Supervisor) beginStop() {
 		return
 	}
 	s.stopping = true
+	if s.rollout != nil {
+		s.rollout.finish(s, errors.New("baton is stopping"))
+	}
 	if err := s.sd.Send("STOPPING=1"); err != nil {
 		s.log.Error("notify systemd", "err", err)
 	}
@@ -414,6 +476,9 @@ func (s *Supervisor) beginStop() {
 	for _, w := range s.workers {
 		s.drain(w)
 	}
+	for _, h := range s.helpers {
+		h.kill()
+	}
 	s.updateStatus()
 }
 
@@ -422,14 +487,16 @@ func (s *Supervisor) drain(w *proc) {
 	if w.state == stateDraining {
 		return
 	}
+	// Each worker drains under its own generation's settings.
+	cfg := w.spec.cfg
 	w.state = stateDraining
-	w.deadline = time.Now().Add(s.cfg.DrainTimeout)
-	if err := w.p.Signal(s.cfg.StopSignal); err != nil {
+	w.deadline = time.Now().Add(cfg.DrainTimeout)
+	if err := w.p.Signal(cfg.StopSignal); err != nil {
 		s.log.Warn("stop signal", "slot", w.slot.index, "pid", w.p.PID, "err", err)
 	}
-	w.timers = append(w.timers, s.after(s.cfg.DrainTimeout, func() {
+	w.timers = append(w.timers, s.after(cfg.DrainTimeout, func() {
 		if !w.exited {
-			s.log.Warn("drain deadline passed: killing worker", "slot", w.slot.index, "pid", w.p.PID, "timeout", s.cfg.DrainTimeout)
+			s.log.Warn("drain deadline passed: killing worker", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation, "timeout", cfg.DrainTimeout)
 			w.p.Kill()
 		}
 	}))

@@ -6,11 +6,40 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
 )
 
 // maxLine splits longer output lines, so one runaway line cannot grow
 // baton's memory without bound.
 const maxLine = 16 << 10
+
+// tailLines is how many of its last output lines a worker keeps, to explain
+// why it failed.
+const tailLines = 10
+
+// tail keeps the last tailLines lines of output.
+type tail struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *tail) add(line []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.lines) == tailLines {
+		copy(t.lines, t.lines[1:])
+		t.lines = t.lines[:tailLines-1]
+	}
+	t.lines = append(t.lines, string(line))
+}
+
+// Tail returns the worker's last lines of output (none when its output is
+// inherited rather than read by baton).
+func (p *Process) Tail() []string {
+	p.tail.mu.Lock()
+	defer p.tail.mu.Unlock()
+	return append([]string(nil), p.tail.lines...)
+}
 
 // readLines hands each line of r to out until EOF or until r is closed.
 func (p *Process) readLines(r *os.File, stream Stream, out func(*Process, Stream, []byte)) {
@@ -18,7 +47,9 @@ func (p *Process) readLines(r *os.File, stream Stream, out func(*Process, Stream
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			out(p, stream, bytes.TrimSuffix(line, []byte{'\n'}))
+			line = bytes.TrimSuffix(line, []byte{'\n'})
+			p.tail.add(line)
+			out(p, stream, line)
 		}
 		switch {
 		case err == nil, errors.Is(err, bufio.ErrBufferFull):

@@ -68,6 +68,7 @@ type Process struct {
 	wg      sync.WaitGroup
 	done    chan struct{}
 	log     *slog.Logger
+	tail    tail
 }
 
 // seq makes notify socket names unique within this supervisor.

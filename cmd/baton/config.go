@@ -1,0 +1,143 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/urfave/cli/v2"
+)
+
+// settings reads each `baton run` setting from the command line when it was
+// given there, else from the --config file, else the flag's default. The
+// file is read anew for every rollout.
+type settings struct {
+	c    *cli.Context
+	path string
+	file map[string]any
+}
+
+// fileKeys are the settings a config file may hold: the run flags' names,
+// and "command" for the worker command.
+var fileKeys = []string{
+	"command", "workers", "listen", "ready", "ready-timeout", "drain-timeout", "stop-signal",
+	"max-surge", "strategy", "canary", "check", "restart-backoff", "crash-limit", "log",
+}
+
+func loadSettings(c *cli.Context) (settings, error) {
+	s := settings{c: c, path: c.String("config")}
+	if s.path == "" {
+		return s, nil
+	}
+	if _, err := toml.DecodeFile(s.path, &s.file); err != nil {
+		return s, fmt.Errorf("config %s: %w", s.path, err)
+	}
+	var unknown []string
+	for k := range s.file {
+		if !slices.Contains(fileKeys, k) {
+			unknown = append(unknown, fmt.Sprintf("%q", k))
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return s, fmt.Errorf("config %s: unknown key %s (known: %s)", s.path, strings.Join(unknown, ", "), strings.Join(fileKeys, ", "))
+	}
+	return s, nil
+}
+
+// fromFile returns the file's value for name unless the command line set it.
+func (s settings) fromFile(name string) (any, bool) {
+	if s.c.IsSet(name) {
+		return nil, false
+	}
+	v, ok := s.file[name]
+	return v, ok
+}
+
+func (s settings) typeErr(name, want string, v any) error {
+	return fmt.Errorf("config %s: key %q: want %s, got %v", s.path, name, want, v)
+}
+
+func (s settings) String(name string) (string, error) {
+	v, ok := s.fromFile(name)
+	if !ok {
+		return s.c.String(name), nil
+	}
+	str, ok := v.(string)
+	if !ok {
+		return "", s.typeErr(name, "a string", v)
+	}
+	return str, nil
+}
+
+func (s settings) Int(name string) (int, error) {
+	v, ok := s.fromFile(name)
+	if !ok {
+		return s.c.Int(name), nil
+	}
+	n, ok := v.(int64)
+	if !ok {
+		return 0, s.typeErr(name, "an integer", v)
+	}
+	return int(n), nil
+}
+
+func (s settings) Duration(name string) (time.Duration, error) {
+	v, ok := s.fromFile(name)
+	if !ok {
+		return s.c.Duration(name), nil
+	}
+	str, ok := v.(string)
+	if !ok {
+		return 0, s.typeErr(name, `a duration string such as "30s"`, v)
+	}
+	d, err := time.ParseDuration(str)
+	if err != nil {
+		return 0, fmt.Errorf("config %s: key %q: %w", s.path, name, err)
+	}
+	return d, nil
+}
+
+func (s settings) Strings(name string) ([]string, error) {
+	v, ok := s.fromFile(name)
+	if !ok {
+		return s.c.StringSlice(name), nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, s.typeErr(name, "an array of strings", v)
+	}
+	out := make([]string, len(list))
+	for i, e := range list {
+		if out[i], ok = e.(string); !ok {
+			return nil, s.typeErr(name, "an array of strings", v)
+		}
+	}
+	return out, nil
+}
+
+// Command is the worker command: the arguments after --, else the file's
+// "command".
+func (s settings) Command() ([]string, error) {
+	if args := s.c.Args().Slice(); len(args) > 0 {
+		return args, nil
+	}
+	v, ok := s.file["command"]
+	if !ok {
+		return nil, nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, s.typeErr("command", "an array of strings", v)
+	}
+	out := make([]string, len(list))
+	for i, e := range list {
+		if out[i], ok = e.(string); !ok {
+			return nil, s.typeErr("command", "an array of strings", v)
+		}
+	}
+	return out, nil
+}

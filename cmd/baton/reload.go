@@ -1,0 +1,39 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+	"github.com/urfave/cli/v2"
+)
+
+func reloadCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "reload",
+		Usage: "roll out a new generation and wait for the result (fit for ExecReload=)",
+		Description: "Exits 0 when the new generation serves in every slot; non-zero, with the reason on stderr,\n" +
+			"when the rollout was aborted and the previous generation kept serving.",
+		Flags: []cli.Flag{controlFlag},
+		Action: func(c *cli.Context) error {
+			path, err := controlPath(c)
+			if err != nil {
+				return err
+			}
+			resp, err := control.Call(c.Context, path, control.Request{Command: control.CmdReload})
+			r := resp.Rollout
+			switch {
+			case err != nil && errors.Is(err, control.ErrRefused) && r != nil && r.To != 0:
+				return fmt.Errorf("rollout to generation %d failed, generation %d still serves: %s", r.To, r.From, resp.Error)
+			case err != nil && errors.Is(err, control.ErrRefused):
+				return fmt.Errorf("reload failed: %s", resp.Error)
+			case err != nil:
+				return err
+			}
+			took := time.Duration(r.DurationSeconds * float64(time.Second)).Round(time.Millisecond)
+			fmt.Fprintf(c.App.Writer, "generation %d serves in all %d slots (rollout took %s)\n", r.To, r.Slots, took)
+			return nil
+		},
+	}
+}

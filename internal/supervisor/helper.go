@@ -1,0 +1,112 @@
+package supervisor
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxHelperOutput bounds what is kept of a helper command's output.
+const maxHelperOutput = 8 << 10
+
+// helper is a short-lived command baton runs itself, such as --check. It is
+// started and reaped like a worker, by the loop: os/exec's Wait would race
+// the loop's wait4(-1).
+type helper struct {
+	pid    int
+	r      *os.File // the read end of its output
+	out    *bytes.Buffer
+	read   sync.WaitGroup // the output reader
+	timer  *time.Timer
+	onExit func(ok bool, reason string)
+}
+
+// runHelper runs `sh -c command` with the workers' environment, kills it
+// after timeout, and calls onExit on the loop with whether it exited 0, and
+// otherwise why, with its output.
+func (s *Supervisor) runHelper(command string, timeout time.Duration, onExit func(ok bool, reason string)) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		onExit(false, fmt.Sprintf("run %q: %v", command, err))
+		return
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		r.Close()
+		w.Close()
+		onExit(false, fmt.Sprintf("run %q: %v", command, err))
+		return
+	}
+	pid, err := syscall.ForkExec("/bin/sh", []string{"sh", "-c", command}, &syscall.ProcAttr{
+		Env:   s.baseEnv,
+		Files: []uintptr{devnull.Fd(), w.Fd(), w.Fd()},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	})
+	devnull.Close()
+	w.Close()
+	if err != nil {
+		r.Close()
+		onExit(false, fmt.Sprintf("run %q: %v", command, err))
+		return
+	}
+	h := &helper{pid: pid, r: r, out: &bytes.Buffer{}, onExit: onExit}
+	h.read.Go(func() {
+		defer r.Close()
+		buf := make([]byte, 4096)
+		for {
+			n, err := r.Read(buf)
+			if room := maxHelperOutput - h.out.Len(); room > 0 {
+				h.out.Write(buf[:min(n, room)])
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	h.timer = s.after(timeout, func() {
+		if s.helpers[pid] == h {
+			s.log.Warn("helper command timed out: killing it", "pid", pid, "command", command, "timeout", timeout)
+			h.kill()
+		}
+	})
+	s.helpers[pid] = h
+}
+
+func (h *helper) kill() {
+	unix.Kill(-h.pid, unix.SIGKILL) // the group may be gone already; then so is the helper
+}
+
+func (s *Supervisor) onHelperExit(h *helper, ws unix.WaitStatus) {
+	delete(s.helpers, h.pid)
+	h.timer.Stop()
+	// The output is complete once every holder of the pipe has closed it;
+	// wait for that off the loop, so that a leftover grandchild holding it
+	// cannot wedge baton.
+	go func() {
+		done := make(chan struct{})
+		go func() { h.read.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(outputGrace):
+			h.r.Close() // ends the reader, so out is ours to read
+			<-done
+		}
+		s.post(func() {
+			if ws.Exited() && ws.ExitStatus() == 0 {
+				h.onExit(true, "")
+				return
+			}
+			out := strings.TrimSpace(h.out.String())
+			if out == "" {
+				out = "(no output)"
+			}
+			h.onExit(false, fmt.Sprintf("%s: %s", describeExit(ws), out))
+		})
+	}()
+}

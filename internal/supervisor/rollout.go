@@ -1,0 +1,383 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+	"golang.org/x/sys/unix"
+)
+
+// A rollout replaces every slot's worker with one of a new generation:
+//
+//	checking     --check runs; then the config is re-read and the new
+//	             generation made
+//	rolling      batches of --max-surge slots (all slots for blue-green):
+//	             start the new workers, wait until all are ready, then send
+//	             the old ones the stop signal (they drain in the background
+//	             under their own deadline) and go on with the next batch
+//	canary       after the first batch is ready, watch it for --canary
+//	             before its old workers are stopped
+//	rolling back a new worker failed: new workers not yet serving are
+//	             stopped, slots already moved get a worker of the previous
+//	             generation again, ready before the new one is stopped
+//
+// It ends ok or failed; systemd hears READY=1 either way. A request that
+// arrives during a rollout is coalesced: when the rollout ends, one more
+// runs (to the newest config and binary), and every caller waiting gets
+// that final result.
+type rollout struct {
+	from, to *genSpec
+	phase    string
+	started  time.Time
+	waiters  []chan<- rolloutResult
+	again    bool    // another request arrived: roll out once more
+	pos      int     // slots[:pos] have moved to the new generation
+	batch    []*slot // slots whose new workers are starting
+	canary   *time.Timer
+	canaried bool
+	err      error // why it is being rolled back
+}
+
+type rolloutResult struct {
+	r   control.Rollout
+	err error
+}
+
+// Rollout phases, as `baton status` shows them.
+const (
+	phaseChecking    = "checking"
+	phaseRolling     = "rolling"
+	phaseCanary      = "canary"
+	phaseRollingBack = "rolling back"
+)
+
+// Reload answers the control socket's reload request: it runs a rollout and
+// returns when it has ended.
+func (s *Supervisor) Reload(ctx context.Context) (control.Rollout, error) {
+	reply := make(chan rolloutResult, 1)
+	if !s.post(func() { s.requestRollout(reply) }) {
+		return control.Rollout{}, errors.New("baton is shutting down")
+	}
+	select {
+	case res := <-reply:
+		return res.r, res.err
+	case <-ctx.Done():
+		return control.Rollout{}, ctx.Err()
+	}
+}
+
+// requestRollout starts a rollout, or joins the running one. reply, if not
+// nil, gets the result.
+func (s *Supervisor) requestRollout(reply chan<- rolloutResult) {
+	refuse := func(why string) {
+		s.log.Warn("rollout refused", "reason", why)
+		if reply != nil {
+			reply <- rolloutResult{err: errors.New(why)}
+		}
+	}
+	switch {
+	case s.stopping:
+		refuse("baton is stopping")
+		return
+	case !s.readySent:
+		refuse("baton is still starting: a rollout needs every slot ready first")
+		return
+	}
+	if r := s.rollout; r != nil {
+		if reply != nil {
+			r.waiters = append(r.waiters, reply)
+		}
+		r.again = true
+		s.log.Info("rollout requested during a rollout: one more follows when this one ends")
+		return
+	}
+	r := &rollout{from: s.serving, started: time.Now()}
+	if reply != nil {
+		r.waiters = append(r.waiters, reply)
+	}
+	s.rollout = r
+	if err := s.sd.Send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec())); err != nil {
+		s.log.Error("notify systemd", "err", err)
+	}
+	r.begin(s)
+}
+
+func (r *rollout) begin(s *Supervisor) {
+	r.phase = phaseChecking
+	s.extendTimeout()
+	s.updateStatus()
+	if s.cfg.Check == "" {
+		r.roll(s)
+		return
+	}
+	s.log.Info("running --check", "command", s.cfg.Check)
+	s.runHelper(s.cfg.Check, s.cfg.ReadyTimeout, func(ok bool, reason string) {
+		if s.rollout != r {
+			return // ended meanwhile (baton is stopping)
+		}
+		if !ok {
+			r.finish(s, fmt.Errorf("--check %q failed: %s", s.cfg.Check, reason))
+			return
+		}
+		r.roll(s)
+	})
+}
+
+// roll re-reads the configuration, makes the new generation and starts the
+// first batch. A bad config ends the rollout before anything changed.
+func (r *rollout) roll(s *Supervisor) {
+	cfg, err := s.reload()
+	if err == nil {
+		err = cfg.check()
+	}
+	if err != nil {
+		r.finish(s, fmt.Errorf("config: %w", err))
+		return
+	}
+	if cfg.Workers != len(s.slots) {
+		s.log.Warn("--workers changed: takes effect at the next restart", "now", len(s.slots), "configured", cfg.Workers)
+		cfg.Workers = len(s.slots)
+	}
+	if !slices.Equal(specStrings(cfg), specStrings(s.cfg)) {
+		s.log.Warn("--listen changed: sockets are kept until the next restart")
+	}
+	s.cfg = cfg
+	s.lastGen++
+	r.to = &genSpec{gen: s.lastGen, cfg: cfg}
+	r.phase = phaseRolling
+	s.log.Info("rollout begun", "from", r.from.gen, "to", r.to.gen, "command", cfg.Command, "surge", r.surge(s))
+	r.nextBatch(s)
+}
+
+func specStrings(c Config) []string {
+	out := make([]string, len(c.Listen))
+	for i, l := range c.Listen {
+		out[i] = l.String()
+	}
+	return out
+}
+
+func (r *rollout) surge(s *Supervisor) int {
+	if s.cfg.BlueGreen {
+		return len(s.slots)
+	}
+	return s.cfg.MaxSurge
+}
+
+// nextBatch starts the new workers of the next batch, or ends the rollout
+// when every slot has moved.
+func (r *rollout) nextBatch(s *Supervisor) {
+	if r.pos >= len(s.slots) {
+		r.finish(s, nil)
+		return
+	}
+	r.batch = s.slots[r.pos:min(r.pos+r.surge(s), len(s.slots))]
+	s.extendTimeout()
+	for _, sl := range r.batch {
+		w := s.startWorker(sl, r.to)
+		if w == nil {
+			r.abort(s, fmt.Errorf("worker %d of generation %d could not be started", sl.index, r.to.gen))
+			return
+		}
+		sl.next = w
+	}
+	s.updateStatus()
+}
+
+// onReady is told of each new worker that became ready.
+func (r *rollout) onReady(s *Supervisor, w *proc) {
+	switch r.phase {
+	case phaseRolling:
+		for _, sl := range r.batch {
+			if sl.next == nil || sl.next.state != stateReady {
+				return
+			}
+		}
+		if s.cfg.Canary > 0 && !r.canaried {
+			r.canaried = true
+			r.phase = phaseCanary
+			s.log.Info("canary: watching the first batch", "gen", r.to.gen, "slots", len(r.batch), "for", s.cfg.Canary)
+			s.extendTimeout()
+			r.canary = s.after(s.cfg.Canary, func() {
+				if s.rollout == r && r.phase == phaseCanary {
+					r.phase = phaseRolling
+					r.promote(s)
+				}
+			})
+			s.updateStatus()
+			return
+		}
+		r.promote(s)
+	case phaseRollingBack:
+		r.replace(s, w.slot, r.from)
+		if r.rolledBack(s) {
+			r.finish(s, r.err)
+		}
+	}
+}
+
+// promote puts the batch's new workers in place and stops the old ones.
+func (r *rollout) promote(s *Supervisor) {
+	for _, sl := range r.batch {
+		r.replace(s, sl, r.to)
+	}
+	r.pos += len(r.batch)
+	r.batch = nil
+	s.log.Info("rollout step", "gen", r.to.gen, "moved", r.pos, "of", len(s.slots))
+	r.nextBatch(s)
+}
+
+// replace makes sl's incoming worker its serving one, of spec's generation,
+// and sends the one it replaces the stop signal.
+func (r *rollout) replace(s *Supervisor, sl *slot, spec *genSpec) {
+	old := sl.w
+	sl.w, sl.next, sl.spec = sl.next, nil, spec
+	if sl.restart != nil {
+		sl.restart.Stop()
+		sl.restart = nil
+	}
+	if old != nil {
+		s.drain(old)
+	}
+}
+
+// onFailure is told of a worker of the new generation that exited or was
+// killed for not being ready, or of a rollback worker that did.
+func (r *rollout) onFailure(s *Supervisor, w *proc, reason string) {
+	if r.phase != phaseRollingBack {
+		msg := fmt.Sprintf("worker %d (pid %d, generation %d): %s", w.slot.index, w.p.PID, w.spec.gen, reason)
+		if tail := w.p.Tail(); len(tail) > 0 {
+			msg += "; last output: " + strings.Join(tail, " | ")
+		}
+		r.abort(s, errors.New(msg))
+		return
+	}
+	// Rolling back already. A new-generation worker in a slot that is
+	// being rolled back is simply gone; a slot left with no worker at all
+	// is restarted in the previous generation as after any crash.
+	sl := w.slot
+	if w.spec == r.from {
+		s.log.Error("rollback worker failed", "slot", sl.index, "pid", w.p.PID, "reason", reason)
+	}
+	if sl.w == nil && sl.next == nil {
+		s.onCrash(sl, 0)
+	}
+	if r.rolledBack(s) {
+		r.finish(s, r.err)
+	}
+}
+
+// abort stops the new workers not yet serving and moves the slots that
+// already moved back to the previous generation, ready before drain.
+func (r *rollout) abort(s *Supervisor, err error) {
+	r.err = err
+	r.phase = phaseRollingBack
+	r.batch = nil
+	if r.canary != nil {
+		r.canary.Stop()
+	}
+	s.log.Error("rollout aborted", "from", r.from.gen, "to", r.to.gen, "err", err)
+	for _, sl := range s.slots {
+		if sl.next != nil {
+			n := sl.next
+			sl.next = nil
+			s.drain(n)
+		}
+	}
+	for _, sl := range s.slots[:r.pos] {
+		sl.spec = r.from // crash restarts from now on use the previous generation
+		if sl.next = s.startWorker(sl, r.from); sl.next == nil && sl.w == nil {
+			s.onCrash(sl, 0)
+		}
+	}
+	if r.rolledBack(s) {
+		r.finish(s, err)
+	}
+	s.updateStatus()
+}
+
+// rolledBack reports whether no rollback worker is still coming up.
+func (r *rollout) rolledBack(s *Supervisor) bool {
+	for _, sl := range s.slots {
+		if sl.next != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// finish ends the rollout: err nil means the new generation serves in every
+// slot. Unless another request came meanwhile, systemd hears READY=1, on
+// every path, and every waiting caller gets the result.
+func (r *rollout) finish(s *Supervisor, err error) {
+	if r.canary != nil {
+		r.canary.Stop()
+	}
+	res := r.describe(s)
+	res.State = "ok"
+	if err != nil {
+		res.State = "failed"
+		res.Error = err.Error()
+	} else {
+		s.serving = r.to
+	}
+	s.last = &res
+	s.rollout = nil
+	if err != nil {
+		s.log.Error("rollout failed", "from", res.From, "to", res.To, "err", err, "took", time.Since(r.started).Round(time.Millisecond))
+	} else {
+		s.log.Info("rollout done", "gen", res.To, "took", time.Since(r.started).Round(time.Millisecond))
+	}
+	if r.again && !s.stopping {
+		next := &rollout{from: s.serving, started: time.Now(), waiters: r.waiters}
+		s.rollout = next
+		s.log.Info("rolling out once more for requests that came during the last rollout")
+		next.begin(s)
+		return
+	}
+	s.status = s.statusLine()
+	if err := s.sd.Send("READY=1\nSTATUS=" + s.status); err != nil {
+		s.log.Error("notify systemd", "err", err)
+	}
+	for _, w := range r.waiters {
+		w <- rolloutResult{r: res, err: err}
+	}
+}
+
+func (r *rollout) describe(s *Supervisor) control.Rollout {
+	res := control.Rollout{
+		From:            r.from.gen,
+		State:           r.phase,
+		Moved:           r.pos,
+		Slots:           len(s.slots),
+		Started:         r.started,
+		DurationSeconds: time.Since(r.started).Seconds(),
+	}
+	if r.to != nil {
+		res.To = r.to.gen
+	}
+	if r.err != nil {
+		res.Error = r.err.Error()
+	}
+	return res
+}
+
+// extendTimeout asks systemd for more time while a rollout progresses: a
+// reload is bounded by TimeoutStartSec, and N slow workers may need more.
+func (s *Supervisor) extendTimeout() {
+	d := s.cfg.ReadyTimeout + s.cfg.Canary + 10*time.Second
+	if err := s.sd.Send(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds())); err != nil {
+		s.log.Error("notify systemd", "err", err)
+	}
+}
+
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) // cannot fail for CLOCK_MONOTONIC
+	return ts.Nano() / 1000
+}
