@@ -70,10 +70,10 @@ type Supervisor struct {
 }
 
 type slot struct {
-	index int
-	w     *proc    // the worker serving in this slot
-	next  *proc    // its replacement, while a rollout brings one up
-	spec  *genSpec // the generation this slot serves; crash restarts use it
+	index    int
+	w        *proc    // the worker serving in this slot
+	next     *proc    // its replacement, while a rollout brings one up
+	spec     *genSpec // the generation this slot serves; crash restarts use it
 	restarts int
 	backoff  time.Duration
 	restart  *time.Timer
