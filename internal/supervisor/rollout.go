@@ -14,8 +14,8 @@ import (
 
 // A rollout replaces every slot's worker with one of a new generation:
 //
-//	checking     --check runs; then the config is re-read and the new
-//	             generation made
+//	checking     the config is re-read and its --check runs; then the new
+//	             generation is made
 //	rolling      batches of --max-surge slots (all slots for blue-green):
 //	             start the new workers, wait until all are ready, then send
 //	             the old ones the stop signal (they drain in the background
@@ -107,30 +107,13 @@ func (s *Supervisor) requestRollout(reply chan<- rolloutResult) {
 	r.begin(s)
 }
 
+// begin re-reads the configuration (a bad one ends the rollout before
+// anything changed), then runs its --check: the check that guards a deploy
+// is the one that comes with it.
 func (r *rollout) begin(s *Supervisor) {
 	r.phase = phaseChecking
 	s.extendTimeout()
 	s.updateStatus()
-	if s.cfg.Check == "" {
-		r.roll(s)
-		return
-	}
-	s.log.Info("running --check", "command", s.cfg.Check)
-	s.runHelper(s.cfg.Check, s.cfg.ReadyTimeout, func(ok bool, reason string) {
-		if s.rollout != r {
-			return // ended meanwhile (baton is stopping)
-		}
-		if !ok {
-			r.finish(s, fmt.Errorf("--check %q failed: %s", s.cfg.Check, reason))
-			return
-		}
-		r.roll(s)
-	})
-}
-
-// roll re-reads the configuration, makes the new generation and starts the
-// first batch. A bad config ends the rollout before anything changed.
-func (r *rollout) roll(s *Supervisor) {
 	cfg, err := s.reload()
 	if err == nil {
 		err = cfg.check()
@@ -146,6 +129,25 @@ func (r *rollout) roll(s *Supervisor) {
 	if !slices.Equal(specStrings(cfg), specStrings(s.cfg)) {
 		s.log.Warn("--listen changed: sockets are kept until the next restart")
 	}
+	if cfg.Check == "" {
+		r.roll(s, cfg)
+		return
+	}
+	s.log.Info("running --check", "command", cfg.Check)
+	s.runHelper(cfg.Check, cfg.ReadyTimeout, func(ok bool, reason string) {
+		if s.rollout != r {
+			return // ended meanwhile (baton is stopping)
+		}
+		if !ok {
+			r.finish(s, fmt.Errorf("--check %q failed: %s", cfg.Check, reason))
+			return
+		}
+		r.roll(s, cfg)
+	})
+}
+
+// roll makes the new generation from cfg and starts the first batch.
+func (r *rollout) roll(s *Supervisor, cfg Config) {
 	s.cfg = cfg
 	s.lastGen++
 	r.to = &genSpec{gen: s.lastGen, cfg: cfg}
@@ -193,10 +195,8 @@ func (r *rollout) nextBatch(s *Supervisor) {
 func (r *rollout) onReady(s *Supervisor, w *proc) {
 	switch r.phase {
 	case phaseRolling:
-		for _, sl := range r.batch {
-			if sl.next == nil || sl.next.state != stateReady {
-				return
-			}
+		if !r.batchReady() {
+			return
 		}
 		if s.cfg.Canary > 0 && !r.canaried {
 			r.canaried = true
@@ -204,10 +204,11 @@ func (r *rollout) onReady(s *Supervisor, w *proc) {
 			s.log.Info("canary: watching the first batch", "gen", r.to.gen, "slots", len(r.batch), "for", s.cfg.Canary)
 			s.extendTimeout()
 			r.canary = s.after(s.cfg.Canary, func() {
-				if s.rollout == r && r.phase == phaseCanary {
+				if s.rollout == r && r.phase == phaseCanary && r.batchReady() {
 					r.phase = phaseRolling
 					r.promote(s)
 				}
+				// Otherwise a canary failed and its abort is on its way.
 			})
 			s.updateStatus()
 			return
@@ -219,6 +220,17 @@ func (r *rollout) onReady(s *Supervisor, w *proc) {
 			r.finish(s, r.err)
 		}
 	}
+}
+
+// batchReady reports whether every slot of the batch has a ready new
+// worker.
+func (r *rollout) batchReady() bool {
+	for _, sl := range r.batch {
+		if sl.next == nil || sl.next.state != stateReady {
+			return false
+		}
+	}
+	return true
 }
 
 // promote puts the batch's new workers in place and stops the old ones.

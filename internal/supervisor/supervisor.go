@@ -38,6 +38,9 @@ var (
 // output that the workers' own leftover children may still write.
 const outputGrace = time.Second
 
+// tailGrace is how long an abort waits for a failed worker's last output.
+const tailGrace = 200 * time.Millisecond
+
 // Supervisor is one `baton run`.
 type Supervisor struct {
 	cfg    Config                 // the newest configuration
@@ -404,7 +407,20 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 		// the rollout, and never counts against the serving generation's
 		// crash limit.
 		s.log.Error("new worker failed", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation, "exit", how, "reason", reason)
-		s.rollout.onFailure(s, w, reason)
+		// The reason quotes the worker's last output lines, which may still
+		// be in the pipe when the exit is reaped: give them a moment.
+		r := s.rollout
+		go func() {
+			select {
+			case <-w.p.Done():
+			case <-time.After(tailGrace):
+			}
+			s.post(func() {
+				if s.rollout == r {
+					r.onFailure(s, w, reason)
+				}
+			})
+		}()
 	default:
 		s.log.Error("worker exited unexpectedly", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation,
 			"exit", how, "reason", reason, "uptime", time.Since(w.p.Started).Round(time.Millisecond))

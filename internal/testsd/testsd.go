@@ -138,14 +138,29 @@ func (sd *Systemd) Messages() []Datagram {
 // WaitFor blocks until a received datagram satisfies match, and returns it.
 func (sd *Systemd) WaitFor(ctx context.Context, what string, match func(Datagram) bool) Datagram {
 	sd.t.Helper()
-	seen := 0
+	d, _ := sd.WaitFrom(ctx, 0, what, match)
+	return d
+}
+
+// Count is the number of datagrams received so far: a mark for WaitFrom.
+func (sd *Systemd) Count() int {
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	return len(sd.msgs)
+}
+
+// WaitFrom is WaitFor for datagrams from the from'th on; it also returns
+// the index of the one found.
+func (sd *Systemd) WaitFrom(ctx context.Context, from int, what string, match func(Datagram) bool) (Datagram, int) {
+	sd.t.Helper()
+	seen := from
 	for {
 		sd.mu.Lock()
 		msgs, wake := sd.msgs, sd.wake
 		sd.mu.Unlock()
 		for ; seen < len(msgs); seen++ {
 			if match(msgs[seen]) {
-				return msgs[seen]
+				return msgs[seen], seen
 			}
 		}
 		select {
@@ -236,6 +251,19 @@ func start(t testing.TB, bin string, args, env []string, files []*os.File) *Serv
 		}
 	})
 	return svc
+}
+
+// WaitOutput waits until the service's output holds text. Output arrives
+// through a pipe, after the events that caused it.
+func (s *Service) WaitOutput(ctx context.Context, t testing.TB, text string) {
+	t.Helper()
+	for !strings.Contains(s.Output.String(), text) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no %q in the output:\n%s", text, s.Output.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // PID is the service's main pid.
