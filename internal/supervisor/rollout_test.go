@@ -92,7 +92,14 @@ func TestRolloutsUnderLoadLoseNothing(t *testing.T) {
 			if reloading.Msg["MONOTONIC_USEC"] == "" {
 				t.Errorf("RELOADING=1 without MONOTONIC_USEC: %v", reloading.Msg)
 			}
-			s.sd.WaitFrom(ctx, at, "READY=1 after the rollout", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+			_, end := s.sd.WaitFrom(ctx, at, "READY=1 after the rollout", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+			extended := false
+			for _, d := range s.sd.Messages()[at:end] {
+				extended = extended || d.Msg["EXTEND_TIMEOUT_USEC"] != ""
+			}
+			if !extended {
+				t.Error("no EXTEND_TIMEOUT_USEC= while the rollout progressed")
+			}
 		} else {
 			r, err := reload(ctx, s.ctl)
 			if err != nil {
