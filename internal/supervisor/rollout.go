@@ -36,6 +36,7 @@ type rollout struct {
 	started  time.Time
 	waiters  []chan<- rolloutResult
 	again    bool    // another request arrived: roll out once more
+	pending  int     // failures of new workers not yet handed to onFailure
 	pos      int     // slots[:pos] have moved to the new generation
 	batch    []*slot // slots whose new workers are starting
 	canary   *time.Timer
@@ -175,8 +176,10 @@ func (r *rollout) surge(s *Supervisor) int {
 // when every slot has moved.
 func (r *rollout) nextBatch(s *Supervisor) {
 	if r.pos >= len(s.slots) {
-		r.finish(s, nil)
-		return
+		if r.pending == 0 {
+			r.finish(s, nil)
+		}
+		return // else a new worker failed: its abort is on its way
 	}
 	r.batch = s.slots[r.pos:min(r.pos+r.surge(s), len(s.slots))]
 	s.extendTimeout()

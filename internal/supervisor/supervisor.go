@@ -410,14 +410,18 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 		// The reason quotes the worker's last output lines, which may still
 		// be in the pipe when the exit is reaped: give them a moment.
 		r := s.rollout
+		r.pending++ // the rollout cannot end ok while this is on its way
 		go func() {
 			select {
 			case <-w.p.Done():
 			case <-time.After(tailGrace):
 			}
 			s.post(func() {
+				r.pending--
 				if s.rollout == r {
 					r.onFailure(s, w, reason)
+				} else if sl.w == nil && sl.next == nil && !s.stopping {
+					s.onCrash(sl, time.Since(w.p.Started)) // the rollout was ended by a stop
 				}
 			})
 		}()
