@@ -106,17 +106,7 @@ func (s settings) Strings(name string) ([]string, error) {
 	if !ok {
 		return s.c.StringSlice(name), nil
 	}
-	list, ok := v.([]any)
-	if !ok {
-		return nil, s.typeErr(name, "an array of strings", v)
-	}
-	out := make([]string, len(list))
-	for i, e := range list {
-		if out[i], ok = e.(string); !ok {
-			return nil, s.typeErr(name, "an array of strings", v)
-		}
-	}
-	return out, nil
+	return s.stringList(name, v)
 }
 
 // Command is the worker command: the arguments after --, else the file's
@@ -129,14 +119,18 @@ func (s settings) Command() ([]string, error) {
 	if !ok {
 		return nil, nil
 	}
+	return s.stringList("command", v)
+}
+
+func (s settings) stringList(name string, v any) ([]string, error) {
 	list, ok := v.([]any)
 	if !ok {
-		return nil, s.typeErr("command", "an array of strings", v)
+		return nil, s.typeErr(name, "an array of strings", v)
 	}
 	out := make([]string, len(list))
 	for i, e := range list {
 		if out[i], ok = e.(string); !ok {
-			return nil, s.typeErr("command", "an array of strings", v)
+			return nil, s.typeErr(name, "an array of strings", v)
 		}
 	}
 	return out, nil

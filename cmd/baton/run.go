@@ -81,7 +81,6 @@ func runConfig(st settings, prefixed func(*worker.Process, worker.Stream, []byte
 	if _, err := exec.LookPath(cfg.Command[0]); err != nil {
 		return cfg, fmt.Errorf("worker command: %w", err)
 	}
-	var s string
 	for _, step := range []func() error{
 		func() (err error) { cfg.Workers, err = st.Int("workers"); return },
 		func() (err error) { cfg.ReadyTimeout, err = st.Duration("ready-timeout"); return },
@@ -89,6 +88,11 @@ func runConfig(st settings, prefixed func(*worker.Process, worker.Stream, []byte
 		func() (err error) { cfg.MaxSurge, err = st.Int("max-surge"); return },
 		func() (err error) { cfg.Canary, err = st.Duration("canary"); return },
 		func() (err error) { cfg.Check, err = st.String("check"); return },
+		func() error { return parsed(st, "ready", supervisor.ParseReady, &cfg.Ready) },
+		func() error { return parsed(st, "strategy", supervisor.ParseStrategy, &cfg.BlueGreen) },
+		func() error { return parsed(st, "stop-signal", supervisor.ParseSignal, &cfg.StopSignal) },
+		func() error { return parsed(st, "restart-backoff", supervisor.ParseBackoff, &cfg.RestartBackoff) },
+		func() error { return parsed(st, "crash-limit", supervisor.ParseCrashLimit, &cfg.CrashLimit) },
 		func() error {
 			listen, err := st.Strings("listen")
 			for _, l := range listen {
@@ -99,36 +103,6 @@ func runConfig(st settings, prefixed func(*worker.Process, worker.Stream, []byte
 				cfg.Listen = append(cfg.Listen, spec)
 			}
 			return err
-		},
-		func() (err error) {
-			if s, err = st.String("ready"); err == nil {
-				cfg.Ready, err = supervisor.ParseReady(s)
-			}
-			return
-		},
-		func() (err error) {
-			if s, err = st.String("strategy"); err == nil {
-				cfg.BlueGreen, err = supervisor.ParseStrategy(s)
-			}
-			return
-		},
-		func() (err error) {
-			if s, err = st.String("stop-signal"); err == nil {
-				cfg.StopSignal, err = supervisor.ParseSignal(s)
-			}
-			return
-		},
-		func() (err error) {
-			if s, err = st.String("restart-backoff"); err == nil {
-				cfg.RestartBackoff, err = supervisor.ParseBackoff(s)
-			}
-			return
-		},
-		func() (err error) {
-			if s, err = st.String("crash-limit"); err == nil {
-				cfg.CrashLimit, err = supervisor.ParseCrashLimit(s)
-			}
-			return
 		},
 		func() error {
 			mode, err := st.String("log")
@@ -153,4 +127,14 @@ func runConfig(st settings, prefixed func(*worker.Process, worker.Stream, []byte
 		cfg.Control = control.DefaultPath(control.OSEnv(), control.ServiceName(string(cgroup), cfg.Command[0]))
 	}
 	return cfg, nil
+}
+
+// parsed reads the string setting name and parses it into dst.
+func parsed[T any](st settings, name string, parse func(string) (T, error), dst *T) error {
+	v, err := st.String(name)
+	if err != nil {
+		return err
+	}
+	*dst, err = parse(v)
+	return err
 }
