@@ -79,7 +79,8 @@ func Parse(getenv func(string) string, pid int) ([]Passed, error) {
 		return nil, nil
 	}
 	names := make([]string, n)
-	if namesVal, ok := lookup(getenv, "LISTEN_FDNAMES"); ok {
+	// A getenv function cannot tell unset from empty; either means no names.
+	if namesVal := getenv("LISTEN_FDNAMES"); namesVal != "" {
 		parts := strings.Split(namesVal, ":")
 		if len(parts) != n {
 			return nil, fmt.Errorf("LISTEN_FDNAMES=%q: %d names for LISTEN_FDS=%d", namesVal, len(parts), n)
@@ -100,13 +101,6 @@ func Parse(getenv func(string) string, pid int) ([]Passed, error) {
 		passed[i] = Passed{FD: FirstFD + i, Name: names[i]}
 	}
 	return passed, nil
-}
-
-// lookup tells an empty LISTEN_FDNAMES (one fd, empty name) from an unset one
-// as far as a getenv function can: getenv returning "" means unset.
-func lookup(getenv func(string) string, key string) (string, bool) {
-	v := getenv(key)
-	return v, v != ""
 }
 
 // CheckName reports whether name is a valid fd name for LISTEN_FDNAMES and

@@ -102,7 +102,7 @@ func Start(spec Spec) (*Process, error) {
 		for i := range 2 {
 			r, w, err := os.Pipe()
 			if err != nil {
-				p.closeAll(childEnds)
+				closeAll(childEnds)
 				ns.Close()
 				return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
 			}
@@ -134,9 +134,9 @@ func Start(spec Spec) (*Process, error) {
 			Pdeathsig: syscall.SIGKILL,
 		},
 	})
-	p.closeAll(childEnds) // the child has its copies; EOF comes when it exits
+	closeAll(childEnds) // the child has its copies; EOF comes when it exits
 	if err != nil {
-		p.closeAll(p.outputs)
+		closeAll(p.outputs)
 		ns.Close()
 		return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
 	}
@@ -151,7 +151,7 @@ func Start(spec Spec) (*Process, error) {
 	return p, nil
 }
 
-func (p *Process) closeAll(fs []*os.File) {
+func closeAll(fs []*os.File) {
 	for _, f := range fs {
 		f.Close()
 	}
@@ -206,7 +206,7 @@ func (p *Process) Exited() {
 func (p *Process) Done() <-chan struct{} { return p.done }
 
 // CloseOutput stops reading output that a leftover grandchild keeps open.
-func (p *Process) CloseOutput() { p.closeAll(p.outputs) }
+func (p *Process) CloseOutput() { closeAll(p.outputs) }
 
 // Env returns environ without the variables that belong to one process and
 // must never reach a worker: systemd's NOTIFY_SOCKET and watchdog, the
