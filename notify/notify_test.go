@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -177,5 +178,28 @@ func TestClientEdges(t *testing.T) {
 	c, _ = Open("@baton-test-nobody-listens")
 	if err := c.Send("READY=1"); err == nil {
 		t.Error("send to a missing socket succeeded")
+	}
+}
+
+func TestWatchdogInterval(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	tests := []struct {
+		env     map[string]string
+		want    time.Duration
+		wantErr string
+	}{
+		{env: nil, want: 0},
+		{env: map[string]string{"WATCHDOG_USEC": "2000000"}, want: 2 * time.Second},
+		{env: map[string]string{"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "42"}, want: 2 * time.Second},
+		{env: map[string]string{"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "7"}, want: 0},
+		{env: map[string]string{"WATCHDOG_USEC": "soon"}, wantErr: `WATCHDOG_USEC="soon"`},
+		{env: map[string]string{"WATCHDOG_USEC": "0"}, wantErr: "not a positive"},
+		{env: map[string]string{"WATCHDOG_USEC": "10", "WATCHDOG_PID": "x"}, wantErr: `WATCHDOG_PID="x"`},
+	}
+	for _, tt := range tests {
+		got, err := WatchdogInterval(env(tt.env), 42)
+		if (err != nil) != (tt.wantErr != "") || err != nil && !strings.Contains(err.Error(), tt.wantErr) || got != tt.want {
+			t.Errorf("WatchdogInterval(%v) = %v, %v; want %v, %q", tt.env, got, err, tt.want, tt.wantErr)
+		}
 	}
 }

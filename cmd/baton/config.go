@@ -24,7 +24,7 @@ type settings struct {
 // and "command" for the worker command.
 var fileKeys = []string{
 	"command", "workers", "listen", "ready", "ready-timeout", "drain-timeout", "stop-signal",
-	"max-surge", "strategy", "canary", "check", "restart-backoff", "crash-limit", "log",
+	"max-surge", "strategy", "canary", "check", "watchdog", "restart-backoff", "crash-limit", "log",
 }
 
 func loadSettings(c *cli.Context) (settings, error) {

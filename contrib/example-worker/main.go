@@ -3,7 +3,8 @@
 //
 //   - takes its sockets from fds 3.. (activation.FromEnv);
 //   - says READY=1 on its NOTIFY_SOCKET once it serves (notify.FromEnv);
-//   - pings WATCHDOG=1 at half of WATCHDOG_USEC when baton asks for it;
+//   - pings WATCHDOG=1 at half of WATCHDOG_USEC when baton asks for it
+//     (GET /hang stops the pings, to see the watchdog replace a hung worker);
 //   - drains on SIGTERM without losing a request: it stops accepting, answers
 //     every request still to come on an open connection with
 //     "Connection: close", closes only connections that are truly idle (no
@@ -29,6 +30,7 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -61,6 +63,12 @@ func main() {
 	d := newDrainer()
 	srv := &http.Server{
 		Handler: d.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/hang" {
+				hung.Store(true)
+				log.Printf("GET /hang: no more watchdog pings")
+				fmt.Fprintf(w, "slot %s pid %d stops pinging its watchdog\n", slot, os.Getpid())
+				return
+			}
 			time.Sleep(*work)
 			fmt.Fprintf(w, "hello from slot %s pid %d generation %s\n", slot, os.Getpid(), gen)
 		})),
@@ -112,6 +120,9 @@ func main() {
 	log.Printf("drained")
 }
 
+// hung is set by GET /hang: the watchdog pings stop, as in a wedged process.
+var hung atomic.Bool
+
 // watchdog pings at half of WATCHDOG_USEC, if it is set for this process.
 func watchdog(ctx context.Context, sd *notify.Client) {
 	usec, err := strconv.Atoi(os.Getenv("WATCHDOG_USEC"))
@@ -128,6 +139,9 @@ func watchdog(ctx context.Context, sd *notify.Client) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if hung.Load() {
+				continue
+			}
 			if err := sd.Send("WATCHDOG=1"); err != nil {
 				log.Printf("watchdog: %v", err)
 			}

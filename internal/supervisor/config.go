@@ -35,6 +35,8 @@ type Config struct {
 	Canary time.Duration
 	// Check is a shell command run before each rollout; non-zero aborts it.
 	Check string
+	// Watchdog is the WATCHDOG_USEC given to workers; 0 is off.
+	Watchdog time.Duration
 	// Control is the control socket's path; empty means none.
 	Control string
 	// Output receives worker output lines; nil passes the supervisor's own
@@ -174,6 +176,9 @@ func (c *Config) check() error {
 	}
 	if c.MaxSurge < 1 {
 		errs = append(errs, fmt.Errorf("--max-surge %d: want at least 1", c.MaxSurge))
+	}
+	if c.Watchdog < 0 {
+		errs = append(errs, fmt.Errorf("--watchdog %s: want 0 (off) or more", c.Watchdog))
 	}
 	if c.Canary < 0 {
 		errs = append(errs, fmt.Errorf("--canary %s: want 0 or more", c.Canary))

@@ -102,6 +102,10 @@ type proc struct {
 	deadline time.Time
 	timers   []*time.Timer
 	cancel   context.CancelFunc // stops a readiness probe
+
+	wdInterval time.Duration // the worker's watchdog; 0 is off
+	wdTimer    *time.Timer
+	lastPing   time.Time
 }
 
 // New returns a Supervisor ready to Run. load gives the configuration, at
@@ -155,6 +159,19 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	s.sd = sd
+	var wdTick <-chan time.Time
+	if sd != nil {
+		interval, err := notify.WatchdogInterval(os.Getenv, os.Getpid())
+		if err != nil {
+			return err
+		}
+		if interval > 0 {
+			t := time.NewTicker(interval / 2)
+			defer t.Stop()
+			wdTick = t.C
+			s.log.Info("pinging systemd's watchdog", "every", interval/2)
+		}
+	}
 	s.storeListeners()
 
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -199,6 +216,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.onSignal(sig.(syscall.Signal))
 		case f := <-s.events:
 			f()
+		case <-wdTick:
+			s.pingSystemd()
 		case <-ctxDone:
 			ctxDone = nil
 			s.log.Info("stop requested", "reason", context.Cause(ctx))
@@ -285,7 +304,7 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		ShimPath:   cfg.ShimPath,
 		ShimArgv:   cfg.ShimArgv,
 		Command:    cfg.Command,
-		Env:        s.baseEnv,
+		Env:        workerEnv(s.baseEnv, cfg),
 		Listeners:  s.listeners,
 		Slot:       sl.index,
 		Generation: spec.gen,
@@ -299,7 +318,7 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		s.log.Error("worker start failed", "slot", sl.index, "gen", spec.gen, "err", err)
 		return nil
 	}
-	w := &proc{p: p, slot: sl, spec: spec, state: stateStarting}
+	w := &proc{p: p, slot: sl, spec: spec, state: stateStarting, wdInterval: cfg.Watchdog}
 	s.workers[p.PID] = w
 	s.log.Info("worker started", "slot", sl.index, "pid", p.PID, "gen", spec.gen)
 
@@ -336,6 +355,9 @@ func (s *Supervisor) onNotify(pid int, m notify.Message) {
 	if m.Is("STOPPING", "1") {
 		s.log.Info("worker stopping", "slot", w.slot.index, "pid", pid)
 	}
+	if _, ok := m["WATCHDOG"]; ok || m["WATCHDOG_USEC"] != "" {
+		s.onWatchdogMessage(w, m)
+	}
 	if m.Is("READY", "1") {
 		s.onReady(w)
 	}
@@ -349,6 +371,7 @@ func (s *Supervisor) onReady(w *proc) {
 	if w.cancel != nil {
 		w.cancel()
 	}
+	s.armWatchdog(w)
 	s.log.Info("worker ready", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation,
 		"after", time.Since(w.p.Started).Round(time.Millisecond))
 	if w.slot.next == w && s.rollout != nil {

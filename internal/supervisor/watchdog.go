@@ -1,0 +1,105 @@
+package supervisor
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/batonsd/baton/notify"
+	"golang.org/x/sys/unix"
+)
+
+// abortGrace is how long a worker whose watchdog expired has, after
+// SIGABRT (to dump its stacks), before SIGKILL.
+const abortGrace = 2 * time.Second
+
+// armWatchdog starts watching a worker that has become ready, if its
+// generation has --watchdog set (or the worker changed its interval with
+// WATCHDOG_USEC=). The watch starts at readiness: --ready-timeout covers the
+// start.
+func (s *Supervisor) armWatchdog(w *proc) {
+	if w.wdInterval <= 0 || w.exited {
+		return
+	}
+	w.lastPing = time.Now()
+	if w.wdTimer != nil {
+		w.wdTimer.Reset(w.wdInterval)
+		return
+	}
+	w.wdTimer = time.AfterFunc(w.wdInterval, func() { s.post(func() { s.watchdogExpired(w, false) }) })
+	w.timers = append(w.timers, w.wdTimer)
+}
+
+// onWatchdogMessage handles WATCHDOG=1, WATCHDOG=trigger and WATCHDOG_USEC=
+// from a worker.
+func (s *Supervisor) onWatchdogMessage(w *proc, m notify.Message) {
+	if v, ok := m["WATCHDOG_USEC"]; ok {
+		usec, err := strconv.ParseUint(v, 10, 63)
+		if err != nil {
+			s.log.Warn("worker sent a bad WATCHDOG_USEC", "slot", w.slot.index, "pid", w.p.PID, "value", v)
+		} else {
+			w.wdInterval = time.Duration(usec) * time.Microsecond
+			if w.wdInterval == 0 && w.wdTimer != nil {
+				w.wdTimer.Stop()
+			}
+			s.log.Info("worker changed its watchdog", "slot", w.slot.index, "pid", w.p.PID, "interval", w.wdInterval)
+		}
+	}
+	switch m["WATCHDOG"] {
+	case "1":
+		if w.state == stateReady {
+			s.armWatchdog(w)
+		}
+	case "trigger":
+		s.watchdogExpired(w, true)
+	default:
+		if _, ok := m["WATCHDOG_USEC"]; ok && w.state == stateReady {
+			s.armWatchdog(w)
+		}
+	}
+}
+
+// watchdogExpired sends SIGABRT (a chance to dump stacks), then SIGKILL
+// after abortGrace; the exit then counts as a crash (or aborts a rollout).
+func (s *Supervisor) watchdogExpired(w *proc, triggered bool) {
+	if w.exited || w.state == stateDraining || w.failed != "" {
+		return
+	}
+	late := time.Since(w.lastPing)
+	if !triggered && (w.wdInterval <= 0 || late < w.wdInterval) {
+		return // a ping came after the timer fired
+	}
+	if triggered {
+		w.failed = "watchdog triggered by the worker (WATCHDOG=trigger)"
+	} else {
+		w.failed = fmt.Sprintf("watchdog: no WATCHDOG=1 for %s (--watchdog %s)", late.Round(time.Millisecond), w.wdInterval)
+	}
+	s.log.Error("worker watchdog expired: SIGABRT", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation,
+		"late", (late - w.wdInterval).Round(time.Millisecond), "reason", w.failed)
+	if err := w.p.Signal(unix.SIGABRT); err != nil {
+		s.log.Warn("SIGABRT", "pid", w.p.PID, "err", err)
+	}
+	w.timers = append(w.timers, s.after(abortGrace, func() {
+		if !w.exited {
+			s.log.Warn("worker still there after SIGABRT: killing it", "slot", w.slot.index, "pid", w.p.PID)
+			w.p.Kill()
+		}
+	}))
+}
+
+// pingSystemd sends baton's own WATCHDOG=1. It is called from the event
+// loop, so a wedged loop stops the pings and systemd's WatchdogSec= acts.
+func (s *Supervisor) pingSystemd() {
+	if err := s.sd.Send("WATCHDOG=1"); err != nil {
+		s.log.Error("notify systemd", "err", err)
+	}
+}
+
+// workerEnv adds what a generation's settings give every worker.
+func workerEnv(base []string, cfg Config) []string {
+	if cfg.Watchdog <= 0 {
+		return base
+	}
+	// WATCHDOG_PID is set by the exec shim, to the worker's own pid.
+	return append(base[:len(base):len(base)], fmt.Sprintf("WATCHDOG_USEC=%d", cfg.Watchdog.Microseconds()))
+}
