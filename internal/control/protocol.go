@@ -85,8 +85,9 @@ type Worker struct {
 type Listener struct {
 	Name    string `json:"name"`
 	Address string `json:"address"`
-	// Source is "systemd" for a socket passed by socket activation (or back
-	// from the FD store), "listen" for one baton opened for --listen.
+	// Source is "systemd" for a socket from a .socket unit, "fd store" for
+	// one baton opened earlier and got back from systemd's FD store, and
+	// "listen" for one this baton opened for --listen.
 	Source string `json:"source"`
 }
 

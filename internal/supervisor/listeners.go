@@ -2,28 +2,57 @@ package supervisor
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/batonsd/baton/activation"
 )
 
-// openListeners takes the sockets systemd passed (socket activation, or the
-// FD store giving back what baton stored), then opens --listen addresses for
-// names systemd did not pass. Opened sockets are never re-bound while
-// systemd holds one of the same name.
+// storePrefix marks the FD-store entries baton makes (FDNAME=baton.NAME):
+// at a restart they come back in LISTEN_FDS next to the sockets of .socket
+// units, and only the prefix tells the two apart.
+const storePrefix = "baton."
+
+// openListeners takes the sockets systemd passed, then opens --listen
+// addresses for names it did not pass:
+//
+//   - a socket from a .socket unit is used under its name;
+//   - a socket baton itself stored (FDNAME=baton.NAME) is adopted as NAME
+//     when a --listen still names it, and never re-bound; one that no
+//     --listen claims any more is dropped from the store (FDSTOREREMOVE=1);
+//   - every other --listen is opened, and later stored.
 func (s *Supervisor) openListeners() error {
 	passed, err := activation.FromEnv()
 	if err != nil {
 		return err
 	}
+	wanted := map[string]bool{}
+	for _, spec := range s.cfg.Listen {
+		wanted[spec.Name] = true
+	}
 	have := map[string]bool{}
 	for _, l := range passed {
+		name, stored := strings.CutPrefix(l.Name, storePrefix)
+		switch {
+		case stored && !wanted[name]:
+			s.log.Info("FD store: dropping a socket no --listen claims any more", "name", name, "addr", l.Addr())
+			if err := s.sd.Send("FDSTOREREMOVE=1\nFDNAME=" + l.Name); err != nil {
+				s.log.Warn("FD store: remove", "name", l.Name, "err", err)
+			}
+			l.Close()
+			continue
+		case stored:
+			l.Name = name
+			s.source[l] = sourceStore
+			s.log.Info("listener back from the FD store, not re-bound", "name", name, "addr", l.Addr(), "fd", l.FD())
+		default:
+			s.source[l] = sourceSystemd
+			s.log.Info("listener from systemd", "name", l.Name, "addr", l.Addr(), "fd", l.FD())
+		}
 		s.listeners = append(s.listeners, l)
 		have[l.Name] = true
-		s.log.Info("listener from systemd", "name", l.Name, "addr", l.Addr(), "fd", l.FD())
 	}
 	for _, spec := range s.cfg.Listen {
 		if have[spec.Name] {
-			s.log.Info("listener kept from systemd, not re-bound", "name", spec.Name)
 			continue
 		}
 		l, err := activation.Listen(spec)
@@ -33,7 +62,7 @@ func (s *Supervisor) openListeners() error {
 		}
 		have[spec.Name] = true
 		s.listeners = append(s.listeners, l)
-		s.opened[l] = true
+		s.source[l] = sourceListen
 		s.log.Info("listening", "name", l.Name, "addr", l.Addr(), "fd", l.FD())
 	}
 	if len(s.listeners) == 0 {
@@ -42,20 +71,28 @@ func (s *Supervisor) openListeners() error {
 	return nil
 }
 
+// Where a listener came from, as `baton status` shows it.
+const (
+	sourceSystemd = "systemd"  // socket activation (a .socket unit)
+	sourceStore   = "fd store" // baton's own socket, kept by systemd across a restart
+	sourceListen  = "listen"   // opened by this baton for --listen
+)
+
 // storeListeners puts the sockets baton opened itself into systemd's FD
 // store, so a restarted baton gets them back in LISTEN_FDS and never has to
-// re-bind (connections keep queueing in the meantime). Sockets systemd
-// passed are already held by systemd: by the .socket unit, or by the store.
+// re-bind: connections keep queueing in the socket's backlog while nothing
+// runs. Sockets systemd passed are already held by systemd, by a .socket
+// unit or by the store.
 func (s *Supervisor) storeListeners() {
 	if s.sd == nil {
 		return
 	}
 	for _, l := range s.listeners {
-		if !s.opened[l] {
+		if s.source[l] != sourceListen {
 			continue
 		}
 		// FDPOLL=0: a listening socket never hangs up; don't watch it.
-		msg := fmt.Sprintf("FDSTORE=1\nFDNAME=%s\nFDPOLL=0", l.Name)
+		msg := fmt.Sprintf("FDSTORE=1\nFDNAME=%s%s\nFDPOLL=0", storePrefix, l.Name)
 		if err := s.sd.SendFDs(msg, l.FD()); err != nil {
 			s.log.Warn("FD store: listener not stored", "name", l.Name, "err", err)
 		}

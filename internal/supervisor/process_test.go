@@ -183,7 +183,7 @@ func TestFDStoreOfOwnListeners(t *testing.T) {
 	svc := sd.Start(bins, nil, nil,
 		"run", "--workers", "1", "--listen", "app=127.0.0.1:0", "--control", ctl, "--", bins.Worker)
 	stored := sd.WaitFor(ctx, "FDSTORE=1", func(d testsd.Datagram) bool { return d.Msg.Is("FDSTORE", "1") })
-	if !stored.Msg.Is("FDNAME", "app") || !stored.Msg.Is("FDPOLL", "0") || len(stored.Fds) != 1 {
+	if !stored.Msg.Is("FDNAME", "baton.app") || !stored.Msg.Is("FDPOLL", "0") || len(stored.Fds) != 1 {
 		t.Fatalf("FDSTORE message %v with %d fds", stored.Msg, len(stored.Fds))
 	}
 	l, err := activation.NewListener(int(stored.Fds[0].Fd()), "app")

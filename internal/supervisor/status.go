@@ -119,11 +119,7 @@ func (s *Supervisor) snapshot() control.Status {
 		}
 	}
 	for _, l := range s.listeners {
-		src := "systemd"
-		if s.opened[l] {
-			src = "listen"
-		}
-		st.Listeners = append(st.Listeners, control.Listener{Name: l.Name, Address: l.Addr(), Source: src})
+		st.Listeners = append(st.Listeners, control.Listener{Name: l.Name, Address: l.Addr(), Source: s.source[l]})
 	}
 	return st
 }

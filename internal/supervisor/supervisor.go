@@ -49,7 +49,7 @@ type Supervisor struct {
 
 	sd        *notify.Client // systemd; nil when not under a service manager
 	listeners []*activation.Listener
-	opened    map[*activation.Listener]bool // opened by baton for --listen
+	source    map[*activation.Listener]string // where each listener came from
 	baseEnv   []string
 
 	events chan func()
@@ -127,7 +127,7 @@ func New(load func() (Config, error)) (*Supervisor, error) {
 		cfg:     cfg,
 		reload:  load,
 		log:     log,
-		opened:  map[*activation.Listener]bool{},
+		source:  map[*activation.Listener]string{},
 		baseEnv: worker.Env(os.Environ(), cfg.Output != nil),
 		events:  make(chan func(), 64),
 		done:    make(chan struct{}),
@@ -149,16 +149,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGCHLD, unix.SIGUSR2)
 	defer signal.Stop(sigs)
 
-	if err := s.openListeners(); err != nil {
-		return err
-	}
-	defer s.closeListeners()
-
 	sd, err := notify.FromEnv()
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	s.sd = sd
+	if err := s.openListeners(); err != nil {
+		return err
+	}
+	defer s.closeListeners()
 	var wdTick <-chan time.Time
 	if sd != nil {
 		interval, err := notify.WatchdogInterval(os.Getenv, os.Getpid())

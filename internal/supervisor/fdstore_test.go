@@ -1,0 +1,96 @@
+package supervisor_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/testsd"
+	"golang.org/x/sys/unix"
+)
+
+// TestKill9WithFDStoreLosesNothing: baton opens its own listener and stores
+// it; baton and its workers are SIGKILLed under steady load; 1.5 s later
+// baton starts again with the stored fd in LISTEN_FDS, as systemd's
+// Restart= would. The connections that arrived meanwhile waited in the
+// socket's backlog: none refused, none failed.
+func TestKill9WithFDStoreLosesNothing(t *testing.T) {
+	ctx := timeout(t, 60*time.Second)
+	sd := testsd.New(t)
+	args := []string{"run", "--workers", "2", "--listen", "app=127.0.0.1:0", "--control", controlPath(t), "--", bins.Worker}
+	first := sd.Start(bins, nil, nil, args...)
+	stored := sd.WaitFor(ctx, "FDSTORE=1", func(d testsd.Datagram) bool { return d.Msg.Is("FDSTORE", "1") })
+	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	name := stored.Msg["FDNAME"]
+	// The stand-in systemd keeps the stored fd, as the FD store does.
+	fd, err := unix.FcntlInt(stored.Fds[0].Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := activation.NewListener(fd, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Close()
+	url := "http://" + kept.Addr() + "/"
+
+	// Fresh connections only: a kept-alive connection to a SIGKILLed worker
+	// dies with it, which no supervisor can prevent.
+	load := testsd.StartLoad(url, 6, 0, 5*time.Millisecond)
+	defer load.Stop()
+	for load.OK() < 100 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	first.Signal(t, unix.SIGKILL)
+	first.Wait(ctx, t)
+	killedAt, okAtKill := time.Now(), load.OK()
+	time.Sleep(1500 * time.Millisecond) // the gap while nothing runs, as the scenario says
+	if load.OK() > okAtKill+6 {
+		t.Errorf("%d requests answered while no worker ran", load.OK()-okAtKill)
+	}
+	mark := sd.Count()
+	second := sd.Start(bins, []*activation.Listener{kept}, nil, args...)
+	sd.WaitFrom(ctx, mark, "READY=1 from the restarted baton", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	t.Logf("restarted baton ready %s after the kill", time.Since(killedAt).Round(time.Millisecond))
+	for load.OK() < okAtKill+200 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ok, failures := load.Stop()
+	if failures != "" {
+		t.Fatalf("failed requests across kill -9 and restart (%d ok): %s", ok, failures)
+	}
+	t.Logf("%d requests, none failed or refused, the gap's included", ok)
+	for _, d := range sd.Messages()[mark:] {
+		if d.Msg.Is("FDSTORE", "1") {
+			t.Errorf("the restarted baton stored the socket again: %v", d.Msg)
+		}
+	}
+	second.WaitOutput(ctx, t, `msg="listener back from the FD store, not re-bound" name=app addr=`+kept.Addr())
+}
+
+// TestUnclaimedStoredSocketIsRemoved: a stored socket whose --listen is
+// gone is dropped from the store with FDSTOREREMOVE=1; a .socket unit's
+// socket is kept whatever its name.
+func TestUnclaimedStoredSocketIsRemoved(t *testing.T) {
+	ctx := timeout(t, 30*time.Second)
+	sd := testsd.New(t)
+	old := listener(t, "baton.old=127.0.0.1:0")
+	unit := listener(t, "myapp.socket=127.0.0.1:0")
+	ctl := controlPath(t)
+	sd.Start(bins, []*activation.Listener{old, unit}, nil,
+		"run", "--workers", "1", "--ready", "exec", "--listen", "app=127.0.0.1:0", "--control", ctl, "--", "sleep", "60")
+	removed := sd.WaitFor(ctx, "FDSTOREREMOVE=1", func(d testsd.Datagram) bool { return d.Msg.Is("FDSTOREREMOVE", "1") })
+	if !removed.Msg.Is("FDNAME", "baton.old") {
+		t.Errorf("removed %v", removed.Msg)
+	}
+	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	st := testsd.Status(ctx, t, ctl)
+	var got []string
+	for _, l := range st.Listeners {
+		got = append(got, l.Name+"/"+l.Source)
+	}
+	if strings.Join(got, " ") != "myapp.socket/systemd app/listen" {
+		t.Errorf("listeners %v", got)
+	}
+}
