@@ -101,3 +101,37 @@ func (s *Socket) Read() (Datagram, error) {
 	}
 	return d, nil
 }
+
+// Dup returns a duplicate of the socket's fd, not close-on-exec, for
+// handing the socket to a re-executed process; the caller owns it. The
+// socket itself is left as it was (File would switch it to blocking mode).
+func (s *Socket) Dup() (int, error) {
+	raw, err := s.conn.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var dupErr error
+	if err := raw.Control(func(fd uintptr) {
+		nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD, 0)
+	}); err != nil {
+		return -1, err
+	}
+	return nfd, dupErr
+}
+
+// FileSocket makes a Socket of an inherited fd bound to addr (see Dup). It
+// takes ownership of f.
+func FileSocket(f *os.File, addr string) (*Socket, error) {
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("notify socket %s: %w", addr, err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("notify socket %s: %s is not a unix socket", addr, f.Name())
+	}
+	return &Socket{conn: uc, addr: addr}, nil
+}

@@ -27,10 +27,11 @@ type helper struct {
 	onExit func(ok bool, reason string)
 }
 
-// runHelper runs `sh -c command` with the workers' environment, kills it
-// after timeout, and calls onExit on the loop with whether it exited 0, and
-// otherwise why, with its output.
-func (s *Supervisor) runHelper(command string, timeout time.Duration, onExit func(ok bool, reason string)) {
+// runHelper runs argv with the workers' environment, kills it after
+// timeout, and calls onExit on the loop with whether it exited 0 and its
+// output (or, when it failed, why, with its output).
+func (s *Supervisor) runHelper(argv []string, timeout time.Duration, onExit func(ok bool, out string)) {
+	command := strings.Join(argv, " ")
 	r, w, err := os.Pipe()
 	if err != nil {
 		onExit(false, fmt.Sprintf("run %q: %v", command, err))
@@ -43,7 +44,7 @@ func (s *Supervisor) runHelper(command string, timeout time.Duration, onExit fun
 		onExit(false, fmt.Sprintf("run %q: %v", command, err))
 		return
 	}
-	pid, err := syscall.ForkExec("/bin/sh", []string{"sh", "-c", command}, &syscall.ProcAttr{
+	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
 		Env:   s.baseEnv,
 		Files: []uintptr{devnull.Fd(), w.Fd(), w.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
@@ -98,11 +99,11 @@ func (s *Supervisor) onHelperExit(h *helper, ws unix.WaitStatus) {
 			<-done
 		}
 		s.post(func() {
+			out := strings.TrimSpace(h.out.String())
 			if ws.Exited() && ws.ExitStatus() == 0 {
-				h.onExit(true, "")
+				h.onExit(true, out)
 				return
 			}
-			out := strings.TrimSpace(h.out.String())
 			if out == "" {
 				out = "(no output)"
 			}

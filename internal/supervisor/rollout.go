@@ -135,7 +135,7 @@ func (r *rollout) begin(s *Supervisor) {
 		return
 	}
 	s.log.Info("running --check", "command", cfg.Check)
-	s.runHelper(cfg.Check, cfg.ReadyTimeout, func(ok bool, reason string) {
+	s.runHelper([]string{"/bin/sh", "-c", cfg.Check}, cfg.ReadyTimeout, func(ok bool, reason string) {
 		if s.rollout != r {
 			return // ended meanwhile (baton is stopping)
 		}

@@ -308,10 +308,8 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		Slot:       sl.index,
 		Generation: spec.gen,
 		Output:     s.cfg.Output,
-		OnNotify: func(p *worker.Process, m notify.Message) {
-			s.post(func() { s.onNotify(p.PID, m) })
-		},
-		Logger: s.log,
+		OnNotify:   s.onNotifyFunc(),
+		Logger:     s.log,
 	})
 	if err != nil {
 		s.log.Error("worker start failed", "slot", sl.index, "gen", spec.gen, "err", err)
@@ -320,11 +318,27 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 	w := &proc{p: p, slot: sl, spec: spec, state: stateStarting, wdInterval: cfg.Watchdog}
 	s.workers[p.PID] = w
 	s.log.Info("worker started", "slot", sl.index, "pid", p.PID, "gen", spec.gen)
+	s.awaitReady(w)
+	return w
+}
 
-	w.timers = append(w.timers, s.after(cfg.ReadyTimeout, func() {
+// onNotify returns the callback that posts a worker's notifications into
+// the loop.
+func (s *Supervisor) onNotifyFunc() func(*worker.Process, notify.Message) {
+	return func(p *worker.Process, m notify.Message) {
+		s.post(func() { s.onNotify(p.PID, m) })
+	}
+}
+
+// awaitReady arms what decides a starting worker's readiness: the ready
+// timeout (counted from its start) and its generation's readiness mode.
+func (s *Supervisor) awaitReady(w *proc) {
+	cfg := w.spec.cfg
+	sl, p := w.slot, w.p
+	w.timers = append(w.timers, s.after(time.Until(p.Started.Add(cfg.ReadyTimeout)), func() {
 		if w.state == stateStarting && !w.exited {
 			w.failed = fmt.Sprintf("not ready within --ready-timeout %s", cfg.ReadyTimeout)
-			s.log.Error("worker not ready in time: killing it", "slot", sl.index, "pid", p.PID, "gen", spec.gen, "timeout", cfg.ReadyTimeout)
+			s.log.Error("worker not ready in time: killing it", "slot", sl.index, "pid", p.PID, "gen", w.spec.gen, "timeout", cfg.ReadyTimeout)
 			w.p.Kill()
 		}
 	}))
@@ -333,14 +347,13 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		// Deferred, not called: the caller has not put the worker in place yet.
 		s.soon(func() { s.onReady(w) })
 	case ReadyDelay:
-		w.timers = append(w.timers, s.after(cfg.Ready.Delay, func() { s.onReady(w) }))
+		w.timers = append(w.timers, s.after(time.Until(p.Started.Add(cfg.Ready.Delay)), func() { s.onReady(w) }))
 	case ReadyHTTP:
 		ctx, cancel := context.WithCancel(context.Background())
 		w.cancel = cancel
 		url := cfg.Ready.ProbeURL(sl.index, p.PID)
 		go probe(ctx, url, func() { s.post(func() { s.onReady(w) }) })
 	}
-	return w
 }
 
 func (s *Supervisor) onNotify(pid int, m notify.Message) {
@@ -529,16 +542,20 @@ func (s *Supervisor) drain(w *proc) {
 	if w.state == stateDraining {
 		return
 	}
-	// Each worker drains under its own generation's settings.
-	cfg := w.spec.cfg
 	w.state = stateDraining
-	w.deadline = time.Now().Add(cfg.DrainTimeout)
-	if err := w.p.Signal(cfg.StopSignal); err != nil {
+	w.deadline = time.Now().Add(w.spec.cfg.DrainTimeout)
+	if err := w.p.Signal(w.spec.cfg.StopSignal); err != nil {
 		s.log.Warn("stop signal", "slot", w.slot.index, "pid", w.p.PID, "err", err)
 	}
-	w.timers = append(w.timers, s.after(cfg.DrainTimeout, func() {
+	s.armDrainDeadline(w)
+}
+
+// armDrainDeadline SIGKILLs a draining worker at its deadline. Each worker
+// drains under its own generation's settings.
+func (s *Supervisor) armDrainDeadline(w *proc) {
+	w.timers = append(w.timers, s.after(time.Until(w.deadline), func() {
 		if !w.exited {
-			s.log.Warn("drain deadline passed: killing worker", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation, "timeout", cfg.DrainTimeout)
+			s.log.Warn("drain deadline passed: killing worker", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation, "timeout", w.spec.cfg.DrainTimeout)
 			w.p.Kill()
 		}
 	}))
