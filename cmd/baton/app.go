@@ -23,6 +23,7 @@ func newApp() *cli.App {
 			runCommand(),
 			reloadCommand(),
 			statusCommand(),
+			upgradeCommand(),
 			versionCommand(),
 			shimCommand(),
 		},

@@ -69,6 +69,7 @@ func runAction(c *cli.Context) error {
 // prefixed is the sink for --log journal.
 func runConfig(st settings, prefixed func(*worker.Process, worker.Stream, []byte)) (supervisor.Config, error) {
 	cfg := supervisor.Config{
+		Version:  version,
 		ShimPath: "/proc/self/exe", // this very image, even if the file was replaced since
 		ShimArgv: []string{"baton", "shim"},
 	}

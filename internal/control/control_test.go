@@ -17,6 +17,10 @@ type fakeHandler struct{ st Status }
 
 func (f fakeHandler) Status(context.Context) (Status, error) { return f.st, nil }
 
+func (f fakeHandler) Upgrade(context.Context, *net.UnixConn) error {
+	return errors.New("handoff protocol 2 differs")
+}
+
 func (f fakeHandler) Reload(context.Context) (Rollout, error) {
 	return Rollout{From: 1, To: 2, State: "failed"}, errors.New("worker 0 exited")
 }
@@ -86,6 +90,9 @@ func TestServerStatusRoundTripAndMode(t *testing.T) {
 	resp, err = Call(ctx, path, Request{Command: CmdReload})
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "worker 0 exited") || resp.Rollout == nil || resp.Rollout.To != 2 {
 		t.Errorf("failed reload: %+v, %v", resp, err)
+	}
+	if _, err := Call(ctx, path, Request{Command: CmdUpgrade}); err == nil || !strings.Contains(err.Error(), "handoff protocol 2 differs") {
+		t.Errorf("refused upgrade: %v", err)
 	}
 	if _, err := Call(ctx, path, Request{Command: "dance"}); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `unknown command "dance"`) {
 		t.Errorf("unknown command: %v", err)

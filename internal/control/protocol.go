@@ -22,6 +22,9 @@ const (
 	// CmdReload asks for a rollout; the response comes when it has ended,
 	// with Error set when it was aborted.
 	CmdReload = "reload"
+	// CmdUpgrade asks baton to re-execute its binary in place. The
+	// connection is handed to the new image, which answers on it.
+	CmdUpgrade = "upgrade"
 )
 
 // Request is what a client asks.
@@ -34,6 +37,16 @@ type Response struct {
 	Error   string   `json:"error,omitempty"`
 	Status  *Status  `json:"status,omitempty"`
 	Rollout *Rollout `json:"rollout,omitempty"`
+	Upgrade *Upgrade `json:"upgrade,omitempty"`
+}
+
+// Upgrade is the result of an in-place upgrade, told by the new image.
+type Upgrade struct {
+	PID             int    `json:"pid"`
+	Exe             string `json:"exe"`
+	Version         string `json:"version"`
+	HandoffProtocol int    `json:"handoff_protocol"`
+	Workers         int    `json:"workers"` // adopted
 }
 
 // Rollout is a rollout in progress or ended.
@@ -52,11 +65,14 @@ type Rollout struct {
 
 // Status is the supervisor's state as `baton status --json` prints it.
 type Status struct {
-	PID        int    `json:"pid"`
-	State      string `json:"state"` // starting, ready, stopping
-	Generation int    `json:"generation"`
-	Slots      int    `json:"slots"`
-	Ready      int    `json:"ready"`
+	PID        int       `json:"pid"`
+	Exe        string    `json:"exe"`     // the binary this image runs
+	Version    string    `json:"version"` // baton's version
+	Started    time.Time `json:"started"` // when this image started (a re-exec starts a new one)
+	State      string    `json:"state"`   // starting, ready, stopping
+	Generation int       `json:"generation"`
+	Slots      int       `json:"slots"`
+	Ready      int       `json:"ready"`
 	// Workers holds one entry per slot, in slot order; a slot waiting for a
 	// crash restart has PID 0 and state "restarting".
 	Workers   []Worker   `json:"workers"`

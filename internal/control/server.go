@@ -22,6 +22,10 @@ type Handler interface {
 	// Reload runs a rollout and returns when it has ended; the error says
 	// why it was aborted.
 	Reload(ctx context.Context) (Rollout, error)
+	// Upgrade re-executes the supervisor in place and hands conn to the new
+	// image, which answers on it. It returns only if the upgrade was
+	// refused or failed, with the reason.
+	Upgrade(ctx context.Context, conn *net.UnixConn) error
 }
 
 // Server serves the control socket.
@@ -125,6 +129,12 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	req, err := ParseRequest(line)
 	if err != nil {
 		enc.Encode(Response{Error: err.Error()}) // as above
+		return
+	}
+	if req.Command == CmdUpgrade {
+		if err := s.handler.Upgrade(s.ctx, c); err != nil {
+			enc.Encode(Response{Error: err.Error()}) // as above
+		}
 		return
 	}
 	enc.Encode(s.handle(req)) // as above

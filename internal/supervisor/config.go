@@ -42,6 +42,8 @@ type Config struct {
 	// Output receives worker output lines; nil passes the supervisor's own
 	// stdout and stderr through to the workers.
 	Output func(w *worker.Process, stream worker.Stream, line []byte)
+	// Version is baton's version, for status and the upgrade log.
+	Version string
 	// ShimPath and ShimArgv start the exec shim (see worker.Spec).
 	ShimPath string
 	ShimArgv []string

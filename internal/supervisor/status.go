@@ -78,6 +78,9 @@ func (s *Supervisor) snapshot() control.Status {
 	now := time.Now()
 	st := control.Status{
 		PID:        os.Getpid(),
+		Exe:        s.exe,
+		Version:    s.cfg.Version,
+		Started:    s.started,
 		State:      "ready",
 		Generation: s.serving.gen,
 		Slots:      len(s.slots),

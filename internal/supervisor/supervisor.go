@@ -43,9 +43,11 @@ const tailGrace = 200 * time.Millisecond
 
 // Supervisor is one `baton run`.
 type Supervisor struct {
-	cfg    Config                 // the newest configuration
-	reload func() (Config, error) // re-reads it for a rollout
-	log    *slog.Logger
+	cfg     Config                 // the newest configuration
+	reload  func() (Config, error) // re-reads it for a rollout
+	log     *slog.Logger
+	exe     string    // the binary an upgrade re-executes
+	started time.Time // when this image started
 
 	sd        *notify.Client // systemd; nil when not under a service manager
 	listeners []*activation.Listener
@@ -123,7 +125,12 @@ func New(load func() (Config, error)) (*Supervisor, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find baton's own binary: %w", err)
+	}
 	return &Supervisor{
+		exe:     exe,
 		cfg:     cfg,
 		reload:  load,
 		log:     log,
@@ -149,15 +156,16 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGCHLD, unix.SIGUSR2)
 	defer signal.Stop(sigs)
 
+	s.started = time.Now()
+	handoff, err := readHandoff()
+	if err != nil {
+		return err
+	}
 	sd, err := notify.FromEnv()
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	s.sd = sd
-	if err := s.openListeners(); err != nil {
-		return err
-	}
-	defer s.closeListeners()
 	var wdTick <-chan time.Time
 	if sd != nil {
 		interval, err := notify.WatchdogInterval(os.Getenv, os.Getpid())
@@ -171,32 +179,28 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.log.Info("pinging systemd's watchdog", "every", interval/2)
 		}
 	}
-	s.storeListeners()
-
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		s.log.Warn("cannot become a child subreaper; orphans of workers go to init", "err", err)
 	}
-
 	if s.cfg.Control != "" {
+		// Before any worker starts: a control socket that another baton
+		// serves is an error with nothing to undo. After a re-exec, the old
+		// image's socket is stale and replaced.
 		srv, err := control.Listen(s.cfg.Control, s, s.log)
 		if err != nil {
 			return err
 		}
 		defer srv.Close()
 	}
-
-	s.lastGen = 1
-	s.serving = &genSpec{gen: 1, cfg: s.cfg}
-	s.slots = make([]*slot, s.cfg.Workers)
-	for i := range s.slots {
-		s.slots[i] = &slot{index: i, spec: s.serving, backoff: s.cfg.RestartBackoff.Min}
-	}
-	s.log.Info("starting", "workers", s.cfg.Workers, "gen", 1, "command", s.cfg.Command, "ready", s.cfg.Ready.String())
-	for _, sl := range s.slots {
-		sl.w = s.startWorker(sl, sl.spec)
-		if sl.w == nil {
-			s.onCrash(sl, 0)
+	defer s.closeListeners()
+	if handoff != nil {
+		if err := s.adopt(handoff); err != nil {
+			return err
 		}
+		s.pingSystemd()
+		s.reap() // workers that exited during the exec
+	} else if err := s.start(); err != nil {
+		return err
 	}
 	s.updateStatus()
 
@@ -229,6 +233,29 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.log.Info("stopped")
 	}
 	return s.exitErr
+}
+
+// start opens the listeners and starts every slot: a fresh start, not a
+// re-exec.
+func (s *Supervisor) start() error {
+	if err := s.openListeners(); err != nil {
+		return err
+	}
+	s.storeListeners()
+	s.lastGen = 1
+	s.serving = &genSpec{gen: 1, cfg: s.cfg}
+	s.slots = make([]*slot, s.cfg.Workers)
+	for i := range s.slots {
+		s.slots[i] = &slot{index: i, spec: s.serving, backoff: s.cfg.RestartBackoff.Min}
+	}
+	s.log.Info("starting", "workers", s.cfg.Workers, "gen", 1, "command", s.cfg.Command, "ready", s.cfg.Ready.String())
+	for _, sl := range s.slots {
+		sl.w = s.startWorker(sl, sl.spec)
+		if sl.w == nil {
+			s.onCrash(sl, 0)
+		}
+	}
+	return nil
 }
 
 // post runs f on the loop. It reports false once the loop has ended.
@@ -268,6 +295,9 @@ func (s *Supervisor) onSignal(sig syscall.Signal) {
 	case unix.SIGHUP:
 		s.log.Info("rollout requested", "sig", sig.String())
 		s.requestRollout(nil)
+	case unix.SIGUSR2:
+		s.log.Info("upgrade requested", "sig", sig.String())
+		s.requestUpgrade(nil, nil)
 	default:
 		s.log.Warn("signal ignored: this baton cannot act on it yet", "sig", sig.String())
 	}

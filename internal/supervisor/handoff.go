@@ -1,0 +1,385 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/worker"
+	"golang.org/x/sys/unix"
+)
+
+// An in-place upgrade (SIGUSR2, `baton upgrade`) re-executes the binary now
+// on disk in this same process: the pid stays, so systemd sees nothing and
+// the workers stay our children. The state goes to the new image as JSON in
+// a memfd named by BATON_HANDOFF_FD; every fd it names (listeners, each
+// worker's notify socket and output pipes, the upgrade caller's connection)
+// is a duplicate made without close-on-exec, so nothing else crosses.
+
+// handoffEnv names the memfd holding the state in the new image's
+// environment.
+const handoffEnv = "BATON_HANDOFF_FD"
+
+type handoffState struct {
+	Protocol  int                `json:"protocol"`
+	Listeners []handoffListener  `json:"listeners"`
+	LastGen   int                `json:"last_gen"`
+	Serving   int                `json:"serving"`
+	Gens      []handoffGen       `json:"gens"`
+	Slots     []handoffSlot      `json:"slots"`
+	Workers   []handoffWorker    `json:"workers"`
+	Crashes   []time.Time        `json:"crashes"`
+	Last      *control.Rollout   `json:"last,omitempty"`
+	ReadySent bool               `json:"ready_sent"`
+	ReplyFD   int                `json:"reply_fd"` // the upgrade caller's connection, or -1
+	Old       handoffPredecessor `json:"old"`
+}
+
+type handoffPredecessor struct {
+	Exe     string `json:"exe"`
+	Version string `json:"version"`
+}
+
+type handoffListener struct {
+	FD     int    `json:"fd"`
+	Name   string `json:"name"`
+	Source string `json:"source"`
+}
+
+// handoffGen is what a generation's workers were started with.
+type handoffGen struct {
+	Gen          int           `json:"gen"`
+	Command      []string      `json:"command"`
+	Ready        string        `json:"ready"`
+	ReadyTimeout time.Duration `json:"ready_timeout"`
+	DrainTimeout time.Duration `json:"drain_timeout"`
+	StopSignal   int           `json:"stop_signal"`
+	Watchdog     time.Duration `json:"watchdog"`
+}
+
+type handoffSlot struct {
+	Index    int           `json:"index"`
+	Restarts int           `json:"restarts"`
+	Backoff  time.Duration `json:"backoff"`
+	Gen      int           `json:"gen"`
+	PID      int           `json:"pid"` // its serving worker, 0 if waiting for a restart
+}
+
+type handoffWorker struct {
+	worker.Handoff
+	State    procState     `json:"state"`
+	Deadline time.Time     `json:"deadline"`
+	Failed   string        `json:"failed,omitempty"`
+	Status   string        `json:"status,omitempty"`
+	Watchdog time.Duration `json:"watchdog"`
+}
+
+// Upgrade answers the control socket's upgrade request.
+func (s *Supervisor) Upgrade(ctx context.Context, conn *net.UnixConn) error {
+	reply := make(chan error, 1)
+	if !s.post(func() { s.requestUpgrade(conn, reply) }) {
+		return errors.New("baton is shutting down")
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// requestUpgrade checks the binary on disk speaks our handoff protocol,
+// then re-executes it. reply, if not nil, gets why it did not happen.
+func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
+	fail := func(err error) {
+		s.log.Error("upgrade refused", "err", err)
+		if reply != nil {
+			reply <- err
+		}
+	}
+	if err := s.upgradeBlocker(); err != nil {
+		fail(err)
+		return
+	}
+	s.log.Info("upgrade requested: asking the binary on disk for its handoff protocol", "exe", s.exe)
+	s.runHelper([]string{s.exe, "version"}, 10*time.Second, func(ok bool, out string) {
+		if !ok {
+			fail(fmt.Errorf("%s version: %s", s.exe, out))
+			return
+		}
+		proto, err := parseHandoffProtocol(out)
+		switch {
+		case err != nil:
+			fail(fmt.Errorf("%s version: %w", s.exe, err))
+			return
+		case proto != HandoffProtocol:
+			fail(fmt.Errorf("%s speaks state-handoff protocol %d, this baton %d: it cannot take over in place; "+
+				"run systemctl restart instead (the FD store keeps the sockets)", s.exe, proto, HandoffProtocol))
+			return
+		}
+		if err := s.upgradeBlocker(); err != nil { // things may have moved meanwhile
+			fail(err)
+			return
+		}
+		fail(s.reexec(conn))
+	})
+}
+
+func (s *Supervisor) upgradeBlocker() error {
+	switch {
+	case s.stopping:
+		return errors.New("baton is stopping")
+	case s.rollout != nil:
+		return errors.New("a rollout is in progress: upgrade when it has ended")
+	case !s.readySent:
+		return errors.New("baton is still starting")
+	}
+	return nil
+}
+
+func parseHandoffProtocol(out string) (int, error) {
+	for line := range strings.Lines(out) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "handoff-protocol "); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, fmt.Errorf("no handoff-protocol line in %q", out)
+}
+
+// reexec hands the state over and execs; it returns only on failure, having
+// closed what it made, and the old image goes on as before.
+func (s *Supervisor) reexec(conn *net.UnixConn) error {
+	st, fds, err := s.handoffState(conn)
+	closeFDs := func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		closeFDs()
+		return err
+	}
+	mfd, err := unix.MemfdCreate("baton-handoff", 0)
+	if err != nil {
+		closeFDs()
+		return fmt.Errorf("memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(mfd), "handoff")
+	defer f.Close() // reached only when the exec failed
+	if err := json.NewEncoder(f).Encode(st); err != nil {
+		closeFDs()
+		return fmt.Errorf("write handoff state: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		closeFDs()
+		return fmt.Errorf("write handoff state: %w", err)
+	}
+	env := make([]string, 0, len(os.Environ())+1)
+	for _, kv := range os.Environ() {
+		// The sockets come in the state now; a stale LISTEN_FDS would name fds
+		// that are gone.
+		if !strings.HasPrefix(kv, "LISTEN_") && !strings.HasPrefix(kv, handoffEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, fmt.Sprintf("%s=%d", handoffEnv, mfd))
+	s.pingSystemd() // before and after: the exec must not look like a hang
+	s.log.Info("re-executing in place", "exe", s.exe, "workers", len(st.Workers))
+	// This runs on the loop's thread, the main thread: the workers' parent-
+	// death signal is tied to the thread that forked them, and execve keeps
+	// the calling thread.
+	err = syscall.Exec(s.exe, os.Args, env)
+	closeFDs()
+	return fmt.Errorf("exec %s: %w; the running baton goes on", s.exe, err)
+}
+
+// handoffState builds the state and duplicates the fds it names.
+func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, error) {
+	var fds []int
+	st := handoffState{
+		Protocol: HandoffProtocol, LastGen: s.lastGen, Serving: s.serving.gen,
+		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, ReplyFD: -1,
+		Old: handoffPredecessor{Exe: s.exe, Version: s.cfg.Version},
+	}
+	dup := func(fd int) (int, error) {
+		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD, 0)
+		if err == nil {
+			fds = append(fds, nfd)
+		}
+		return nfd, err
+	}
+	for _, l := range s.listeners {
+		fd, err := dup(l.FD())
+		if err != nil {
+			return st, fds, fmt.Errorf("hand off listener %s: %w", l.Name, err)
+		}
+		st.Listeners = append(st.Listeners, handoffListener{FD: fd, Name: l.Name, Source: s.source[l]})
+	}
+	gens := map[int]*genSpec{s.serving.gen: s.serving}
+	for _, sl := range s.slots {
+		gens[sl.spec.gen] = sl.spec
+		pid := 0
+		if sl.w != nil {
+			pid = sl.w.p.PID
+		}
+		st.Slots = append(st.Slots, handoffSlot{Index: sl.index, Restarts: sl.restarts, Backoff: sl.backoff, Gen: sl.spec.gen, PID: pid})
+	}
+	for _, w := range s.workers {
+		gens[w.spec.gen] = w.spec
+		h, err := w.p.Handoff()
+		if err != nil {
+			return st, fds, err
+		}
+		fds = append(fds, h.NotifyFD)
+		fds = append(fds, h.OutputFDs...)
+		st.Workers = append(st.Workers, handoffWorker{Handoff: h, State: w.state, Deadline: w.deadline,
+			Failed: w.failed, Status: w.status, Watchdog: w.wdInterval})
+	}
+	for _, g := range gens {
+		c := g.cfg
+		st.Gens = append(st.Gens, handoffGen{Gen: g.gen, Command: c.Command, Ready: c.Ready.String(),
+			ReadyTimeout: c.ReadyTimeout, DrainTimeout: c.DrainTimeout, StopSignal: int(c.StopSignal), Watchdog: c.Watchdog})
+	}
+	if conn != nil {
+		raw, err := conn.SyscallConn()
+		if err != nil {
+			return st, fds, err
+		}
+		var dupErr error
+		if err := raw.Control(func(fd uintptr) { st.ReplyFD, dupErr = dup(int(fd)) }); err != nil || dupErr != nil {
+			return st, fds, fmt.Errorf("hand off the caller's connection: %w", errors.Join(err, dupErr))
+		}
+	}
+	return st, fds, nil
+}
+
+// readHandoff reads the state a previous image left, if this image is the
+// result of an in-place upgrade.
+func readHandoff() (*handoffState, error) {
+	v := os.Getenv(handoffEnv)
+	if v == "" {
+		return nil, nil
+	}
+	os.Unsetenv(handoffEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s=%q: not an fd", handoffEnv, v)
+	}
+	f := os.NewFile(uintptr(fd), "handoff")
+	defer f.Close()
+	var st handoffState
+	if err := json.NewDecoder(bufio.NewReader(f)).Decode(&st); err != nil {
+		return nil, fmt.Errorf("read handoff state: %w", err)
+	}
+	if st.Protocol != HandoffProtocol {
+		return nil, fmt.Errorf("handoff state of protocol %d, this baton speaks %d", st.Protocol, HandoffProtocol)
+	}
+	return &st, nil
+}
+
+// adopt rebuilds the supervisor from a previous image's state: listeners,
+// generations, slots and workers, with their timers re-armed.
+func (s *Supervisor) adopt(st *handoffState) error {
+	for _, hl := range st.Listeners {
+		l, err := activation.NewListener(hl.FD, hl.Name)
+		if err != nil {
+			return fmt.Errorf("adopt listener %s: %w", hl.Name, err)
+		}
+		s.listeners = append(s.listeners, l)
+		s.source[l] = hl.Source
+	}
+	gens := map[int]*genSpec{}
+	for _, g := range st.Gens {
+		cfg := s.cfg // the settings of this image, with what the workers were started with
+		cfg.Command = g.Command
+		cfg.ReadyTimeout, cfg.DrainTimeout, cfg.Watchdog = g.ReadyTimeout, g.DrainTimeout, g.Watchdog
+		cfg.StopSignal = syscall.Signal(g.StopSignal)
+		ready, err := ParseReady(g.Ready)
+		if err != nil {
+			return fmt.Errorf("adopt generation %d: %w", g.Gen, err)
+		}
+		cfg.Ready = ready
+		gens[g.Gen] = &genSpec{gen: g.Gen, cfg: cfg}
+	}
+	s.lastGen, s.serving = st.LastGen, gens[st.Serving]
+	s.crashes, s.last, s.readySent = st.Crashes, st.Last, st.ReadySent
+	s.slots = make([]*slot, len(st.Slots))
+	for i, hs := range st.Slots {
+		s.slots[i] = &slot{index: hs.Index, restarts: hs.Restarts, backoff: hs.Backoff, spec: gens[hs.Gen]}
+	}
+	for _, hw := range st.Workers {
+		sl, spec := s.slots[hw.Slot], gens[hw.Generation]
+		p, err := worker.Adopt(hw.Handoff, worker.Spec{Output: s.cfg.Output, OnNotify: s.onNotifyFunc(), Logger: s.log})
+		if err != nil {
+			// A worker we cannot watch must not run unsupervised.
+			s.log.Error("cannot adopt worker: killing it", "slot", hw.Slot, "pid", hw.PID, "err", err)
+			unix.Kill(-hw.PID, unix.SIGKILL) // its exit is reaped and handled as a crash
+			continue
+		}
+		w := &proc{p: p, slot: sl, spec: spec, state: hw.State, failed: hw.Failed, status: hw.Status,
+			deadline: hw.Deadline, wdInterval: hw.Watchdog}
+		s.workers[p.PID] = w
+		for _, hs := range st.Slots {
+			if hs.Index == hw.Slot && hs.PID == hw.PID {
+				sl.w = w
+			}
+		}
+		switch w.state {
+		case stateStarting:
+			s.awaitReady(w)
+		case stateReady:
+			s.armWatchdog(w) // the interval starts over from the re-exec
+		case stateDraining:
+			s.armDrainDeadline(w)
+		}
+	}
+	for _, sl := range s.slots {
+		if sl.w == nil {
+			sl.restart = s.after(sl.backoff, func() {
+				sl.restart = nil
+				if !s.stopping && sl.w == nil && sl.next == nil {
+					if sl.w = s.startWorker(sl, sl.spec); sl.w == nil {
+						s.onCrash(sl, 0)
+					}
+				}
+			})
+		}
+	}
+	s.log.Info("re-executed in place: workers adopted", "exe", s.exe, "version", s.cfg.Version,
+		"from_exe", st.Old.Exe, "from_version", st.Old.Version, "workers", len(s.workers), "gen", s.serving.gen)
+	if st.ReplyFD >= 0 {
+		s.answerUpgrade(st.ReplyFD)
+	}
+	return nil
+}
+
+// answerUpgrade tells the `baton upgrade` caller, on the connection the old
+// image handed over, that this image has taken over.
+func (s *Supervisor) answerUpgrade(fd int) {
+	unix.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), "upgrade-caller")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		s.log.Warn("upgrade caller's connection", "err", err)
+		return
+	}
+	defer c.Close()
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	resp := control.Response{Upgrade: &control.Upgrade{PID: os.Getpid(), Exe: s.exe, Version: s.cfg.Version,
+		HandoffProtocol: HandoffProtocol, Workers: len(s.workers)}}
+	if err := json.NewEncoder(c).Encode(resp); err != nil {
+		s.log.Warn("upgrade caller gone before the answer", "err", err)
+	}
+}
