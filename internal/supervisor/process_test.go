@@ -290,10 +290,12 @@ func TestReadinessModes(t *testing.T) {
 }
 
 // freePortPair returns a base port B (a multiple of 10) where B and B+1 are
-// free, for "127.0.0.1:{B/10}{slot}" probe URLs.
+// free, for "127.0.0.1:{B/10}{slot}" probe URLs. It stays below Linux's
+// ephemeral range (32768 and up), where a ":0" listener made later could
+// take the port.
 func freePortPair(t *testing.T) int {
 	t.Helper()
-	for base := 20000 + os.Getpid()%2000*10; base < 60000; base += 10 {
+	for base := 20000 + os.Getpid()%1000*10; base < 32760; base += 10 {
 		a, errA := activation.Listen(activation.Spec{Name: "a", Network: "tcp", Address: fmt.Sprintf("127.0.0.1:%d", base)})
 		b, errB := activation.Listen(activation.Spec{Name: "b", Network: "tcp", Address: fmt.Sprintf("127.0.0.1:%d", base+1)})
 		if a != nil {

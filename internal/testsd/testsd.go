@@ -28,9 +28,10 @@ import (
 
 // Bins holds the binaries a test runs.
 type Bins struct {
-	Dir    string
-	Baton  string
-	Worker string // contrib/example-worker
+	Dir     string
+	Baton   string
+	BatonV2 string // the same baton, built as version v2: an upgrade's new binary
+	Worker  string // contrib/example-worker
 }
 
 // Build builds baton and the example worker into dir with the go tool, once
@@ -49,7 +50,13 @@ func Build(dir string) (Bins, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Bins{}, fmt.Errorf("go build: %v\n%s", err, out)
 	}
-	return Bins{Dir: dir, Baton: filepath.Join(dir, "baton"), Worker: filepath.Join(dir, "example-worker")}, nil
+	v2 := filepath.Join(dir, "baton-v2")
+	cmd = exec.Command(gotool, "build", "-ldflags", "-X main.version=v2", "-o", v2, "./cmd/baton")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return Bins{}, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return Bins{Dir: dir, Baton: filepath.Join(dir, "baton"), BatonV2: v2, Worker: filepath.Join(dir, "example-worker")}, nil
 }
 
 func moduleRoot() (string, error) {

@@ -1,0 +1,222 @@
+package supervisor_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/testsd"
+	"golang.org/x/sys/unix"
+)
+
+// ownBaton copies baton into a directory of the test's own, so the test
+// can replace the file on disk.
+func ownBaton(t *testing.T) (testsd.Bins, string) {
+	t.Helper()
+	b := bins
+	b.Baton = filepath.Join(t.TempDir(), "baton")
+	copyFile(t, bins.Baton, b.Baton)
+	return b, b.Baton
+}
+
+// copyFile writes src over dst the way a package upgrade does: a new file
+// renamed into place, so the running image keeps its old inode.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	tmp := dst + ".new"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func upgrade(ctx context.Context, ctl string) (*control.Upgrade, error) {
+	resp, err := control.Call(ctx, ctl, control.Request{Command: control.CmdUpgrade})
+	return resp.Upgrade, err
+}
+
+// TestUpgradeInPlaceUnderLoad: the binary is replaced on disk and `baton
+// upgrade` run under load: same main pid, now running the new file, same
+// workers; a reload then rolls them out; SIGTERM leaves no orphan; no
+// request failed.
+func TestUpgradeInPlaceUnderLoad(t *testing.T) {
+	ctx := timeout(t, 60*time.Second)
+	b, path := ownBaton(t)
+	sd := testsd.New(t)
+	web := listener(t, "web=127.0.0.1:0")
+	ctl := controlPath(t)
+	svc := sd.Start(b, []*activation.Listener{web}, nil, "run", "--workers", "4", "--control", ctl, "--", bins.Worker)
+	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	load := testsd.StartLoad("http://"+web.Addr()+"/", 4, 4, 2*time.Millisecond)
+	defer load.Stop()
+	before := testsd.Status(ctx, t, ctl)
+	if before.Version != "dev" {
+		t.Fatalf("version %q before the upgrade", before.Version)
+	}
+
+	copyFile(t, bins.BatonV2, path)
+	u, err := upgrade(ctx, ctl)
+	if err != nil {
+		t.Fatalf("upgrade: %v\n%s", err, svc.Output.String())
+	}
+	if u.PID != svc.PID() || u.Version != "v2" || u.Workers != 4 {
+		t.Errorf("upgrade answer %+v, want pid %d, version v2, 4 workers", u, svc.PID())
+	}
+	exe, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(svc.PID()), "exe"))
+	if err != nil || exe != path {
+		t.Errorf("/proc/%d/exe = %q (%v), want the new file %s", svc.PID(), exe, err, path)
+	}
+	after := testsd.Status(ctx, t, ctl)
+	if after.PID != svc.PID() || after.Version != "v2" || !samePIDs(after, before) {
+		t.Fatalf("after the upgrade: %+v\nbefore: %+v", after, before)
+	}
+	for _, l := range after.Listeners {
+		if l.Address != web.Addr() {
+			t.Errorf("listener %+v after the upgrade", l)
+		}
+	}
+
+	// The new image is the workers' parent: it rolls them out and stops them.
+	r, err := reload(ctx, ctl)
+	if err != nil {
+		t.Fatalf("reload after the upgrade: %v", err)
+	}
+	allAt(t, testsd.Status(ctx, t, ctl), r.To, pidsOf(before))
+	if _, failures := load.Stop(); failures != "" {
+		t.Errorf("failed requests across the upgrade: %s", failures)
+	}
+	final := testsd.Status(ctx, t, ctl)
+	svc.Signal(t, unix.SIGTERM)
+	if code := svc.Wait(ctx, t); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+	for _, w := range append(final.Workers, before.Workers...) {
+		if !testsd.ProcessGone(ctx, w.PID) {
+			t.Errorf("worker %d survived", w.PID)
+		}
+	}
+}
+
+// TestUpgradeRefusals: a binary speaking another handoff protocol, or a
+// rollout in progress, refuse the upgrade with the reason; nothing changes.
+func TestUpgradeRefusals(t *testing.T) {
+	ctx := timeout(t, 60*time.Second)
+	b, path := ownBaton(t)
+	s := &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}
+	s.config = filepath.Join(filepath.Dir(s.ctl), "baton.toml")
+	s.write(t, `command = ["@WORKER@"]`)
+	s.svc = s.sd.Start(b, []*activation.Listener{s.web}, nil, "run", "--workers", "2", "--config", s.config, "--control", s.ctl)
+	s.sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	before := testsd.Status(ctx, t, s.ctl)
+
+	script := filepath.Join(filepath.Dir(path), "other")
+	os.WriteFile(script, []byte("#!/bin/sh\necho baton v9\necho handoff-protocol 99\n"), 0o755)
+	copyFile(t, script, path)
+	_, err := upgrade(ctx, s.ctl)
+	if err == nil || !strings.Contains(err.Error(), "speaks state-handoff protocol 99, this baton 1") || !strings.Contains(err.Error(), "systemctl restart") {
+		t.Errorf("upgrade to another protocol: %v", err)
+	}
+	copyFile(t, bins.Baton, path)
+
+	// A slow rollout is in progress: the upgrade must wait for it.
+	s.write(t, `command = ["@WORKER@", "-start-delay", "1s"]`)
+	done := make(chan error, 1)
+	go func() { _, err := reload(ctx, s.ctl); done <- err }()
+	testsd.WaitStatus(ctx, t, s.ctl, "a rollout in progress", func(st control.Status) bool { return st.Rollout != nil })
+	if _, err := upgrade(ctx, s.ctl); err == nil || !strings.Contains(err.Error(), "a rollout is in progress") {
+		t.Errorf("upgrade during a rollout: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	after := testsd.Status(ctx, t, s.ctl)
+	if after.PID != before.PID || !after.Started.Equal(before.Started) {
+		t.Errorf("baton re-executed although every upgrade was refused")
+	}
+}
+
+// TestUpgradeBySIGUSR2 and no fd leak: 20 re-execs by signal and 1000
+// rollouts leave baton with as many open fds as after the first.
+func TestUpgradeBySIGUSR2WithoutFDLeaks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1000 rollouts")
+	}
+	ctx := timeout(t, 300*time.Second)
+	b, _ := ownBaton(t)
+	sd := testsd.New(t)
+	web := listener(t, "web=127.0.0.1:0")
+	ctl := controlPath(t)
+	svc := sd.Start(b, []*activation.Listener{web}, nil, "run", "--workers", "2", "--ready", "exec", "--control", ctl, "--", "sleep", "600")
+	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	if _, err := reload(ctx, ctl); err != nil {
+		t.Fatal(err)
+	}
+	// Draining workers hold fds until they exit: count without them.
+	testsd.WaitStatus(ctx, t, ctl, "no draining worker", func(st control.Status) bool { return len(st.Draining) == 0 })
+	baseline, baseFDs := openFDs(t, svc.PID())
+	for i := range 20 {
+		started := testsd.Status(ctx, t, ctl).Started
+		svc.Signal(t, unix.SIGUSR2)
+		testsd.WaitStatus(ctx, t, ctl, "a re-executed image", func(st control.Status) bool {
+			return st.Started.After(started) && st.Ready == 2
+		})
+		for range 50 {
+			if _, err := reload(ctx, ctl); err != nil {
+				t.Fatalf("re-exec %d: reload: %v", i, err)
+			}
+		}
+	}
+	st := testsd.Status(ctx, t, ctl)
+	if st.Generation != 1002 {
+		t.Errorf("generation %d after 1001 rollouts, want 1002", st.Generation)
+	}
+	testsd.WaitStatus(ctx, t, ctl, "no draining worker", func(st control.Status) bool { return len(st.Draining) == 0 })
+	// A control connection may still be closing on baton's side: let the
+	// count settle before judging.
+	got, gotFDs := openFDs(t, svc.PID())
+	for deadline := time.Now().Add(2 * time.Second); got != baseline && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		got, gotFDs = openFDs(t, svc.PID())
+	}
+	if got != baseline {
+		t.Errorf("baton has %d open fds after 20 re-execs and 1000 rollouts, %d after the first rollout\nfirst: %s\nnow:   %s", got, baseline, baseFDs, gotFDs)
+	}
+	t.Logf("open fds: %d after the first rollout, %d after 20 re-execs and 1000 rollouts", baseline, got)
+}
+
+// openFDs counts pid's open fds and names their targets.
+func openFDs(t *testing.T, pid int) (int, string) {
+	t.Helper()
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var what []string
+	for _, e := range ents {
+		target, _ := os.Readlink(filepath.Join(dir, e.Name()))
+		what = append(what, e.Name()+"->"+target)
+	}
+	return len(ents), strings.Join(what, " ")
+}
