@@ -66,7 +66,7 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 	sd := testsd.New(t)
 	web := listener(t, "web=127.0.0.1:0")
 	ctl := controlPath(t)
-	svc := sd.Start(b, []*activation.Listener{web}, nil, "run", "--workers", "4", "--control", ctl, "--", bins.Worker)
+	svc := sd.Start(b, []*activation.Listener{web}, nil, "run", "--workers", "4", "--watchdog", "400ms", "--control", ctl, "--", bins.Worker)
 	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
 	load := testsd.StartLoad("http://"+web.Addr()+"/", 4, 4, 2*time.Millisecond)
 	defer load.Stop()
@@ -95,6 +95,12 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 		if l.Address != web.Addr() {
 			t.Errorf("listener %+v after the upgrade", l)
 		}
+	}
+	// The new image hears the adopted workers: their watchdog pings keep
+	// them alive for three intervals.
+	time.Sleep(1200 * time.Millisecond)
+	if st := testsd.Status(ctx, t, ctl); !samePIDs(st, before) {
+		t.Fatalf("adopted workers were replaced: their notify messages went unheard\n%s", svc.Output.String())
 	}
 
 	// The new image is the workers' parent: it rolls them out and stops them.
