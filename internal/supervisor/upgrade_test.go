@@ -180,7 +180,7 @@ func TestUpgradeBySIGUSR2WithoutFDLeaks(t *testing.T) {
 	}
 	// Draining workers hold fds until they exit: count without them.
 	testsd.WaitStatus(ctx, t, ctl, "no draining worker", func(st control.Status) bool { return len(st.Draining) == 0 })
-	baseline, baseFDs := openFDs(t, svc.PID())
+	baseline, baseFDs := settledFDs(t, svc.PID())
 	for i := range 20 {
 		started := testsd.Status(ctx, t, ctl).Started
 		svc.Signal(t, unix.SIGUSR2)
@@ -198,17 +198,28 @@ func TestUpgradeBySIGUSR2WithoutFDLeaks(t *testing.T) {
 		t.Errorf("generation %d after 1001 rollouts, want 1002", st.Generation)
 	}
 	testsd.WaitStatus(ctx, t, ctl, "no draining worker", func(st control.Status) bool { return len(st.Draining) == 0 })
-	// A control connection may still be closing on baton's side: let the
-	// count settle before judging.
-	got, gotFDs := openFDs(t, svc.PID())
-	for deadline := time.Now().Add(2 * time.Second); got != baseline && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		got, gotFDs = openFDs(t, svc.PID())
-	}
+	got, gotFDs := settledFDs(t, svc.PID())
 	if got != baseline {
 		t.Errorf("baton has %d open fds after 20 re-execs and 1000 rollouts, %d after the first rollout\nfirst: %s\nnow:   %s", got, baseline, baseFDs, gotFDs)
 	}
 	t.Logf("open fds: %d after the first rollout, %d after 20 re-execs and 1000 rollouts", baseline, got)
+}
+
+// settledFDs counts pid's open fds once the count has held for 150 ms: a
+// control connection may still be closing on baton's side.
+func settledFDs(t *testing.T, pid int) (int, string) {
+	t.Helper()
+	n, what := openFDs(t, pid)
+	for same, deadline := 0, time.Now().Add(5*time.Second); same < 3 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		m, w := openFDs(t, pid)
+		if m == n {
+			same++
+		} else {
+			n, what, same = m, w, 0
+		}
+	}
+	return n, what
 }
 
 // openFDs counts pid's open fds and names their targets.

@@ -21,6 +21,7 @@ type Load struct {
 	ok      atomic.Int64
 	mu      sync.Mutex
 	failed  map[string]int
+	fails   []Failure
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	clients []*http.Client
@@ -48,32 +49,47 @@ func StartLoad(url string, fresh, keepAlive int, pause time.Duration) *Load {
 	return l
 }
 
+// Failure is one failed request.
+type Failure struct {
+	Start time.Time // when the request was sent
+	Err   string
+}
+
 func (l *Load) one(ctx context.Context, c *http.Client, url string) {
+	start := time.Now()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := c.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return // the load was stopped mid-request: not the server's doing
 		}
-		l.fail(err.Error())
+		l.fail(start, err.Error())
 		return
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	switch {
 	case err != nil && ctx.Err() == nil:
-		l.fail("body: " + err.Error())
+		l.fail(start, "body: "+err.Error())
 	case resp.StatusCode != http.StatusOK:
-		l.fail(resp.Status)
+		l.fail(start, resp.Status)
 	case err == nil:
 		l.ok.Add(1)
 	}
 }
 
-func (l *Load) fail(kind string) {
+func (l *Load) fail(start time.Time, kind string) {
 	l.mu.Lock()
 	l.failed[kind]++
+	l.fails = append(l.fails, Failure{Start: start, Err: kind})
 	l.mu.Unlock()
+}
+
+// Failures returns every failed request so far.
+func (l *Load) Failures() []Failure {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Failure(nil), l.fails...)
 }
 
 // OK is the number of requests answered 200 so far.
