@@ -237,3 +237,40 @@ func openFDs(t *testing.T, pid int) (int, string) {
 	}
 	return len(ents), strings.Join(what, " ")
 }
+
+// TestFailedExecKeepsTheOldImage: the binary on disk passes the protocol
+// check, then cannot be executed (it drops its own execute bits): the old
+// image goes on, says why, leaks nothing, and a later upgrade works.
+func TestFailedExecKeepsTheOldImage(t *testing.T) {
+	ctx := timeout(t, 60*time.Second)
+	b, path := ownBaton(t)
+	sd := testsd.New(t)
+	web := listener(t, "web=127.0.0.1:0")
+	ctl := controlPath(t)
+	svc := sd.Start(b, []*activation.Listener{web}, nil, "run", "--workers", "2", "--control", ctl, "--", bins.Worker)
+	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	before := testsd.Status(ctx, t, ctl)
+	fds, fdList := settledFDs(t, svc.PID())
+
+	script := filepath.Join(filepath.Dir(path), "vanishing")
+	os.WriteFile(script, []byte("#!/bin/sh\necho handoff-protocol 1\nchmod a-x \"$0\"\n"), 0o755)
+	copyFile(t, script, path)
+	_, err := upgrade(ctx, ctl)
+	if err == nil || !strings.Contains(err.Error(), "exec "+path+": permission denied; the running baton goes on") {
+		t.Fatalf("upgrade to an unexecutable file: %v", err)
+	}
+	after := testsd.Status(ctx, t, ctl)
+	if after.PID != before.PID || !after.Started.Equal(before.Started) || !samePIDs(after, before) || after.Ready != 2 {
+		t.Fatalf("the old image did not go on unchanged: %+v", after)
+	}
+	if n, list := settledFDs(t, svc.PID()); n != fds {
+		t.Errorf("%d open fds after the failed exec, %d before\nbefore: %s\nafter:  %s", n, fds, fdList, list)
+	}
+	if _, err := testsd.Get(ctx, "http://"+web.Addr()+"/"); err != nil {
+		t.Errorf("not serving after the failed exec: %v", err)
+	}
+	copyFile(t, bins.BatonV2, path)
+	if u, err := upgrade(ctx, ctl); err != nil || u.Version != "v2" {
+		t.Fatalf("upgrade after the failed one: %+v, %v", u, err)
+	}
+}
