@@ -1,0 +1,222 @@
+// Package units renders the systemd unit files of a service run by baton:
+// one NAME.socket per listener name (Accept=no, FileDescriptorName=) and a
+// NAME.service whose type and reload path depend on the systemd version:
+//
+//   - systemd >= 253: Type=notify-reload; `systemctl reload` sends SIGHUP
+//     and waits for baton's READY=1;
+//   - systemd 252 (Debian 12): Type=notify-reload does not exist (the unit
+//     would silently run as Type=simple), so Type=notify with
+//     ExecReload=baton reload, which blocks until the rollout ends: a
+//     non-blocking ExecReload= ends the reload job before the rollout has
+//     even begun.
+//
+// Every value is validated (no newlines or control characters) and escaped
+// for unit-file syntax: '%' specifiers, '$' expansion and quoting in
+// command lines. It uses only the standard library.
+package units
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Listener is one listening socket of the service.
+type Listener struct {
+	Name    string // FileDescriptorName=, what baton and workers see in LISTEN_FDNAMES
+	Address string // ListenStream= value: "127.0.0.1:8080", "[::]:443", "/run/app.sock"
+}
+
+// Options describe the service.
+type Options struct {
+	Name        string // the unit name without suffix: "myapp"
+	Description string
+	Listeners   []Listener
+	Baton       string   // path of the baton binary
+	RunArgs     []string // flags of `baton run`, before "--"
+	Command     []string // the worker command
+	User        string   // User= and Group= of the service; empty runs as root
+	// SystemdVersion picks the service type; see the package comment.
+	SystemdVersion int
+	// DrainTimeout is baton's --drain-timeout: TimeoutStopSec= is set above
+	// it, so systemd never kills draining workers before baton does.
+	DrainTimeout time.Duration
+	// Watchdog is WatchdogSec= for baton itself; 0 leaves it off.
+	Watchdog time.Duration
+}
+
+// File is one rendered unit file.
+type File struct {
+	Name    string // "myapp.service"
+	Content string
+}
+
+// NotifyReloadVersion is the first systemd version with Type=notify-reload.
+const NotifyReloadVersion = 253
+
+// fdStorePreserveVersion is the first with FileDescriptorStorePreserve=.
+const fdStorePreserveVersion = 254
+
+var unitName = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+$`)
+
+// Render returns the socket units and the service unit.
+func Render(o Options) ([]File, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	var files []File
+	var sockets []string
+	for i, l := range o.Listeners {
+		name := o.Name + ".socket"
+		if i > 0 {
+			name = o.Name + "-" + l.Name + ".socket"
+		}
+		sockets = append(sockets, name)
+		var b strings.Builder
+		fmt.Fprintf(&b, "[Unit]\nDescription=%s socket %s\n\n", escape(o.description()), escape(l.Name))
+		fmt.Fprintf(&b, "[Socket]\nListenStream=%s\nFileDescriptorName=%s\n", escape(l.Address), escape(l.Name))
+		b.WriteString("# One socket shared by every worker: queued connections survive any\n# worker, and baton itself, going away.\nAccept=no\n")
+		fmt.Fprintf(&b, "Service=%s.service\n\n[Install]\nWantedBy=sockets.target\n", o.Name)
+		files = append(files, File{Name: name, Content: b.String()})
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "[Unit]\nDescription=%s\n", escape(o.description()))
+	if len(sockets) > 0 {
+		fmt.Fprintf(&b, "Requires=%s\nAfter=%s network.target\n", strings.Join(sockets, " "), strings.Join(sockets, " "))
+	} else {
+		b.WriteString("After=network.target\n")
+	}
+	b.WriteString("\n[Service]\n")
+	exec := append([]string{o.Baton, "run"}, o.RunArgs...)
+	exec = append(append(exec, "--"), o.Command...)
+	if o.SystemdVersion >= NotifyReloadVersion {
+		b.WriteString("# systemctl reload sends SIGHUP; baton answers RELOADING=1, then READY=1\n# when the rollout has ended, whatever its result.\nType=notify-reload\n")
+	} else {
+		b.WriteString("# systemd < 253 has no notify-reload service type: ExecReload= must block\n# until the rollout has ended, which `baton reload` does (exit non-zero if aborted).\nType=notify\n")
+	}
+	b.WriteString("NotifyAccess=main\n")
+	fmt.Fprintf(&b, "ExecStart=%s\n", CommandLine(exec))
+	if o.SystemdVersion < NotifyReloadVersion {
+		fmt.Fprintf(&b, "ExecReload=%s\n", CommandLine([]string{o.Baton, "reload"}))
+	}
+	fmt.Fprintf(&b, "# The control socket lives in $RUNTIME_DIRECTORY.\nRuntimeDirectory=%s\n", escape(o.Name))
+	b.WriteString("# Sockets baton opens itself survive its restarts here.\nFileDescriptorStoreMax=64\n")
+	if o.SystemdVersion >= fdStorePreserveVersion {
+		b.WriteString("FileDescriptorStorePreserve=yes\n")
+	}
+	if o.Watchdog > 0 {
+		fmt.Fprintf(&b, "WatchdogSec=%s\n", seconds(o.Watchdog))
+	}
+	b.WriteString("Restart=always\nRestartSec=1\nKillMode=control-group\n")
+	fmt.Fprintf(&b, "TimeoutStopSec=%s\n", seconds(o.DrainTimeout+15*time.Second))
+	if o.User != "" {
+		fmt.Fprintf(&b, "User=%s\nGroup=%s\n", escape(o.User), escape(o.User))
+	}
+	b.WriteString("\n[Install]\nWantedBy=multi-user.target\n")
+	files = append(files, File{Name: o.Name + ".service", Content: b.String()})
+	return files, nil
+}
+
+func (o Options) description() string {
+	if o.Description != "" {
+		return o.Description
+	}
+	return o.Name + " (supervised by baton)"
+}
+
+func (o Options) check() error {
+	var errs []error
+	if !unitName.MatchString(o.Name) || strings.Contains(o.Name, "@") {
+		errs = append(errs, fmt.Errorf("--name %q: want letters, digits and :_.\\- only", o.Name))
+	}
+	if !strings.HasPrefix(o.Baton, "/") {
+		errs = append(errs, fmt.Errorf("baton binary %q: want an absolute path", o.Baton))
+	}
+	if len(o.Command) == 0 {
+		errs = append(errs, errors.New("no worker command: baton units --name NAME [flags] -- CMD [ARG...]"))
+	}
+	if o.SystemdVersion <= 0 {
+		errs = append(errs, fmt.Errorf("systemd version %d: want the running systemd's, or --systemd-version N", o.SystemdVersion))
+	}
+	seen := map[string]bool{}
+	for _, l := range o.Listeners {
+		if seen[l.Name] {
+			errs = append(errs, fmt.Errorf("--listen: the name %q is given twice", l.Name))
+		}
+		seen[l.Name] = true
+		if !unitName.MatchString(l.Name) {
+			errs = append(errs, fmt.Errorf("--listen %s=%s: a socket unit name needs letters, digits and :_.\\- only", l.Name, l.Address))
+		}
+		if err := checkValue("--listen", l.Address); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, v := range []struct{ what, value string }{{"--description", o.Description}, {"--user", o.User}, {"baton binary", o.Baton}} {
+		if err := checkValue(v.what, v.value); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, a := range append(append([]string{}, o.RunArgs...), o.Command...) {
+		if err := checkValue("command", a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkValue rejects what no unit-file value may hold.
+func checkValue(what, v string) error {
+	for _, c := range v {
+		if c < ' ' || c == 0x7f {
+			return fmt.Errorf("%s %q: control characters such as newlines cannot go into a unit file", what, v)
+		}
+	}
+	return nil
+}
+
+// escape makes v literal in a unit-file value: '%' starts a specifier.
+func escape(v string) string { return strings.ReplaceAll(v, "%", "%%") }
+
+func seconds(d time.Duration) string {
+	return fmt.Sprintf("%ds", int((d+time.Second-1)/time.Second))
+}
+
+// CommandLine renders argv for ExecStart= so that systemd passes exactly
+// these arguments: each word that is not plain is double-quoted with C-style
+// escapes, '%' is doubled (specifiers) and '$' doubled (variable
+// expansion), and a lone ";" (a command separator) is escaped.
+func CommandLine(argv []string) string {
+	words := make([]string, len(argv))
+	for i, a := range argv {
+		words[i] = quoteWord(a)
+	}
+	return strings.Join(words, " ")
+}
+
+func quoteWord(a string) string {
+	a = strings.NewReplacer("%", "%%", "$", "$$").Replace(a)
+	if a == ";" {
+		return `\;`
+	}
+	if a != "" && strings.IndexFunc(a, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_@%+=:,./-$", r))
+	}) < 0 {
+		return a
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range a {
+		switch r {
+		case '"', '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
