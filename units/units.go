@@ -36,6 +36,7 @@ type Options struct {
 	Listeners   []Listener
 	Baton       string   // path of the baton binary
 	RunArgs     []string // flags of `baton run`, before "--"
+	Control     string   // baton's --control, if not the default under RuntimeDirectory=
 	Command     []string // the worker command
 	User        string   // User= and Group= of the service; empty runs as root
 	// SystemdVersion picks the service type; see the package comment.
@@ -100,7 +101,11 @@ func Render(o Options) ([]File, error) {
 	b.WriteString("NotifyAccess=main\n")
 	fmt.Fprintf(&b, "ExecStart=%s\n", CommandLine(exec))
 	if o.SystemdVersion < NotifyReloadVersion {
-		fmt.Fprintf(&b, "ExecReload=%s\n", CommandLine([]string{o.Baton, "reload"}))
+		reload := []string{o.Baton, "reload"}
+		if o.Control != "" {
+			reload = append(reload, "--control", o.Control)
+		}
+		fmt.Fprintf(&b, "ExecReload=%s\n", CommandLine(reload))
 	}
 	fmt.Fprintf(&b, "# The control socket lives in $RUNTIME_DIRECTORY.\nRuntimeDirectory=%s\n", escape(o.Name))
 	b.WriteString("# Sockets baton opens itself survive its restarts here.\nFileDescriptorStoreMax=64\n")
@@ -154,7 +159,7 @@ func (o Options) check() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, v := range []struct{ what, value string }{{"--description", o.Description}, {"--user", o.User}, {"baton binary", o.Baton}} {
+	for _, v := range []struct{ what, value string }{{"--description", o.Description}, {"--user", o.User}, {"baton binary", o.Baton}, {"--control", o.Control}} {
 		if err := checkValue(v.what, v.value); err != nil {
 			errs = append(errs, err)
 		}

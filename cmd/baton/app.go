@@ -24,6 +24,7 @@ func newApp() *cli.App {
 			reloadCommand(),
 			statusCommand(),
 			upgradeCommand(),
+			unitsCommand(),
 			versionCommand(),
 			shimCommand(),
 		},

@@ -22,25 +22,31 @@ func runCommand() *cli.Command {
 		Name:      "run",
 		Usage:     "supervise worker processes that share the service's sockets",
 		ArgsUsage: "-- CMD [ARG...]",
-		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "worker slots"},
-			&cli.StringSliceFlag{Name: "listen", Usage: "`[NAME=]ADDR` to open when systemd passed no socket of that name: 127.0.0.1:8080, [::]:443, unix:/run/app.sock"},
-			&cli.StringFlag{Name: "ready", Value: "notify", Usage: "when a new worker is ready: notify, exec, delay:DUR, http://HOST:PORT/PATH ({slot}, {pid})"},
-			&cli.DurationFlag{Name: "ready-timeout", Value: 60 * time.Second, Usage: "a worker not ready by then is killed"},
-			&cli.DurationFlag{Name: "drain-timeout", Value: 30 * time.Second, Usage: "SIGKILL a draining worker at this deadline"},
-			&cli.StringFlag{Name: "stop-signal", Value: "TERM", Usage: "the signal that tells a worker to drain"},
-			&cli.StringFlag{Name: "restart-backoff", Value: "100ms..30s", Usage: "crash restart delay `MIN..MAX`, doubling"},
-			&cli.StringFlag{Name: "crash-limit", Value: "10/60s", Usage: "more crashes than `N/DUR` and baton exits 2"},
-			&cli.StringFlag{Name: "control", Usage: "control socket `PATH` (default $RUNTIME_DIRECTORY/control.sock, else /run/baton/NAME.sock)"},
-			&cli.IntFlag{Name: "max-surge", Value: 1, Usage: "new workers a rollout starts at once"},
-			&cli.StringFlag{Name: "strategy", Value: "rolling", Usage: "rolling, or blue-green: all new workers ready, then all old ones drain"},
-			&cli.DurationFlag{Name: "canary", Usage: "watch a rollout's first batch this long; an exit in that window aborts"},
-			&cli.DurationFlag{Name: "watchdog", Usage: "WATCHDOG_USEC given to workers; one that misses it gets SIGABRT, then SIGKILL, and is replaced (0: off)"},
-			&cli.StringFlag{Name: "check", Usage: "shell `CMD` run before each rollout (like nginx -t); non-zero aborts it"},
-			&cli.StringFlag{Name: "config", Usage: "TOML `FILE` with these settings (keys are the flag names, plus command), re-read at every rollout; flags given here win"},
-			&cli.StringFlag{Name: "log", Value: "journal", Usage: "worker output: journal (prefixed lines on stderr until journald support lands) or inherit"},
-		},
-		Action: runAction,
+		Flags:     runFlags(),
+		Action:    runAction,
+	}
+}
+
+// runFlags are the flags of `baton run`; `baton units` takes them too and
+// writes those given into ExecStart=.
+func runFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "worker slots"},
+		&cli.StringSliceFlag{Name: "listen", Usage: "`[NAME=]ADDR` to open when systemd passed no socket of that name: 127.0.0.1:8080, [::]:443, unix:/run/app.sock"},
+		&cli.StringFlag{Name: "ready", Value: "notify", Usage: "when a new worker is ready: notify, exec, delay:DUR, http://HOST:PORT/PATH ({slot}, {pid})"},
+		&cli.DurationFlag{Name: "ready-timeout", Value: 60 * time.Second, Usage: "a worker not ready by then is killed"},
+		&cli.DurationFlag{Name: "drain-timeout", Value: 30 * time.Second, Usage: "SIGKILL a draining worker at this deadline"},
+		&cli.StringFlag{Name: "stop-signal", Value: "TERM", Usage: "the signal that tells a worker to drain"},
+		&cli.StringFlag{Name: "restart-backoff", Value: "100ms..30s", Usage: "crash restart delay `MIN..MAX`, doubling"},
+		&cli.StringFlag{Name: "crash-limit", Value: "10/60s", Usage: "more crashes than `N/DUR` and baton exits 2"},
+		&cli.StringFlag{Name: "control", Usage: "control socket `PATH` (default $RUNTIME_DIRECTORY/control.sock, else /run/baton/NAME.sock)"},
+		&cli.IntFlag{Name: "max-surge", Value: 1, Usage: "new workers a rollout starts at once"},
+		&cli.StringFlag{Name: "strategy", Value: "rolling", Usage: "rolling, or blue-green: all new workers ready, then all old ones drain"},
+		&cli.DurationFlag{Name: "canary", Usage: "watch a rollout's first batch this long; an exit in that window aborts"},
+		&cli.DurationFlag{Name: "watchdog", Usage: "WATCHDOG_USEC given to workers; one that misses it gets SIGABRT, then SIGKILL, and is replaced (0: off)"},
+		&cli.StringFlag{Name: "check", Usage: "shell `CMD` run before each rollout (like nginx -t); non-zero aborts it"},
+		&cli.StringFlag{Name: "config", Usage: "TOML `FILE` with these settings (keys are the flag names, plus command), re-read at every rollout; flags given here win"},
+		&cli.StringFlag{Name: "log", Value: "journal", Usage: "worker output: journal (prefixed lines on stderr until journald support lands) or inherit"},
 	}
 }
 
