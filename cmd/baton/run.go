@@ -46,19 +46,29 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "watchdog", Usage: "WATCHDOG_USEC given to workers; one that misses it gets SIGABRT, then SIGKILL, and is replaced (0: off)"},
 		&cli.StringFlag{Name: "check", Usage: "shell `CMD` run before each rollout (like nginx -t); non-zero aborts it"},
 		&cli.StringFlag{Name: "config", Usage: "TOML `FILE` with these settings (keys are the flag names, plus command), re-read at every rollout; flags given here win"},
-		&cli.StringFlag{Name: "log", Value: "journal", Usage: "worker output: journal (prefixed lines on stderr until journald support lands) or inherit"},
+		&cli.StringFlag{Name: "log", Value: "journal", Usage: "worker output: journal (native journald entries with BATON_WORKER, BATON_GENERATION; prefixed lines on stderr when journald is not baton's stderr) or inherit"},
 	}
 }
 
 func runAction(c *cli.Context) error {
+	out := outputs{prefixed: journal.Prefixed(os.Stderr)} // one sink, so lines never interleave
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	prefixed := journal.Prefixed(os.Stderr) // one sink, so lines never interleave
+	if journal.Available() {
+		w, err := journal.Dial(journal.Socket)
+		if err != nil {
+			logger.Warn("journald is baton's stderr but its native socket refuses: worker lines go to stderr", "err", err)
+		} else {
+			defer w.Close()
+			out.journal = w
+			logger = slog.New(journal.NewHandler(w, slog.LevelInfo))
+		}
+	}
 	s, err := supervisor.New(func() (supervisor.Config, error) {
 		st, err := loadSettings(c)
 		if err != nil {
 			return supervisor.Config{}, err
 		}
-		cfg, err := runConfig(st, prefixed)
+		cfg, err := runConfig(st, out)
 		cfg.Logger = logger
 		return cfg, err
 	})
@@ -72,8 +82,14 @@ func runAction(c *cli.Context) error {
 
 // runConfig turns the settings into a supervisor.Config; each error names
 // its flag or config key.
-// prefixed is the sink for --log journal.
-func runConfig(st settings, prefixed func(*worker.Process, worker.Stream, []byte)) (supervisor.Config, error) {
+// outputs are the sinks of worker output for --log journal: journald's
+// native protocol when journald is baton's stderr, else prefixed lines.
+type outputs struct {
+	journal  *journal.Writer
+	prefixed func(*worker.Process, worker.Stream, []byte)
+}
+
+func runConfig(st settings, out outputs) (supervisor.Config, error) {
 	cfg := supervisor.Config{
 		Version:  version,
 		ShimPath: "/proc/self/exe", // this very image, even if the file was replaced since
@@ -118,8 +134,10 @@ func runConfig(st settings, prefixed func(*worker.Process, worker.Stream, []byte
 			switch {
 			case err != nil:
 				return err
+			case mode == "journal" && out.journal != nil:
+				cfg.Output = journal.WorkerSink(out.journal, cfg.Command[0], out.prefixed)
 			case mode == "journal":
-				cfg.Output = prefixed
+				cfg.Output = out.prefixed
 			case mode != "inherit":
 				return fmt.Errorf("--log %q: want journal or inherit", mode)
 			}

@@ -1,0 +1,141 @@
+package journal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/batonsd/baton/internal/worker"
+	"golang.org/x/sys/unix"
+)
+
+// Socket is journald's native protocol socket.
+const Socket = "/run/systemd/journal/socket"
+
+// Field is one journal field. Names are upper case letters, digits and
+// underscores; values may hold any bytes.
+type Field struct {
+	Name  string
+	Value string
+}
+
+// Encode renders fields in journald's native protocol: NAME=value lines,
+// or, for a value holding a newline, NAME, a newline, the value's length as
+// 64-bit little endian, the value and a newline.
+func Encode(fields []Field) []byte {
+	var b bytes.Buffer
+	for _, f := range fields {
+		if !bytes.ContainsRune([]byte(f.Value), '\n') {
+			b.WriteString(f.Name)
+			b.WriteByte('=')
+			b.WriteString(f.Value)
+			b.WriteByte('\n')
+			continue
+		}
+		b.WriteString(f.Name)
+		b.WriteByte('\n')
+		binary.Write(&b, binary.LittleEndian, uint64(len(f.Value))) // cannot fail on a bytes.Buffer
+		b.WriteString(f.Value)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+// Writer sends entries to journald. It is safe for concurrent use: each
+// entry is one datagram.
+type Writer struct {
+	addr string
+	fd   int
+}
+
+// Dial opens a datagram socket to journald's native socket at path.
+func Dial(path string) (*Writer, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("journal socket: %w", err)
+	}
+	w := &Writer{addr: path, fd: fd}
+	// Probe now, so that a missing journald shows at start, not at the
+	// first worker line.
+	if err := w.Send([]Field{{"MESSAGE", "baton journal sink open"}, {"PRIORITY", "7"}, {"SYSLOG_IDENTIFIER", "baton"}}); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return w, nil
+}
+
+// Send sends one entry. It blocks while journald's queue is full: the
+// caller is a worker's own output reader, so a slow journald slows that
+// worker's output (as a direct journal stream would), never baton's loop.
+func (w *Writer) Send(fields []Field) error {
+	msg := Encode(fields)
+	err := unix.Sendmsg(w.fd, msg, nil, &unix.SockaddrUnix{Name: w.addr}, 0)
+	if errors.Is(err, unix.EMSGSIZE) {
+		return fmt.Errorf("journal entry of %d bytes: too large for a datagram", len(msg))
+	}
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", w.addr, err)
+	}
+	return nil
+}
+
+// Close closes the socket.
+func (w *Writer) Close() error { return unix.Close(w.fd) }
+
+// Available reports whether baton's own output goes to journald (systemd
+// set JOURNAL_STREAM) and the native socket is there: then worker lines go
+// to the journal with their fields; otherwise they go to stderr, prefixed.
+func Available() bool {
+	if os.Getenv("JOURNAL_STREAM") == "" {
+		return false
+	}
+	_, err := os.Stat(Socket)
+	return err == nil
+}
+
+// Priority levels of sd-daemon(3) prefixes.
+const (
+	prioInfo    = 6
+	prioWarning = 4
+)
+
+// splitPriority strips an sd-daemon "<N>" prefix and returns its level.
+func splitPriority(line []byte, def int) (int, []byte) {
+	if len(line) >= 3 && line[0] == '<' && line[1] >= '0' && line[1] <= '7' && line[2] == '>' {
+		return int(line[1] - '0'), line[3:]
+	}
+	return def, line
+}
+
+// WorkerSink returns a worker output sink that sends each line as a journal
+// entry with the worker's slot, generation and pid (BATON_WORKER,
+// BATON_GENERATION, BATON_WORKER_PID, and SYSLOG_PID so journalctl shows
+// the worker's pid), the stream, and PRIORITY from an "<N>" prefix.
+// ident is the SYSLOG_IDENTIFIER, such as the command's base name. Lines
+// journald refuses are written to fallback, prefixed.
+func WorkerSink(w *Writer, command string, fallback func(*worker.Process, worker.Stream, []byte)) func(*worker.Process, worker.Stream, []byte) {
+	ident := filepath.Base(command)
+	var once sync.Once
+	return func(p *worker.Process, stream worker.Stream, line []byte) {
+		prio, msg := splitPriority(line, prioInfo)
+		err := w.Send([]Field{
+			{"MESSAGE", string(msg)},
+			{"PRIORITY", strconv.Itoa(prio)},
+			{"SYSLOG_IDENTIFIER", ident},
+			{"SYSLOG_PID", strconv.Itoa(p.PID)},
+			{"BATON_WORKER", strconv.Itoa(p.Slot)},
+			{"BATON_GENERATION", strconv.Itoa(p.Generation)},
+			{"BATON_WORKER_PID", strconv.Itoa(p.PID)},
+			{"BATON_STREAM", string(stream)},
+		})
+		if err != nil {
+			once.Do(func() { fmt.Fprintf(os.Stderr, "baton: worker output to stderr: %v\n", err) })
+			fallback(p, stream, line)
+		}
+	}
+}
