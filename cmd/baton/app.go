@@ -25,6 +25,7 @@ func newApp() *cli.App {
 			statusCommand(),
 			upgradeCommand(),
 			unitsCommand(),
+			logsCommand(),
 			versionCommand(),
 			shimCommand(),
 		},

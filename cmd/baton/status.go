@@ -1,8 +1,13 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
+
 	"encoding/json"
 	"fmt"
+	"github.com/batonsd/baton/internal/systemd"
 	"io"
 	"text/tabwriter"
 	"time"
@@ -24,14 +29,23 @@ func controlPath(c *cli.Context) (string, error) {
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "status",
-		Usage: "show the generation, each worker, the listeners",
+		Name:      "status",
+		Usage:     "show the generation, each worker, the listeners; with UNIT, systemd's view of it too",
+		ArgsUsage: "[UNIT]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			controlFlag,
 		},
 		Action: func(c *cli.Context) error {
 			path, err := controlPath(c)
+			if unit := c.Args().First(); unit != "" {
+				if c.String("control") == "" {
+					path, err = unitControlPath(unit)
+				}
+				if !c.Bool("json") {
+					printUnit(c, unit)
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -105,4 +119,36 @@ func printWorker(w io.Writer, wk control.Worker) {
 
 func secs(s float64) time.Duration {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
+}
+
+// unitControlPath finds the control socket of a baton run as UNIT: under
+// RuntimeDirectory=UNIT (as `baton units` writes it), else /run/baton.
+func unitControlPath(unit string) (string, error) {
+	name := strings.TrimSuffix(unit, ".service")
+	for _, p := range []string{filepath.Join("/run", name, "control.sock"), filepath.Join(control.Dir(control.OSEnv()), name+".sock")} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no control socket for %s in /run/%s or %s: is it running under baton?", unit, name, control.Dir(control.OSEnv()))
+}
+
+// printUnit prints systemd's view of the unit, over D-Bus.
+func printUnit(c *cli.Context, unit string) {
+	if !strings.Contains(unit, ".") {
+		unit += ".service"
+	}
+	conn, err := systemd.Connect(c.Context)
+	if err != nil {
+		fmt.Fprintf(c.App.Writer, "systemd: %v\n", err)
+		return
+	}
+	defer conn.Close()
+	u, err := conn.Unit(c.Context, unit)
+	if err != nil {
+		fmt.Fprintf(c.App.Writer, "systemd: %v\n", err)
+		return
+	}
+	fmt.Fprintf(c.App.Writer, "systemd: %s %s (%s), main pid %d, %d restarts\n  status: %s\n",
+		u.Name, u.ActiveState, u.SubState, u.MainPID, u.NRestarts, u.StatusText)
 }
