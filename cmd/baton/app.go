@@ -28,11 +28,17 @@ func newApp() *cli.App {
 			logsCommand(),
 			versionCommand(),
 			shimCommand(),
+			manCommand(),
 		},
 		// Errors are printed once, by main, as one line.
 		ExitErrHandler:  func(*cli.Context, error) {},
 		OnUsageError:    usageError,
 		HideHelpCommand: true,
+		// contrib/completion/baton.bash asks with --generate-bash-completion.
+		EnableBashCompletion: true,
+		Description: "baton runs as the main process of a systemd service, takes the listening sockets systemd\n" +
+			"hands it, starts worker processes of any language that share them, and turns\n" +
+			"`systemctl reload` into a rolling replacement that loses no request.",
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = usageError
