@@ -3,7 +3,9 @@
 // NAME.service whose type and reload path depend on the systemd version:
 //
 //   - systemd >= 253: Type=notify-reload; `systemctl reload` sends SIGHUP
-//     and waits for baton's READY=1;
+//     and waits for baton's READY=1, and ExecReload=baton reload
+//     --wait-signal, which systemd runs after the signal, fails the reload
+//     when the rollout was aborted (READY=1 has no failure form);
 //   - systemd 252 (Debian 12): Type=notify-reload does not exist (the unit
 //     would silently run as Type=simple), so Type=notify with
 //     ExecReload=baton reload, which blocks until the rollout ends: a
@@ -100,13 +102,18 @@ func Render(o Options) ([]File, error) {
 	}
 	b.WriteString("NotifyAccess=main\n")
 	fmt.Fprintf(&b, "ExecStart=%s\n", CommandLine(exec))
-	if o.SystemdVersion < NotifyReloadVersion {
-		reload := []string{o.Baton, "reload"}
-		if o.Control != "" {
-			reload = append(reload, "--control", o.Control)
-		}
-		fmt.Fprintf(&b, "ExecReload=%s\n", CommandLine(reload))
+	reload := []string{o.Baton, "reload"}
+	if o.SystemdVersion >= NotifyReloadVersion {
+		// systemd runs ExecReload= right after the signal; its exit status
+		// is the reload's result, the only way to make `systemctl reload`
+		// fail (READY=1 has no failure form).
+		b.WriteString("# `systemctl reload` fails when the rollout was aborted:\n")
+		reload = append(reload, "--wait-signal")
 	}
+	if o.Control != "" {
+		reload = append(reload, "--control", o.Control)
+	}
+	fmt.Fprintf(&b, "ExecReload=%s\n", CommandLine(reload))
 	fmt.Fprintf(&b, "# The control socket lives in $RUNTIME_DIRECTORY.\nRuntimeDirectory=%s\n", escape(o.Name))
 	b.WriteString("# Sockets baton opens itself survive its restarts here.\nFileDescriptorStoreMax=64\n")
 	if o.SystemdVersion >= fdStorePreserveVersion {

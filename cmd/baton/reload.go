@@ -15,13 +15,20 @@ func reloadCommand() *cli.Command {
 		Usage: "roll out a new generation and wait for the result (fit for ExecReload=)",
 		Description: "Exits 0 when the new generation serves in every slot; non-zero, with the reason on stderr,\n" +
 			"when the rollout was aborted and the previous generation kept serving.",
-		Flags: []cli.Flag{controlFlag},
+		Flags: []cli.Flag{
+			controlFlag,
+			&cli.BoolFlag{Name: "wait-signal", Usage: "wait for the rollout systemd's reload signal started instead of asking for one (ExecReload= of a Type=notify-reload unit)"},
+		},
 		Action: func(c *cli.Context) error {
 			path, err := controlPath(c)
 			if err != nil {
 				return err
 			}
-			resp, err := control.Call(c.Context, path, control.Request{Command: control.CmdReload})
+			cmd := control.CmdReload
+			if c.Bool("wait-signal") {
+				cmd = control.CmdAwaitReload
+			}
+			resp, err := control.Call(c.Context, path, control.Request{Command: cmd})
 			r := resp.Rollout
 			switch {
 			case err != nil && errors.Is(err, control.ErrRefused) && r != nil && r.To != 0:

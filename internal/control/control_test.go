@@ -17,6 +17,8 @@ type fakeHandler struct{ st Status }
 
 func (f fakeHandler) Status(context.Context) (Status, error) { return f.st, nil }
 
+func (f fakeHandler) AwaitReload(ctx context.Context) (Rollout, error) { return f.Reload(ctx) }
+
 func (f fakeHandler) Upgrade(context.Context, *net.UnixConn) error {
 	return errors.New("handoff protocol 2 differs")
 }

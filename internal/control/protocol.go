@@ -22,6 +22,10 @@ const (
 	// CmdReload asks for a rollout; the response comes when it has ended,
 	// with Error set when it was aborted.
 	CmdReload = "reload"
+	// CmdAwaitReload waits for the rollout a reload signal (SIGHUP) started,
+	// or for the next one, without asking for one: ExecReload= of a
+	// Type=notify-reload unit, which systemd runs right after the signal.
+	CmdAwaitReload = "await-reload"
 	// CmdUpgrade asks baton to re-execute its binary in place. The
 	// connection is handed to the new image, which answers on it.
 	CmdUpgrade = "upgrade"

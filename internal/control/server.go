@@ -22,6 +22,9 @@ type Handler interface {
 	// Reload runs a rollout and returns when it has ended; the error says
 	// why it was aborted.
 	Reload(ctx context.Context) (Rollout, error)
+	// AwaitReload waits for the result of the rollout a reload signal
+	// started.
+	AwaitReload(ctx context.Context) (Rollout, error)
 	// Upgrade re-executes the supervisor in place and hands conn to the new
 	// image, which answers on it. It returns only if the upgrade was
 	// refused or failed, with the reason.
@@ -148,8 +151,12 @@ func (s *Server) handle(req Request) Response {
 			return Response{Error: err.Error()}
 		}
 		return Response{Status: &st}
-	case CmdReload:
-		r, err := s.handler.Reload(s.ctx)
+	case CmdReload, CmdAwaitReload:
+		reload := s.handler.Reload
+		if req.Command == CmdAwaitReload {
+			reload = s.handler.AwaitReload
+		}
+		r, err := reload(s.ctx)
 		if err != nil {
 			return Response{Error: err.Error(), Rollout: &r}
 		}

@@ -72,6 +72,50 @@ func (s *Supervisor) Reload(ctx context.Context) (control.Rollout, error) {
 	}
 }
 
+// awaitSignalled is how long AwaitReload waits for a rollout to begin, and
+// how recently one may have ended to count as the one it waits for.
+const awaitSignalled = 10 * time.Second
+
+// AwaitReload answers the control socket's await-reload request: the
+// result of the rollout a reload signal started. systemd runs ExecReload=
+// right after sending the signal, so the rollout is running, or about to
+// begin (the signal is still on its way through the loop), or, if it failed
+// at once, has just ended.
+func (s *Supervisor) AwaitReload(ctx context.Context) (control.Rollout, error) {
+	reply := make(chan rolloutResult, 1)
+	if !s.post(func() { s.awaitRollout(reply) }) {
+		return control.Rollout{}, errors.New("baton is shutting down")
+	}
+	select {
+	case res := <-reply:
+		return res.r, res.err
+	case <-ctx.Done():
+		return control.Rollout{}, ctx.Err()
+	}
+}
+
+func (s *Supervisor) awaitRollout(reply chan<- rolloutResult) {
+	switch {
+	case s.rollout != nil:
+		s.rollout.waiters = append(s.rollout.waiters, reply)
+		return
+	case s.last != nil && time.Since(s.lastEnded) < 2*time.Second:
+		var err error
+		if s.last.Error != "" {
+			err = errors.New(s.last.Error)
+		}
+		reply <- rolloutResult{r: *s.last, err: err}
+		return
+	}
+	s.awaiting = append(s.awaiting, reply)
+	s.after(awaitSignalled, func() {
+		if i := slices.Index(s.awaiting, reply); i >= 0 {
+			s.awaiting = slices.Delete(s.awaiting, i, i+1)
+			reply <- rolloutResult{err: fmt.Errorf("no rollout began within %s: was the reload signal sent?", awaitSignalled)}
+		}
+	})
+}
+
 // requestRollout starts a rollout, or joins the running one. reply, if not
 // nil, gets the result.
 func (s *Supervisor) requestRollout(reply chan<- rolloutResult) {
@@ -97,7 +141,8 @@ func (s *Supervisor) requestRollout(reply chan<- rolloutResult) {
 		s.log.Info("rollout requested during a rollout: one more follows when this one ends")
 		return
 	}
-	r := &rollout{from: s.serving, started: time.Now()}
+	r := &rollout{from: s.serving, started: time.Now(), waiters: s.awaiting}
+	s.awaiting = nil
 	if reply != nil {
 		r.waiters = append(r.waiters, reply)
 	}
@@ -341,7 +386,7 @@ func (r *rollout) finish(s *Supervisor, err error) {
 	} else {
 		s.serving = r.to
 	}
-	s.last = &res
+	s.last, s.lastEnded = &res, time.Now()
 	s.rollout = nil
 	if err != nil {
 		s.log.Error("rollout failed", "from", res.From, "to", res.To, "err", err, "took", time.Since(r.started).Round(time.Millisecond))

@@ -308,3 +308,53 @@ func TestReloadRefusedWhileStarting(t *testing.T) {
 		t.Fatalf("reload while starting: %v", err)
 	}
 }
+
+func awaitReload(ctx context.Context, ctl string) (control.Rollout, error) {
+	resp, err := control.Call(ctx, ctl, control.Request{Command: control.CmdAwaitReload})
+	if resp.Rollout == nil {
+		return control.Rollout{}, err
+	}
+	return *resp.Rollout, err
+}
+
+// TestAwaitReloadJoinsTheSignalledRollout: what ExecReload= of a
+// Type=notify-reload unit does right after systemd's SIGHUP: it gets that
+// rollout's result, whether it connects before the signal is handled,
+// while the rollout runs, or after it failed at once; and it never asks
+// for a rollout of its own.
+func TestAwaitReloadJoinsTheSignalledRollout(t *testing.T) {
+	ctx := timeout(t, 60*time.Second)
+	s := startService(t, `command = ["@WORKER@", "-start-delay", "100ms"]`+"\n", "--workers", "2")
+
+	// Waiting first, the signal after.
+	done := make(chan error, 1)
+	var got control.Rollout
+	go func() {
+		var err error
+		got, err = awaitReload(ctx, s.ctl)
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the await is parked before the signal comes
+	s.svc.Signal(t, unix.SIGHUP)
+	if err := <-done; err != nil || got.To != 2 || got.State != "ok" {
+		t.Fatalf("await before the signal: %+v, %v", got, err)
+	}
+
+	// The signal first, the wait during the rollout.
+	s.svc.Signal(t, unix.SIGHUP)
+	testsd.WaitStatus(ctx, t, s.ctl, "a rollout", func(st control.Status) bool { return st.Rollout != nil })
+	if r, err := awaitReload(ctx, s.ctl); err != nil || r.To != 3 {
+		t.Fatalf("await during the rollout: %+v, %v", r, err)
+	}
+
+	// A rollout that fails at once has ended before the wait arrives.
+	s.write(t, "command = [\"@WORKER@\"]\nwokers = 1\n")
+	s.svc.Signal(t, unix.SIGHUP)
+	s.svc.WaitOutput(ctx, t, `unknown key \"wokers\"`)
+	if _, err := awaitReload(ctx, s.ctl); err == nil || !strings.Contains(err.Error(), `unknown key "wokers"`) {
+		t.Fatalf("await after a failed rollout: %v", err)
+	}
+	if st := testsd.Status(ctx, t, s.ctl); st.Generation != 3 {
+		t.Errorf("generation %d: an await asked for a rollout of its own", st.Generation)
+	}
+}

@@ -65,6 +65,8 @@ type Supervisor struct {
 	helpers   map[int]*helper // every live helper command (--check), by pid
 	rollout   *rollout        // the rollout in progress, if any
 	last      *control.Rollout
+	lastEnded time.Time
+	awaiting  []chan<- rolloutResult // await-reload callers, for the next rollout
 	exited    []*worker.Process
 	crashes   []time.Time
 	readySent bool
