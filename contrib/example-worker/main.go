@@ -115,8 +115,12 @@ func main() {
 	if err := sd.Send("STOPPING=1"); err != nil {
 		log.Printf("notify: %v", err)
 	}
-	d.drain()
+	// Stop accepting, then wait for the accept loops to end: only then is
+	// every accepted connection recorded. Draining before that could exit
+	// with a connection the kernel had just handed to Accept, and reset it.
+	d.stopAccepting()
 	serving.Wait()
+	d.drain()
 	log.Printf("drained")
 }
 
@@ -217,16 +221,22 @@ func (d *drainer) wrap(h http.Handler) http.Handler {
 	})
 }
 
-// drain stops accepting (the shared socket keeps its queue for the other
-// workers), then waits until every connection has closed, closing those
-// that are idle with nothing waiting to be read.
-func (d *drainer) drain() {
+// stopAccepting closes this worker's copies of the listeners: the shared
+// socket keeps its queue for the other workers. From now on responses carry
+// "Connection: close".
+func (d *drainer) stopAccepting() {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.draining = true
 	for _, l := range d.listeners {
 		l.Close()
 	}
-	d.mu.Unlock()
+}
+
+// drain waits until every connection has closed, closing those that are
+// idle with nothing waiting to be read. Call it once the accept loops have
+// ended.
+func (d *drainer) drain() {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {

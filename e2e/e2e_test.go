@@ -1,0 +1,355 @@
+// Package e2e tests baton as users meet it: a .deb installed under a real
+// systemd (PID 1 of a systemd-nspawn container), on Debian 12's systemd 252
+// (Type=notify with the blocking ExecReload=) and bookworm-backports' 254
+// (Type=notify-reload), under steady load.
+//
+// Needs root, systemd-container and debootstrap (scripts/test installs
+// them). Root filesystems are cached in /var/cache/baton-e2e; the .deb is
+// built with scripts/deb unless BATON_E2E_DEB names one.
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const cache = "/var/cache/baton-e2e"
+
+var (
+	skipReason string
+	deb        string // the package under test
+	loadgen    string // e2e/loadgen, built for the host
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	switch {
+	case os.Geteuid() != 0:
+		skipReason = "booting a container needs root"
+	case !have("systemd-nspawn") || !have("debootstrap"):
+		skipReason = "systemd-nspawn and debootstrap are not installed (scripts/test installs them)"
+	}
+	if skipReason != "" {
+		return m.Run()
+	}
+	tmp, err := os.MkdirTemp("", "baton-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	loadgen = filepath.Join(tmp, "loadgen")
+	if out, err := exec.Command("go", "build", "-o", loadgen, "./loadgen").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build loadgen: %v\n%s", err, out)
+		return 1
+	}
+	if deb = os.Getenv("BATON_E2E_DEB"); deb == "" {
+		cmd := exec.Command("../scripts/deb")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "scripts/deb: %v\n%s", err, out)
+			return 1
+		}
+		debs, _ := filepath.Glob("../dist/baton_*.deb")
+		if len(debs) == 0 {
+			fmt.Fprintf(os.Stderr, "scripts/deb made no package\n%s", out)
+			return 1
+		}
+		deb, _ = filepath.Abs(debs[len(debs)-1])
+	}
+	return m.Run()
+}
+
+func have(cmd string) bool {
+	_, err := exec.LookPath(cmd)
+	return err == nil
+}
+
+// rootfs returns the cached root filesystem for a systemd version, building
+// it with debootstrap the first time (about a minute).
+func rootfs(t *testing.T, version int) string {
+	t.Helper()
+	dir := filepath.Join(cache, fmt.Sprintf("rootfs-%d", version))
+	if _, err := os.Stat(filepath.Join(dir, "usr/lib/systemd/systemd")); err == nil {
+		return dir
+	}
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	args := []string{"build-rootfs", tmp}
+	if version != 252 {
+		args = append(args, "--backports")
+	}
+	if out, err := exec.Command("./testbed.sh", args...).CombinedOutput(); err != nil {
+		t.Fatalf("build rootfs for systemd %d: %v\n%s", version, err, out)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// box is a booted container.
+type box struct {
+	t      *testing.T
+	name   string
+	leader string
+}
+
+func boot(t *testing.T, version int) *box {
+	t.Helper()
+	dir := rootfs(t, version)
+	name := fmt.Sprintf("baton-e2e-%d", version)
+	exec.Command("./testbed.sh", "stop", name).Run() // a leftover from an interrupted run, if any
+	if out, err := exec.Command("./testbed.sh", "boot", dir, name, "--ephemeral", "--timeout", "120").CombinedOutput(); err != nil {
+		t.Fatalf("boot systemd %d: %v\n%s", version, err, out)
+	}
+	b := &box{t: t, name: name}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := b.sh("journalctl -u myapp --no-pager -n 150")
+			t.Logf("journal of myapp:\n%s", out)
+		}
+		exec.Command("./testbed.sh", "stop", name).Run()
+	})
+	out, err := exec.Command("./testbed.sh", "leader", name).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.leader = strings.TrimSpace(string(out))
+	return b
+}
+
+// sh runs a bash script inside the container.
+func (b *box) sh(script string) (string, error) {
+	out, err := exec.Command("./testbed.sh", "exec", b.name, "--", "bash", "-c", script).CombinedOutput()
+	return string(out), err
+}
+
+func (b *box) must(script string) string {
+	b.t.Helper()
+	out, err := b.sh(script)
+	if err != nil {
+		b.t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	return out
+}
+
+// waitFor runs script until it succeeds, for up to d.
+func (b *box) waitFor(what, script string, d time.Duration) string {
+	b.t.Helper()
+	var out string
+	var err error
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if out, err = b.sh(script); err == nil {
+			return out
+		}
+	}
+	b.t.Fatalf("never %s: %v\n%s", what, err, out)
+	return ""
+}
+
+type status struct {
+	PID        int `json:"pid"`
+	Generation int `json:"generation"`
+	Ready      int `json:"ready"`
+	Workers    []struct {
+		Slot int `json:"slot"`
+		PID  int `json:"pid"`
+	} `json:"workers"`
+	Listeners []struct {
+		Name   string `json:"name"`
+		Source string `json:"source"`
+	} `json:"listeners"`
+}
+
+func (b *box) status() status {
+	b.t.Helper()
+	var st status
+	out := b.must("baton status --json myapp")
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		b.t.Fatalf("baton status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// load is loadgen running in the container's network namespace.
+type load struct {
+	cmd *exec.Cmd
+	out bytes.Buffer
+}
+
+func (b *box) startLoad(url string) *load {
+	b.t.Helper()
+	l := &load{cmd: exec.Command("nsenter", "-t", b.leader, "-n", loadgen, "-url", url, "-fresh", "4", "-keepalive", "4")}
+	l.cmd.Stdout = &l.out
+	l.cmd.Stderr = os.Stderr
+	if err := l.cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	return l
+}
+
+type loadResult struct {
+	OK       int64    `json:"ok"`
+	Refused  int      `json:"refused"`
+	Failures []string `json:"failures"`
+}
+
+func (l *load) stop(t *testing.T) loadResult {
+	t.Helper()
+	l.cmd.Process.Signal(syscall.SIGTERM)
+	l.cmd.Wait()
+	var r loadResult
+	if err := json.Unmarshal(l.out.Bytes(), &r); err != nil {
+		t.Fatalf("loadgen: %v: %q", err, l.out.String())
+	}
+	return r
+}
+
+func TestSystemd252(t *testing.T) { testUnderSystemd(t, 252, "Type=notify") }
+func TestSystemd254(t *testing.T) { testUnderSystemd(t, 254, "Type=notify-reload") }
+
+func testUnderSystemd(t *testing.T, version int, wantType string) {
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	b := boot(t, version)
+	if out := b.must("systemctl --version | head -1"); !strings.HasPrefix(out, fmt.Sprintf("systemd %d", version)) {
+		t.Fatalf("container runs %q, want systemd %d", out, version)
+	}
+
+	// Install the .deb and the units, as a user would.
+	if out, err := exec.Command("./testbed.sh", "copy-in", b.name, deb, "/tmp/baton.deb").CombinedOutput(); err != nil {
+		t.Fatalf("copy-in: %v\n%s", err, out)
+	}
+	b.must("dpkg -i /tmp/baton.deb")
+	b.must(`mkdir -p /etc/myapp && printf 'listen = ["app=127.0.0.1:8081"]\n' > /etc/myapp/baton.toml`)
+	b.must("baton units --name myapp --listen http=127.0.0.1:8080 --workers 4 --watchdog 2s --ready-timeout 20s " +
+		"--drain-timeout 10s --config /etc/myapp/baton.toml --install -- /usr/lib/baton/example-worker")
+	svc := b.must("cat /etc/systemd/system/myapp.service")
+	if !strings.Contains(svc, "\n"+wantType+"\n") {
+		t.Fatalf("installed unit lacks %s:\n%s", wantType, svc)
+	}
+	if out, err := b.sh("systemd-analyze verify /etc/systemd/system/myapp.service /etc/systemd/system/myapp.socket"); err != nil || out != "" {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	b.must("systemctl start myapp.socket myapp.service")
+
+	// Socket-activated myapp starts and answers, on its .socket unit's socket
+	// and on the one baton opened itself (config listen = app).
+	b.must("curl -sf http://127.0.0.1:8080/ && curl -sf http://127.0.0.1:8081/")
+	out := b.must("baton status myapp")
+	for _, want := range []string{"systemd: myapp.service active (running)", "ready, generation 1, 4/4 ready", "http 127.0.0.1:8080 (systemd)", "app 127.0.0.1:8081 (listen)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("baton status myapp lacks %q:\n%s", want, out)
+		}
+	}
+
+	// systemctl reload, several times, under load: nothing lost.
+	l := b.startLoad("http://127.0.0.1:8080/")
+	for gen := 2; gen <= 4; gen++ {
+		b.must("systemctl reload myapp")
+		if st := b.status(); st.Generation != gen || st.Ready != 4 {
+			t.Fatalf("after reload %d: %+v", gen-1, st)
+		}
+	}
+
+	// A broken deploy: systemctl reload fails, the old workers keep serving,
+	// the journal says why.
+	b.must(`cd /usr/lib/baton && mv example-worker example-worker.good && printf '#!/bin/sh\necho broken deploy: cannot open database >&2\nexit 1\n' > example-worker && chmod +x example-worker`)
+	before := b.status()
+	if out, err := b.sh("systemctl reload myapp"); err == nil {
+		t.Fatalf("systemctl reload of a broken worker succeeded:\n%s", out)
+	}
+	if st := b.status(); st.Generation != before.Generation || st.Ready != 4 || st.Workers[0].PID != before.Workers[0].PID {
+		t.Fatalf("after the failed reload: %+v, before: %+v", st, before)
+	}
+	journal := b.must("journalctl -u myapp --no-pager")
+	for _, want := range []string{"rollout failed", "broken deploy: cannot open database"} {
+		if !strings.Contains(journal, want) {
+			t.Errorf("journalctl -u myapp lacks %q", want)
+		}
+	}
+	b.must("cd /usr/lib/baton && mv example-worker.good example-worker && systemctl reload myapp")
+	r := l.stop(t)
+	if len(r.Failures) > 0 {
+		t.Errorf("%d failed requests across 4 reloads and a failed one (%d ok): %v", len(r.Failures), r.OK, r.Failures)
+	}
+	t.Logf("systemd %d: %d requests across 5 reloads, one of them aborted; %d failed", version, r.OK, len(r.Failures))
+
+	// Journal fields: a slot's lines, and baton logs following them.
+	lines := strings.Split(strings.TrimSpace(b.must("journalctl -u myapp BATON_WORKER=1 -o json --no-pager")), "\n")
+	for _, line := range lines {
+		var e map[string]any
+		if json.Unmarshal([]byte(line), &e) != nil || e["BATON_WORKER"] != "1" {
+			t.Errorf("journalctl BATON_WORKER=1 gave %s", line)
+		}
+	}
+	if len(lines) < 2 {
+		t.Errorf("journalctl BATON_WORKER=1: %d entries", len(lines))
+	}
+	b.must("(timeout 10 baton logs -f -n 0 myapp > /tmp/follow.log &) ; sleep 1; systemctl reload myapp; sleep 1")
+	follow := b.waitFor("baton logs -f shows the rollout", "grep -q 'rollout done' /tmp/follow.log && cat /tmp/follow.log", 10*time.Second)
+	if !strings.Contains(follow, " w1 ") || !strings.Contains(follow, "baton ") {
+		t.Errorf("baton logs -f output lacks worker or baton columns:\n%s", follow)
+	}
+
+	// A worker that stops pinging its watchdog is replaced.
+	hang := b.must("curl -sf http://127.0.0.1:8080/hang")
+	var slot, pid int
+	if _, err := fmt.Sscanf(hang, "slot %d pid %d", &slot, &pid); err != nil {
+		t.Fatalf("/hang answered %q", hang)
+	}
+	b.waitFor("the hung worker replaced", fmt.Sprintf(
+		"baton status --json myapp | tr -d ' \\n' | grep -q '\"slot\":%d,\"pid\":' && ! baton status --json myapp | grep -q '\"pid\": %d,'", slot, pid), 20*time.Second)
+	if !strings.Contains(b.must("journalctl -u myapp --no-pager"), "worker watchdog expired") {
+		t.Error("no watchdog event in the journal")
+	}
+
+	// kill -9 of baton: systemd restarts it; the .socket unit's socket and the
+	// one in the FD store both keep queueing connections: none refused.
+	b.waitFor("4 ready workers", "baton status myapp | grep -q '4/4 ready'", 20*time.Second)
+	l80, l81 := b.startLoad("http://127.0.0.1:8080/"), b.startLoad("http://127.0.0.1:8081/")
+	time.Sleep(500 * time.Millisecond) // load flowing before the kill
+	old := strings.TrimSpace(b.must("systemctl show -p MainPID --value myapp"))
+	b.must("kill -9 " + old)
+	b.waitFor("systemd's restart of baton", fmt.Sprintf(
+		"p=$(systemctl show -p MainPID --value myapp); [ \"$p\" != 0 ] && [ \"$p\" != %s ] && baton status myapp | grep -q '4/4 ready'", old), 30*time.Second)
+	time.Sleep(500 * time.Millisecond) // load flowing after the restart
+	for port, l := range map[int]*load{8080: l80, 8081: l81} {
+		r := l.stop(t)
+		if r.Refused > 0 {
+			t.Errorf("port %d: %d connections refused across kill -9 and restart", port, r.Refused)
+		}
+		t.Logf("systemd %d, port %d, kill -9: %d answered, %d lost in flight in killed workers, %d refused", version, port, r.OK, len(r.Failures), r.Refused)
+	}
+	if !strings.Contains(b.must("journalctl -u myapp --no-pager"), "listener back from the FD store, not re-bound") {
+		t.Error("the restarted baton did not get its own socket back from the FD store")
+	}
+	st := b.status()
+	for _, l := range st.Listeners {
+		if l.Name == "app" && l.Source != "fd store" {
+			t.Errorf("listener app after the restart: %+v", l)
+		}
+	}
+
+	// systemctl stop leaves nothing.
+	b.must("systemctl stop myapp.service myapp.socket")
+	if out, err := b.sh("pgrep -af '/usr/lib/baton/example-worker|baton run'"); err == nil {
+		t.Errorf("processes left after systemctl stop:\n%s", out)
+	}
+	if out, _ := b.sh("systemctl is-active myapp.service"); strings.TrimSpace(out) != "inactive" {
+		t.Errorf("myapp.service is %q after stop", out)
+	}
+}
