@@ -114,8 +114,14 @@ func splitPriority(line []byte, def int) (int, []byte) {
 
 // WorkerSink returns a worker output sink that sends each line as a journal
 // entry with the worker's slot, generation and pid (BATON_WORKER,
-// BATON_GENERATION, BATON_WORKER_PID, and SYSLOG_PID so journalctl shows
-// the worker's pid), the stream, and PRIORITY from an "<N>" prefix.
+// BATON_GENERATION, BATON_WORKER_PID, SYSLOG_PID), the stream, and PRIORITY
+// from an "<N>" prefix.
+//
+// Found under a real journald: journalctl's short format prints the trusted
+// _PID (baton's, the sender) and falls back to SYSLOG_PID only when _PID is
+// missing, so plain `journalctl -u` shows baton's pid on worker lines; the
+// worker's pid is in SYSLOG_PID and BATON_WORKER_PID (-o verbose, -o json,
+// and the pid column of `baton logs`).
 // ident is the SYSLOG_IDENTIFIER, such as the command's base name. Lines
 // journald refuses are written to fallback, prefixed.
 func WorkerSink(w *Writer, command string, fallback func(*worker.Process, worker.Stream, []byte)) func(*worker.Process, worker.Stream, []byte) {
