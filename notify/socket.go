@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,7 +32,9 @@ type Socket struct {
 }
 
 // Listen creates a notification socket at addr: a path, or "@name" for an
-// abstract socket, which needs no cleanup and no writable directory.
+// abstract socket. Prefer paths when the socket is for other programs:
+// systemd's own NOTIFY_SOCKET is one, and some libraries cannot address an
+// abstract socket (Node's unix-dgram copies the address as a C string).
 func Listen(addr string) (*Socket, error) {
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {
@@ -55,8 +58,15 @@ func Listen(addr string) (*Socket, error) {
 // Addr returns the address to put in a child's NOTIFY_SOCKET.
 func (s *Socket) Addr() string { return s.addr }
 
-// Close closes the socket; a blocked Read returns net.ErrClosed.
-func (s *Socket) Close() error { return s.conn.Close() }
+// Close closes the socket, and removes its file for a path socket; a
+// blocked Read returns net.ErrClosed.
+func (s *Socket) Close() error {
+	err := s.conn.Close()
+	if !strings.HasPrefix(s.addr, "@") {
+		os.Remove(s.addr) // gone already is fine
+	}
+	return err
+}
 
 // oobSize holds the credentials and up to 253 fds (SCM_MAX_FD).
 var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(4*253)

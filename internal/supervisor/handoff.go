@@ -43,6 +43,7 @@ type handoffState struct {
 	Last      *control.Rollout   `json:"last,omitempty"`
 	ReadySent bool               `json:"ready_sent"`
 	ReplyFD   int                `json:"reply_fd"` // the upgrade caller's connection, or -1
+	NotifyDir string             `json:"notify_dir"`
 	Old       handoffPredecessor `json:"old"`
 }
 
@@ -209,7 +210,7 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 	var fds []int
 	st := handoffState{
 		Protocol: HandoffProtocol, LastGen: s.lastGen, Serving: s.serving.gen,
-		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, ReplyFD: -1,
+		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, ReplyFD: -1, NotifyDir: s.notifyDir,
 		Old: handoffPredecessor{Exe: s.exe, Version: s.cfg.Version},
 	}
 	dup := func(fd int) (int, error) {

@@ -15,7 +15,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -43,11 +45,12 @@ const tailGrace = 200 * time.Millisecond
 
 // Supervisor is one `baton run`.
 type Supervisor struct {
-	cfg     Config                 // the newest configuration
-	reload  func() (Config, error) // re-reads it for a rollout
-	log     *slog.Logger
-	exe     string    // the binary an upgrade re-executes
-	started time.Time // when this image started
+	cfg       Config                 // the newest configuration
+	reload    func() (Config, error) // re-reads it for a rollout
+	log       *slog.Logger
+	exe       string    // the binary an upgrade re-executes
+	started   time.Time // when this image started
+	notifyDir string    // where the workers' notification sockets live
 
 	sd        *notify.Client // systemd; nil when not under a service manager
 	listeners []*activation.Listener
@@ -196,6 +199,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	defer s.closeListeners()
 	if handoff != nil {
+		s.notifyDir = handoff.NotifyDir
+	} else if s.notifyDir, err = makeNotifyDir(); err != nil {
+		return err
+	}
+	defer os.RemoveAll(s.notifyDir) // not reached by an exec in place, which keeps it
+	if handoff != nil {
 		if err := s.adopt(handoff); err != nil {
 			return err
 		}
@@ -235,6 +244,27 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.log.Info("stopped")
 	}
 	return s.exitErr
+}
+
+// makeNotifyDir makes the private directory of the workers' notification
+// sockets: under systemd's RuntimeDirectory= when there is one, else in the
+// temporary directory. Path sockets, as systemd's own NOTIFY_SOCKET is:
+// some libraries cannot address an abstract socket.
+func makeNotifyDir() (string, error) {
+	if rd := os.Getenv("RUNTIME_DIRECTORY"); rd != "" {
+		first, _, _ := strings.Cut(rd, ":")
+		dir := filepath.Join(first, "notify")
+		os.RemoveAll(dir) // a crashed predecessor's sockets
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return "", fmt.Errorf("notify socket directory: %w", err)
+		}
+		return dir, nil
+	}
+	dir, err := os.MkdirTemp("", "baton-notify-")
+	if err != nil {
+		return "", fmt.Errorf("notify socket directory: %w", err)
+	}
+	return dir, nil
 }
 
 // start opens the listeners and starts every slot: a fresh start, not a
@@ -340,6 +370,7 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		Slot:       sl.index,
 		Generation: spec.gen,
 		Output:     s.cfg.Output,
+		NotifyDir:  s.notifyDir,
 		OnNotify:   s.onNotifyFunc(),
 		Logger:     s.log,
 	})

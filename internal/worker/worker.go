@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,9 @@ type Spec struct {
 	// supervisor's stdout and stderr. It is called from the worker's own
 	// reader goroutines.
 	Output func(w *Process, stream Stream, line []byte)
+	// NotifyDir holds the worker's notification socket; empty makes it an
+	// abstract socket.
+	NotifyDir string
 	// OnNotify receives each notification the worker itself sent. Messages
 	// from any other pid are dropped and logged.
 	OnNotify func(w *Process, msg notify.Message)
@@ -84,7 +88,12 @@ func Start(spec Spec) (*Process, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ns, err := notify.Listen(fmt.Sprintf("@baton/%d/%d/%d/%d", os.Getpid(), spec.Slot, spec.Generation, seq.Add(1)))
+	n := seq.Add(1)
+	addr := fmt.Sprintf("@baton/%d/%d/%d/%d", os.Getpid(), spec.Slot, spec.Generation, n)
+	if spec.NotifyDir != "" {
+		addr = filepath.Join(spec.NotifyDir, fmt.Sprintf("w%d-g%d-%d.sock", spec.Slot, spec.Generation, n))
+	}
+	ns, err := notify.Listen(addr)
 	if err != nil {
 		return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
 	}

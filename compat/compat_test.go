@@ -1,0 +1,134 @@
+// Package compat proves that servers people already run work as baton
+// workers unmodified: each starts under a stand-in systemd, answers in every
+// slot, goes through rollouts under load without a failed request, and stops
+// cleanly. The third-party servers come from Debian's packages (gunicorn,
+// python3-systemd, python3-uvicorn) and npm (unix-dgram for Node);
+// scripts/test installs them.
+package compat
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/testsd"
+	"golang.org/x/sys/unix"
+)
+
+var bins testsd.Bins
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "baton-compat")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bins, err = testsd.Build(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// answer matches every example worker's reply: "<kind> slot N pid P".
+var answer = regexp.MustCompile(`slot (\d+) pid (\d+)`)
+
+func TestWorkers(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		cmd  []string
+		args []string
+	}{
+		{"go (activation, notify)", []string{bins.Worker}, nil},
+		{"python3-systemd", []string{"/usr/bin/python3", "../contrib/python-systemd/worker.py"}, []string{"--watchdog", "2s"}},
+		{"gunicorn", []string{"/usr/bin/gunicorn", "--workers", "2", "--chdir", "../contrib/gunicorn", "app:app"}, nil},
+		{"uvicorn --fd 3", []string{"/usr/bin/python3", "-m", "uvicorn", "--fd", "3", "--app-dir", "../contrib/uvicorn", "app:app"}, nil},
+		{"node {fd: 3}", []string{"node", "../contrib/node/server.js"}, []string{"--watchdog", "2s"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := exec.LookPath(tt.cmd[0]); err != nil {
+				t.Fatalf("%s is not installed (scripts/test installs it): %v", tt.cmd[0], err)
+			}
+			rolloutsUnderLoad(t, tt.cmd, tt.args)
+		})
+	}
+}
+
+func rolloutsUnderLoad(t *testing.T, cmd, args []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	sd := testsd.New(t)
+	spec, _ := activation.ParseSpec("http=127.0.0.1:0")
+	web, err := activation.Listen(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	dir, err := os.MkdirTemp("", "bc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	ctl := dir + "/c.sock"
+	run := append([]string{"run", "--workers", "2", "--ready-timeout", "30s", "--control", ctl}, args...)
+	svc := sd.Start(bins, []*activation.Listener{web}, nil, append(append(run, "--"), cmd...)...)
+	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") && d.PID == svc.PID() })
+	url := "http://" + web.Addr() + "/"
+
+	// Every slot answers through the shared socket, from the pid baton lists.
+	st := testsd.Status(ctx, t, ctl)
+	seen := map[int]bool{}
+	for len(seen) < 2 {
+		body, err := testsd.Get(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := answer.FindStringSubmatch(body)
+		if m == nil {
+			t.Fatalf("answer %q", body)
+		}
+		slot, _ := strconv.Atoi(m[1])
+		pid, _ := strconv.Atoi(m[2])
+		if slot > 1 || st.Workers[slot].PID != pid {
+			t.Fatalf("answer from slot %d pid %d; baton lists %+v", slot, pid, st.Workers)
+		}
+		seen[slot] = true
+	}
+
+	load := testsd.StartLoad(url, 4, 4, 2*time.Millisecond)
+	defer load.Stop()
+	for gen := 2; gen <= 3; gen++ {
+		resp, err := control.Call(ctx, ctl, control.Request{Command: control.CmdReload})
+		if err != nil {
+			t.Fatalf("rollout to generation %d: %v\n%s", gen, err, svc.Output.String())
+		}
+		if resp.Rollout.To != gen {
+			t.Fatalf("rollout %+v", resp.Rollout)
+		}
+		for _, w := range testsd.Status(ctx, t, ctl).Workers {
+			if w.Generation != gen || w.State != "ready" {
+				t.Fatalf("after rollout %d: %+v", gen, w)
+			}
+		}
+	}
+	ok, failures := load.Stop()
+	if failures != "" {
+		t.Errorf("failed requests across 2 rollouts (%d ok): %s", ok, failures)
+	}
+	t.Logf("%d requests across 2 rollouts, none failed", ok)
+
+	svc.Signal(t, unix.SIGTERM)
+	if code := svc.Wait(ctx, t); code != 0 {
+		t.Errorf("exit code %d after SIGTERM\n%s", code, svc.Output.String())
+	}
+}
