@@ -36,9 +36,13 @@ func StartLoad(url string, fresh, keepAlive int, pause time.Duration) *Load {
 		tr := &http.Transport{DisableKeepAlives: i < fresh, MaxIdleConnsPerHost: 1}
 		c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 		l.clients = append(l.clients, c)
+		kind := "kept-alive"
+		if i < fresh {
+			kind = "fresh"
+		}
 		l.wg.Go(func() {
 			for ctx.Err() == nil {
-				l.one(ctx, c, url)
+				l.one(ctx, c, url, kind)
 				select {
 				case <-ctx.Done():
 				case <-time.After(pause):
@@ -55,7 +59,7 @@ type Failure struct {
 	Err   string
 }
 
-func (l *Load) one(ctx context.Context, c *http.Client, url string) {
+func (l *Load) one(ctx context.Context, c *http.Client, url, kind string) {
 	start := time.Now()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := c.Do(req)
@@ -63,16 +67,16 @@ func (l *Load) one(ctx context.Context, c *http.Client, url string) {
 		if ctx.Err() != nil {
 			return // the load was stopped mid-request: not the server's doing
 		}
-		l.fail(start, err.Error())
+		l.fail(start, kind+": "+err.Error())
 		return
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	switch {
 	case err != nil && ctx.Err() == nil:
-		l.fail(start, "body: "+err.Error())
+		l.fail(start, kind+": body: "+err.Error())
 	case resp.StatusCode != http.StatusOK:
-		l.fail(start, resp.Status)
+		l.fail(start, kind+": "+resp.Status)
 	case err == nil:
 		l.ok.Add(1)
 	}

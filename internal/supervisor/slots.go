@@ -1,0 +1,334 @@
+package supervisor
+
+// The worker lifecycle within slots, run by the event loop: start a worker
+// of a generation, decide when it is ready, handle its notifications and
+// its exit (a crash restart after the backoff, or the crash limit), drain
+// it under its deadline.
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/batonsd/baton/internal/worker"
+	"github.com/batonsd/baton/notify"
+	"golang.org/x/sys/unix"
+)
+
+type slot struct {
+	index    int
+	w        *proc    // the worker serving in this slot
+	next     *proc    // its replacement, while a rollout brings one up
+	spec     *genSpec // the generation this slot serves; crash restarts use it
+	restarts int
+	backoff  time.Duration
+	restart  *time.Timer
+}
+
+type procState string
+
+const (
+	stateStarting procState = "starting"
+	stateReady    procState = "ready"
+	stateDraining procState = "draining"
+)
+
+// proc is the loop's record of one worker process.
+type proc struct {
+	p        *worker.Process
+	slot     *slot
+	spec     *genSpec
+	state    procState
+	exited   bool
+	failed   string // why baton killed it while starting
+	status   string // its own STATUS=
+	deadline time.Time
+	timers   []*time.Timer
+	cancel   context.CancelFunc // stops a readiness probe
+
+	wdInterval time.Duration // the worker's watchdog; 0 is off
+	wdTimer    *time.Timer
+	lastPing   time.Time
+}
+
+// startWorker starts a worker of spec's generation for sl; the caller puts
+// it in place (sl.w, or sl.next during a rollout). It returns nil when the
+// process could not be started, which was logged.
+func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
+	cfg := spec.cfg
+	p, err := worker.Start(worker.Spec{
+		ShimPath:   cfg.ShimPath,
+		ShimArgv:   cfg.ShimArgv,
+		Command:    cfg.Command,
+		Env:        workerEnv(s.baseEnv, cfg),
+		Listeners:  s.listeners,
+		Slot:       sl.index,
+		Generation: spec.gen,
+		Output:     s.cfg.Output,
+		NotifyDir:  s.notifyDir,
+		OnNotify:   s.onNotifyFunc(),
+		Logger:     s.log,
+	})
+	if err != nil {
+		s.log.Error("worker start failed", "slot", sl.index, "gen", spec.gen, "err", err)
+		return nil
+	}
+	w := &proc{p: p, slot: sl, spec: spec, state: stateStarting, wdInterval: cfg.Watchdog}
+	s.workers[p.PID] = w
+	s.log.Info("worker started", "slot", sl.index, "pid", p.PID, "gen", spec.gen)
+	s.awaitReady(w)
+	return w
+}
+
+// onNotify returns the callback that posts a worker's notifications into
+// the loop.
+func (s *Supervisor) onNotifyFunc() func(*worker.Process, notify.Message) {
+	return func(p *worker.Process, m notify.Message) {
+		s.post(func() { s.onNotify(p.PID, m) })
+	}
+}
+
+// awaitReady arms what decides a starting worker's readiness: the ready
+// timeout (counted from its start) and its generation's readiness mode.
+func (s *Supervisor) awaitReady(w *proc) {
+	cfg := w.spec.cfg
+	sl, p := w.slot, w.p
+	w.timers = append(w.timers, s.after(time.Until(p.Started.Add(cfg.ReadyTimeout)), func() {
+		if w.state == stateStarting && !w.exited {
+			w.failed = fmt.Sprintf("not ready within --ready-timeout %s", cfg.ReadyTimeout)
+			s.log.Error("worker not ready in time: killing it", "slot", sl.index, "pid", p.PID, "gen", w.spec.gen, "timeout", cfg.ReadyTimeout)
+			w.p.Kill()
+		}
+	}))
+	switch cfg.Ready.Kind {
+	case ReadyExec:
+		// Deferred, not called: the caller has not put the worker in place yet.
+		s.soon(func() { s.onReady(w) })
+	case ReadyDelay:
+		w.timers = append(w.timers, s.after(time.Until(p.Started.Add(cfg.Ready.Delay)), func() { s.onReady(w) }))
+	case ReadyHTTP:
+		ctx, cancel := context.WithCancel(context.Background())
+		w.cancel = cancel
+		url := cfg.Ready.ProbeURL(sl.index, p.PID)
+		go probe(ctx, url, func() { s.post(func() { s.onReady(w) }) })
+	}
+}
+
+func (s *Supervisor) onNotify(pid int, m notify.Message) {
+	w := s.workers[pid]
+	if w == nil {
+		return // exited since
+	}
+	if st, ok := m["STATUS"]; ok {
+		w.status = st
+	}
+	if m.Is("STOPPING", "1") {
+		s.log.Info("worker stopping", "slot", w.slot.index, "pid", pid)
+	}
+	if _, ok := m["WATCHDOG"]; ok || m["WATCHDOG_USEC"] != "" {
+		s.onWatchdogMessage(w, m)
+	}
+	if m.Is("READY", "1") {
+		s.onReady(w)
+	}
+}
+
+func (s *Supervisor) onReady(w *proc) {
+	if w.exited || w.state != stateStarting {
+		return
+	}
+	w.state = stateReady
+	if w.cancel != nil {
+		w.cancel()
+	}
+	s.armWatchdog(w)
+	s.log.Info("worker ready", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation,
+		"after", time.Since(w.p.Started).Round(time.Millisecond))
+	if w.slot.next == w && s.rollout != nil {
+		s.rollout.onReady(s, w)
+	}
+	if !s.readySent && !s.stopping && s.readyCount() == len(s.slots) {
+		s.readySent = true
+		s.status = s.statusLine()
+		if err := s.sd.Send("READY=1\nSTATUS=" + s.status); err != nil {
+			s.log.Error("notify systemd", "err", err)
+		}
+		s.log.Info("service ready", "workers", len(s.slots), "gen", s.serving.gen)
+	}
+	s.updateStatus()
+}
+
+func (s *Supervisor) readyCount() int {
+	n := 0
+	for _, sl := range s.slots {
+		if sl.w != nil && sl.w.state == stateReady {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
+	w.exited = true
+	delete(s.workers, w.p.PID)
+	for _, t := range w.timers {
+		t.Stop()
+	}
+	if w.cancel != nil {
+		w.cancel()
+	}
+	w.p.Exited()
+	s.keepForOutput(w.p)
+	sl := w.slot
+	wasNext := sl.next == w
+	if sl.w == w {
+		sl.w = nil
+	}
+	if wasNext {
+		sl.next = nil
+	}
+	how := describeExit(ws)
+	reason := how
+	if w.failed != "" {
+		reason = w.failed
+	}
+	switch {
+	case w.state == stateDraining:
+		s.log.Info("worker stopped", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation, "exit", how)
+	case s.rollout != nil && (wasNext || w.spec == s.rollout.to):
+		// A worker of the generation being rolled out failed: that aborts
+		// the rollout, and never counts against the serving generation's
+		// crash limit.
+		s.log.Error("new worker failed", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation, "exit", how, "reason", reason)
+		// The reason quotes the worker's last output lines, which may still
+		// be in the pipe when the exit is reaped: give them a moment.
+		r := s.rollout
+		r.pending++ // the rollout cannot end ok while this is on its way
+		go func() {
+			select {
+			case <-w.p.Done():
+			case <-time.After(tailGrace):
+			}
+			s.post(func() {
+				r.pending--
+				if s.rollout == r {
+					r.onFailure(s, w, reason)
+				} else if sl.w == nil && sl.next == nil && !s.stopping {
+					s.onCrash(sl, time.Since(w.p.Started)) // the rollout was ended by a stop
+				}
+			})
+		}()
+	default:
+		s.log.Error("worker exited unexpectedly", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation,
+			"exit", how, "reason", reason, "uptime", time.Since(w.p.Started).Round(time.Millisecond))
+		s.onCrash(sl, time.Since(w.p.Started))
+	}
+	s.updateStatus()
+}
+
+// onCrash counts a crash against the limit and schedules the slot's restart.
+func (s *Supervisor) onCrash(sl *slot, uptime time.Duration) {
+	now := time.Now()
+	kept := s.crashes[:0]
+	for _, t := range s.crashes {
+		if now.Sub(t) < s.cfg.CrashLimit.Per {
+			kept = append(kept, t)
+		}
+	}
+	s.crashes = append(kept, now)
+	if len(s.crashes) > s.cfg.CrashLimit.N {
+		if s.exitErr == nil {
+			s.exitErr = fmt.Errorf("%w: %d worker crashes within %s (--crash-limit %d/%s)",
+				ErrCrashLimit, len(s.crashes), s.cfg.CrashLimit.Per, s.cfg.CrashLimit.N, s.cfg.CrashLimit.Per)
+			s.log.Error("crash limit reached: stopping", "crashes", len(s.crashes), "within", s.cfg.CrashLimit.Per)
+		}
+		s.beginStop()
+		return
+	}
+	if s.stopping {
+		return
+	}
+	if uptime >= s.cfg.RestartBackoff.Max {
+		sl.backoff = s.cfg.RestartBackoff.Min // it had a healthy run
+	}
+	delay := sl.backoff
+	sl.backoff = min(2*sl.backoff, s.cfg.RestartBackoff.Max)
+	sl.restarts++
+	s.log.Info("restarting worker", "slot", sl.index, "in", delay, "restarts", sl.restarts)
+	sl.restart = s.after(delay, func() {
+		sl.restart = nil
+		if s.stopping || sl.w != nil || sl.next != nil {
+			return // stopping, or a rollout has put a worker in the slot since
+		}
+		if sl.w = s.startWorker(sl, sl.spec); sl.w == nil {
+			s.onCrash(sl, 0)
+		}
+		s.updateStatus()
+	})
+}
+
+// drain sends the stop signal and arms the SIGKILL deadline.
+func (s *Supervisor) drain(w *proc) {
+	if w.state == stateDraining {
+		return
+	}
+	w.state = stateDraining
+	w.deadline = time.Now().Add(w.spec.cfg.DrainTimeout)
+	if err := w.p.Signal(w.spec.cfg.StopSignal); err != nil {
+		s.log.Warn("stop signal", "slot", w.slot.index, "pid", w.p.PID, "err", err)
+	}
+	s.armDrainDeadline(w)
+}
+
+// armDrainDeadline SIGKILLs a draining worker at its deadline. Each worker
+// drains under its own generation's settings.
+func (s *Supervisor) armDrainDeadline(w *proc) {
+	w.timers = append(w.timers, s.after(time.Until(w.deadline), func() {
+		if !w.exited {
+			s.log.Warn("drain deadline passed: killing worker", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation, "timeout", w.spec.cfg.DrainTimeout)
+			w.p.Kill()
+		}
+	}))
+}
+
+// keepForOutput remembers an exited worker until its output is drained.
+func (s *Supervisor) keepForOutput(p *worker.Process) {
+	kept := s.exited[:0]
+	for _, q := range s.exited {
+		select {
+		case <-q.Done():
+		default:
+			kept = append(kept, q)
+		}
+	}
+	s.exited = append(kept, p)
+}
+
+// waitOutput gives leftover output a moment, then stops reading it.
+func (s *Supervisor) waitOutput() {
+	grace := time.NewTimer(outputGrace)
+	defer grace.Stop()
+	expired := false
+	for _, p := range s.exited {
+		if !expired {
+			select {
+			case <-p.Done():
+				continue
+			case <-grace.C:
+				expired = true
+			}
+		}
+		p.CloseOutput()
+		<-p.Done()
+	}
+}
+
+func describeExit(ws unix.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exit status %d", ws.ExitStatus())
+	case ws.Signaled():
+		return "killed by " + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprintf("wait status %#x", uint32(ws))
+}
