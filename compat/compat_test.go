@@ -142,7 +142,7 @@ func rolloutsUnderLoad(t *testing.T, cmd, args []string, closesUnread bool) {
 			}
 			t.Errorf("failed request: %s", f.Err)
 		}
-		if lost > 2 {
+		if lost > 3 {
 			t.Errorf("%d fresh requests closed unread across 2 rollouts: more than the shutdown race explains", lost)
 		}
 		t.Logf("%d requests across 2 rollouts, %d closed unread by the server's shutdown", ok, lost)
