@@ -43,12 +43,20 @@ func main() {
 	startDelay := flag.Duration("start-delay", 0, "pretend to warm up this long before serving")
 	work := flag.Duration("work", 0, "time each request takes")
 	probeBase := flag.Int("probe-port-base", 0, "if set, also serve /healthz on 127.0.0.1:BASE+slot for --ready http://127.0.0.1:...")
+	bind := flag.String("bind", "", "bind ADDR itself with SO_REUSEPORT instead of taking sockets from LISTEN_FDS (for the benchmark's comparison)")
 	flag.Parse()
 	log.SetFlags(0)
 
 	lns, err := activation.FromEnv()
 	if err != nil {
 		log.Fatalf("sockets: %v", err)
+	}
+	if *bind != "" {
+		l, err := bindReusePort(*bind)
+		if err != nil {
+			log.Fatalf("bind %s: %v", *bind, err)
+		}
+		lns = append(lns, l)
 	}
 	if len(lns) == 0 {
 		log.Fatal("no sockets: run me under baton or systemd socket activation (LISTEN_FDS)")
@@ -279,4 +287,33 @@ func pending(c net.Conn) int {
 		}
 	})
 	return n
+}
+
+// bindReusePort opens addr with SO_REUSEPORT, so that several processes can
+// bind it: how servers without a supervisor's socket share a port. Each
+// process then has its own accept queue, lost when it closes.
+func bindReusePort(addr string) (*activation.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	f, err := ln.(*net.TCPListener).File()
+	ln.Close()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close() // the Listener gets a duplicate: f's finalizer would close its own fd
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	return activation.NewListener(fd, "bind")
 }
