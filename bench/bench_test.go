@@ -1,0 +1,47 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/internal/testsd"
+)
+
+// TestSmoke runs the benchmark for seconds, not minutes, so that it keeps
+// working: every scenario deploys under load, and baton loses nothing.
+func TestSmoke(t *testing.T) {
+	dir := t.TempDir()
+	bins, err := testsd.Build(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Params{Baton: bins.Baton, Worker: bins.Worker, Workers: 2, Work: time.Millisecond, StartDelay: 50 * time.Millisecond, Port: 20000 + os.Getpid()%5000}
+	plan := Plan{Rate: 200, KeepAliveEvery: 3, Steady: 500 * time.Millisecond, Deploys: 2, Gap: 100 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var results []Result
+	for _, sc := range Scenarios(p) {
+		r, err := Measure(ctx, sc, fmt.Sprintf("http://127.0.0.1:%d/", p.Port), plan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Steady.Requests < 50 || r.During.Requests == 0 {
+			t.Errorf("%s: %d steady and %d deploy-time requests: the load did not run", r.Scenario, r.Steady.Requests, r.During.Requests)
+		}
+		results = append(results, r)
+	}
+	if results[0].FailedTotal != 0 {
+		t.Errorf("baton lost requests: %v", results[0].FailedKinds)
+	}
+	var b bytes.Buffer
+	Table(&b, results)
+	if strings.Count(b.String(), "\n") != 2+len(results) {
+		t.Errorf("table:\n%s", b.String())
+	}
+	t.Logf("\n%s", b.String())
+}

@@ -1,0 +1,221 @@
+// Package bench measures deploys under load: baton's rolling reload side by
+// side with what people use instead, on the same worker (contrib's example
+// worker, with a per-request work time and a start-up time) and the same
+// load. `scripts/bench` runs it; a short smoke run is part of the tests.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/control"
+	"golang.org/x/sys/unix"
+)
+
+// Params describe the worker every scenario runs.
+type Params struct {
+	Baton, Worker string // binaries
+	Workers       int
+	Work          time.Duration // per request
+	StartDelay    time.Duration // a worker's start-up before it serves
+	Port          int
+}
+
+func (p Params) workerArgs() []string {
+	return []string{"-work", p.Work.String(), "-start-delay", p.StartDelay.String()}
+}
+
+func (p Params) addr() string { return fmt.Sprintf("127.0.0.1:%d", p.Port) }
+
+// Scenario is one way of running the workers and deploying a new version.
+type Scenario interface {
+	Name() string
+	Start(ctx context.Context) error
+	// Deploy replaces every worker with a new one and returns when the new
+	// ones serve.
+	Deploy(ctx context.Context) error
+	Stop()
+}
+
+// batonScenario is baton with its own listener and a rolling reload.
+type batonScenario struct {
+	p   Params
+	dir string
+	cmd *exec.Cmd
+}
+
+func (s *batonScenario) Name() string { return "baton (rolling reload)" }
+
+func (s *batonScenario) control() string { return filepath.Join(s.dir, "c.sock") }
+
+func (s *batonScenario) Start(ctx context.Context) error {
+	var err error
+	if s.dir, err = os.MkdirTemp("", "bb"); err != nil {
+		return err
+	}
+	args := append([]string{"run", "--workers", strconv.Itoa(s.p.Workers), "--listen", "app=" + s.p.addr(),
+		"--control", s.control(), "--log", "inherit", "--", s.p.Worker}, s.p.workerArgs()...)
+	s.cmd = exec.Command(s.p.Baton, args...)
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	return waitReady(ctx, s.control(), s.p.Workers)
+}
+
+func (s *batonScenario) Deploy(ctx context.Context) error {
+	_, err := control.Call(ctx, s.control(), control.Request{Command: control.CmdReload})
+	return err
+}
+
+func (s *batonScenario) Stop() {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Wait()
+	os.RemoveAll(s.dir)
+}
+
+// PID is baton's pid, for resource measurements.
+func (s *batonScenario) PID() int { return s.cmd.Process.Pid }
+
+func waitReady(ctx context.Context, path string, n int) error {
+	for {
+		resp, err := control.Call(ctx, path, control.Request{Command: control.CmdStatus})
+		if err == nil && resp.Status.Ready == n && resp.Status.Rollout == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("baton not ready: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// heldSocket is what `systemctl restart` of a socket-activated service
+// does: a socket held open by someone else (systemd's .socket unit; here
+// the benchmark), every worker stopped, then every worker started.
+// Connections queue in the socket meanwhile: none refused, all delayed.
+type heldSocket struct {
+	p    Params
+	ln   *activation.Listener
+	cmds []*exec.Cmd
+}
+
+func (s *heldSocket) Name() string { return "held socket, stop all + start all" }
+
+func (s *heldSocket) Start(ctx context.Context) error {
+	spec, err := activation.ParseSpec("app=" + s.p.addr())
+	if err != nil {
+		return err
+	}
+	if s.ln, err = activation.Listen(spec); err != nil {
+		return err
+	}
+	return s.startAll()
+}
+
+func (s *heldSocket) startAll() error {
+	s.cmds = nil
+	for i := range s.p.Workers {
+		fd, err := unix.FcntlInt(uintptr(s.ln.FD()), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		f := os.NewFile(uintptr(fd), "app") // closed below: the child has its copy
+		// baton's shim sets LISTEN_PID to the worker's pid, as systemd does.
+		cmd := exec.Command(s.p.Baton, append([]string{"shim", s.p.Worker}, s.p.workerArgs()...)...)
+		cmd.Env = append(activation.ChildEnv(os.Environ(), []string{"app"}), "BATON_WORKER="+strconv.Itoa(i))
+		cmd.ExtraFiles = []*os.File{f}
+		err = cmd.Start()
+		f.Close()
+		if err != nil {
+			return err
+		}
+		s.cmds = append(s.cmds, cmd)
+	}
+	return nil
+}
+
+func (s *heldSocket) Deploy(ctx context.Context) error {
+	stopAll(s.cmds)
+	if err := s.startAll(); err != nil {
+		return err
+	}
+	return waitServing(ctx, s.p.StartDelay)
+}
+
+func (s *heldSocket) Stop() {
+	stopAll(s.cmds)
+	s.ln.Close()
+}
+
+// bindKill is workers that bind the port themselves (SO_REUSEPORT), all
+// stopped and started again: each closing worker's accept queue dies with
+// it, and nothing listens between the last stop and the first start.
+type bindKill struct {
+	p    Params
+	cmds []*exec.Cmd
+}
+
+func (s *bindKill) Name() string { return "workers bind the port, stop all + start all" }
+
+func (s *bindKill) Start(ctx context.Context) error {
+	if err := s.startAll(); err != nil {
+		return err
+	}
+	return waitServing(ctx, s.p.StartDelay)
+}
+
+func (s *bindKill) startAll() error {
+	s.cmds = nil
+	for range s.p.Workers {
+		cmd := exec.Command(s.p.Worker, append([]string{"-bind", s.p.addr()}, s.p.workerArgs()...)...)
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		s.cmds = append(s.cmds, cmd)
+	}
+	return nil
+}
+
+func (s *bindKill) Deploy(ctx context.Context) error {
+	stopAll(s.cmds)
+	if err := s.startAll(); err != nil {
+		return err
+	}
+	return waitServing(ctx, s.p.StartDelay)
+}
+
+func (s *bindKill) Stop() { stopAll(s.cmds) }
+
+// stopAll sends SIGTERM (the workers drain) and waits for every exit.
+func stopAll(cmds []*exec.Cmd) {
+	for _, c := range cmds {
+		c.Process.Signal(syscall.SIGTERM)
+	}
+	for _, c := range cmds {
+		c.Wait()
+	}
+}
+
+// waitServing waits out the workers' start-up: these scenarios have no
+// readiness signal, which is part of what they are.
+func waitServing(ctx context.Context, startDelay time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(startDelay + 50*time.Millisecond):
+		return nil
+	}
+}
+
+// Scenarios are the ways of deploying compared, baton first.
+func Scenarios(p Params) []Scenario {
+	return []Scenario{&batonScenario{p: p}, &heldSocket{p: p}, &bindKill{p: p}}
+}
