@@ -194,13 +194,26 @@ func (s *bindKill) Deploy(ctx context.Context) error {
 
 func (s *bindKill) Stop() { stopAll(s.cmds) }
 
-// stopAll sends SIGTERM (the workers drain) and waits for every exit.
+// stopTimeout is what systemd's TimeoutStopSec= would allow a worker.
+const stopTimeout = 10 * time.Second
+
+// stopAll sends SIGTERM (the workers drain) and waits for every exit,
+// SIGKILLing at stopTimeout, as systemd would; a kill is reported.
 func stopAll(cmds []*exec.Cmd) {
 	for _, c := range cmds {
 		c.Process.Signal(syscall.SIGTERM)
 	}
+	deadline := time.Now().Add(stopTimeout)
 	for _, c := range cmds {
-		c.Wait()
+		done := make(chan struct{})
+		go func() { c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Until(deadline)):
+			fmt.Fprintf(os.Stderr, "bench: worker %d still draining after %s: SIGKILL\n", c.Process.Pid, stopTimeout)
+			c.Process.Kill()
+			<-done
+		}
 	}
 }
 
