@@ -37,7 +37,11 @@ const warmup = 500 * time.Millisecond
 // deploys one after the other, each window running from the deploy's start
 // until it returned plus a little for requests still in flight.
 func Measure(ctx context.Context, sc Scenario, url string, plan Plan) (Result, error) {
-	if err := sc.Start(ctx); err != nil {
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := sc.Start(startCtx)
+	cancel()
+	if err != nil {
+		sc.Stop()
 		return Result{}, fmt.Errorf("%s: start: %w", sc.Name(), err)
 	}
 	defer sc.Stop()

@@ -5,12 +5,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,6 +51,24 @@ type batonScenario struct {
 	p   Params
 	dir string
 	cmd *exec.Cmd
+	log syncBuffer // baton's stderr, shown if it fails to start
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func (s *batonScenario) Name() string { return "baton (rolling reload)" }
@@ -63,10 +83,14 @@ func (s *batonScenario) Start(ctx context.Context) error {
 	args := append([]string{"run", "--workers", strconv.Itoa(s.p.Workers), "--listen", "app=" + s.p.addr(),
 		"--control", s.control(), "--log", "inherit", "--", s.p.Worker}, s.p.workerArgs()...)
 	s.cmd = exec.Command(s.p.Baton, args...)
+	s.cmd.Stderr = &s.log
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
-	return waitReady(ctx, s.control(), s.p.Workers)
+	if err := waitReady(ctx, s.control(), s.p.Workers); err != nil {
+		return fmt.Errorf("%w\n%s", err, s.log.String())
+	}
+	return nil
 }
 
 func (s *batonScenario) Deploy(ctx context.Context) error {
@@ -75,6 +99,9 @@ func (s *batonScenario) Deploy(ctx context.Context) error {
 }
 
 func (s *batonScenario) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	s.cmd.Wait()
 	os.RemoveAll(s.dir)
