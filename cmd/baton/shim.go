@@ -3,10 +3,15 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/worker"
 	"github.com/urfave/cli/v2"
-	"os"
+	"golang.org/x/sys/unix"
 )
 
 // shimCommand is the exec shim: baton starts every worker as
@@ -22,7 +27,16 @@ func shimCommand() *cli.Command {
 			if len(args) == 0 {
 				return errors.New("shim: no command")
 			}
-			err := activation.Exec(args[0], args[1:], os.Environ())
+			env := os.Environ()
+			// The exec pipe from baton: close-on-exec, so that baton sees
+			// EOF exactly when the command runs (worker.Start).
+			if v := os.Getenv(worker.ExecFDEnv); v != "" {
+				if fd, err := strconv.Atoi(v); err == nil {
+					unix.CloseOnExec(fd)
+				}
+				env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, worker.ExecFDEnv+"=") })
+			}
+			err := activation.Exec(args[0], args[1:], env)
 			return cli.Exit(fmt.Sprintf("worker %q: %v", args[0], err), 127)
 		},
 	}

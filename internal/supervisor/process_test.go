@@ -393,3 +393,27 @@ func childrenOf(ppid int) (children, zombies int) {
 	}
 	return children, zombies
 }
+
+// TestStopRightAfterStartIsNeverLost: a stop signal sent while a worker is
+// still the exec shim must not be lost in the shim's execve (Go handles a
+// signal on another thread, which execve ends); baton holds it until the
+// exec pipe says the command runs. Before the fix, one stop in a few dozen
+// waited for the 30 s drain deadline.
+func TestStopRightAfterStartIsNeverLost(t *testing.T) {
+	for i := range 15 {
+		ctx := timeout(t, 20*time.Second)
+		sd := testsd.New(t)
+		web := listener(t, "web=127.0.0.1:0")
+		svc := sd.Start(bins, []*activation.Listener{web}, nil,
+			"run", "--workers", "8", "--ready", "exec", "--control", controlPath(t), "--", "sleep", "60")
+		sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+		start := time.Now()
+		svc.Signal(t, unix.SIGTERM)
+		if code := svc.Wait(ctx, t); code != 0 {
+			t.Fatalf("round %d: exit code %d", i, code)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("round %d: stop took %s: a stop signal was lost", i, took)
+		}
+	}
+}

@@ -8,6 +8,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/batonsd/baton/internal/worker"
@@ -45,6 +46,8 @@ type proc struct {
 	deadline time.Time
 	timers   []*time.Timer
 	cancel   context.CancelFunc // stops a readiness probe
+
+	pendingSig syscall.Signal // held until the worker has exec'd (see signal)
 
 	wdInterval time.Duration // the worker's watchdog; 0 is off
 	wdTimer    *time.Timer
@@ -274,10 +277,33 @@ func (s *Supervisor) drain(w *proc) {
 	}
 	w.state = stateDraining
 	w.deadline = time.Now().Add(w.spec.cfg.DrainTimeout)
-	if err := w.p.Signal(w.spec.cfg.StopSignal); err != nil {
-		s.log.Warn("stop signal", "slot", w.slot.index, "pid", w.p.PID, "err", err)
-	}
+	s.signal(w, w.spec.cfg.StopSignal)
 	s.armDrainDeadline(w)
+}
+
+// signal sends sig to a worker once it runs its own program: sent to the
+// exec shim, a signal can be lost in its execve (Go handles it on another
+// thread, which execve ends). The exec pipe says when it is safe.
+func (s *Supervisor) signal(w *proc, sig syscall.Signal) {
+	select {
+	case <-w.p.Execd():
+	default:
+		if w.pendingSig == 0 {
+			go func() {
+				<-w.p.Execd()
+				s.post(func() {
+					if !w.exited {
+						s.signal(w, w.pendingSig)
+					}
+				})
+			}()
+		}
+		w.pendingSig = sig
+		return
+	}
+	if err := w.p.Signal(sig); err != nil {
+		s.log.Warn("signal worker", "slot", w.slot.index, "pid", w.p.PID, "sig", sig.String(), "err", err)
+	}
 }
 
 // armDrainDeadline SIGKILLs a draining worker at its deadline. Each worker

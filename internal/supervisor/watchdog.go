@@ -76,9 +76,7 @@ func (s *Supervisor) watchdogExpired(w *proc, triggered bool) {
 	}
 	s.log.Error("worker watchdog expired: SIGABRT", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation,
 		"late", (late - w.wdInterval).Round(time.Millisecond), "reason", w.failed)
-	if err := w.p.Signal(unix.SIGABRT); err != nil {
-		s.log.Warn("SIGABRT", "pid", w.p.PID, "err", err)
-	}
+	s.signal(w, unix.SIGABRT)
 	w.timers = append(w.timers, s.after(abortGrace, func() {
 		if !w.exited {
 			s.log.Warn("worker still there after SIGABRT: killing it", "slot", w.slot.index, "pid", w.p.PID)

@@ -10,6 +10,7 @@ package worker
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -73,6 +74,22 @@ type Process struct {
 	done    chan struct{}
 	log     *slog.Logger
 	tail    tail
+	execd   chan struct{} // closed once the shim has exec'd the command
+}
+
+// ExecFDEnv names, in the shim's environment, the fd of the exec pipe that
+// the shim must make close-on-exec (see Start and cmd/baton's shim).
+const ExecFDEnv = "BATON_EXEC_FD"
+
+// Execd is closed once the worker runs its own program (or has exited).
+// Signals sent before may be lost in the shim's execve.
+func (p *Process) Execd() <-chan struct{} {
+	if p.execd == nil { // an adopted worker has long exec'd
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return p.execd
 }
 
 // seq makes notify socket names unique within this supervisor.
@@ -125,7 +142,21 @@ func Start(spec Spec) (*Process, error) {
 		files = append(files, uintptr(l.FD()))
 		names[i] = l.Name
 	}
+	// The exec pipe: the shim makes its end close-on-exec, so EOF here means
+	// the worker's own program runs (or the shim died). Until then a signal
+	// could reach the shim in the middle of its execve and be lost.
+	execR, execW, err := os.Pipe()
+	if err != nil {
+		closeAll(childEnds)
+		closeAll(p.outputs)
+		ns.Close()
+		return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
+	}
+	execFD := len(files)
+	files = append(files, execW.Fd())
+	childEnds = append(childEnds, execW)
 	env := activation.ChildEnv(spec.Env, names)
+	env = append(env, fmt.Sprintf("%s=%d", ExecFDEnv, execFD))
 	env = append(env,
 		"NOTIFY_SOCKET="+ns.Addr(),
 		"BATON_WORKER="+strconv.Itoa(spec.Slot),
@@ -146,10 +177,17 @@ func Start(spec Spec) (*Process, error) {
 	closeAll(childEnds) // the child has its copies; EOF comes when it exits
 	if err != nil {
 		closeAll(p.outputs)
+		execR.Close()
 		ns.Close()
 		return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
 	}
 	p.PID = pid
+	p.execd = make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, execR) // returns at EOF: exec'd, or gone
+		execR.Close()
+		close(p.execd)
+	}()
 	p.Started = time.Now()
 	for i, r := range p.outputs {
 		stream := []Stream{Stdout, Stderr}[i]
