@@ -155,8 +155,11 @@ func (s *heldSocket) startAll() error {
 			return err
 		}
 		f := os.NewFile(uintptr(fd), "app") // closed below: the child has its copy
-		// baton's shim sets LISTEN_PID to the worker's pid, as systemd does.
-		cmd := exec.Command(s.p.Baton, append([]string{"shim", s.p.Worker}, s.p.workerArgs()...)...)
+		// LISTEN_PID is the worker's own pid, set in the child before the
+		// exec, as systemd does: sh's $$ is the pid the worker runs as. (A Go
+		// shim would do too, but a signal can be lost in its execve unless
+		// the parent waits for the exec, as baton does.)
+		cmd := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$ exec "$@"`, "sh", s.p.Worker}, s.p.workerArgs()...)...)
 		cmd.Env = append(activation.ChildEnv(os.Environ(), []string{"app"}), "BATON_WORKER="+strconv.Itoa(i))
 		cmd.ExtraFiles = []*os.File{f}
 		err = cmd.Start()
