@@ -5,19 +5,18 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/testsd"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,24 +50,7 @@ type batonScenario struct {
 	p   Params
 	dir string
 	cmd *exec.Cmd
-	log syncBuffer // baton's stderr, shown if it fails to start
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log testsd.SyncBuffer // baton's stderr, shown if it fails to start
 }
 
 func (s *batonScenario) Name() string { return "baton (rolling reload)" }
