@@ -8,7 +8,6 @@ package compat
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -25,21 +24,7 @@ import (
 
 var bins testsd.Bins
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "baton-compat")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins, err = testsd.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testsd.Main(m, &bins) }
 
 // answer matches every example worker's reply: "<kind> slot N pid P".
 var answer = regexp.MustCompile(`slot (\d+) pid (\d+)`)

@@ -65,7 +65,7 @@ func TestAsContainerEntrypoint(t *testing.T) {
 	// workers still draining); once they exit, none may stay a zombie.
 	adopted := false
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		children, zombies := childrenOf(batonPID)
+		children, zombies := testsd.ChildrenOf(batonPID)
 		adopted = adopted || children > 2
 		if adopted && children == 2 && zombies == 0 {
 			break
@@ -103,24 +103,4 @@ func hostPIDOfInit(t *testing.T, unsharePID int) int {
 		t.Fatal(err)
 	}
 	return pid
-}
-
-// childrenOf counts ppid's children and how many of them are zombies.
-func childrenOf(ppid int) (children, zombies int) {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
-			children++
-			if f[0] == "Z" {
-				zombies++
-			}
-		}
-	}
-	return children, zombies
 }

@@ -19,21 +19,7 @@ import (
 
 var bins testsd.Bins
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "baton-test-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins, err = testsd.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testsd.Main(m, &bins) }
 
 func listener(t *testing.T, spec string) *activation.Listener {
 	t.Helper()
@@ -361,7 +347,7 @@ func waitNoZombies(ctx context.Context, t *testing.T, pid int) {
 	t.Helper()
 	sawOrphan := false
 	for ctx.Err() == nil {
-		children, zombies := childrenOf(pid)
+		children, zombies := testsd.ChildrenOf(pid)
 		if children > 1 {
 			sawOrphan = true // the worker and the orphaned sleep
 		}
@@ -371,49 +357,4 @@ func waitNoZombies(ctx context.Context, t *testing.T, pid int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("baton (pid %d) kept a zombie child or never adopted the orphan", pid)
-}
-
-func childrenOf(ppid int) (children, zombies int) {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		// "pid (comm) S ppid ...": comm may hold spaces, so cut at the last ')'.
-		s := string(b)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) < 2 || fields[1] != strconv.Itoa(ppid) {
-			continue
-		}
-		children++
-		if fields[0] == "Z" {
-			zombies++
-		}
-	}
-	return children, zombies
-}
-
-// TestStopRightAfterStartIsNeverLost: a stop signal sent while a worker is
-// still the exec shim must not be lost in the shim's execve (Go handles a
-// signal on another thread, which execve ends); baton holds it until the
-// exec pipe says the command runs. Before the fix, one stop in a few dozen
-// waited for the 30 s drain deadline.
-func TestStopRightAfterStartIsNeverLost(t *testing.T) {
-	for i := range 15 {
-		ctx := timeout(t, 20*time.Second)
-		sd := testsd.New(t)
-		web := listener(t, "web=127.0.0.1:0")
-		svc := sd.Start(bins, []*activation.Listener{web}, nil,
-			"run", "--workers", "8", "--ready", "exec", "--control", controlPath(t), "--", "sleep", "60")
-		sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
-		start := time.Now()
-		svc.Signal(t, unix.SIGTERM)
-		if code := svc.Wait(ctx, t); code != 0 {
-			t.Fatalf("round %d: exit code %d", i, code)
-		}
-		if took := time.Since(start); took > 5*time.Second {
-			t.Fatalf("round %d: stop took %s: a stop signal was lost", i, took)
-		}
-	}
 }

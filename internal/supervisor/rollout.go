@@ -60,8 +60,14 @@ const (
 // Reload answers the control socket's reload request: it runs a rollout and
 // returns when it has ended.
 func (s *Supervisor) Reload(ctx context.Context) (control.Rollout, error) {
+	return s.rolloutResult(ctx, s.requestRollout)
+}
+
+// rolloutResult runs ask on the loop with a reply channel and waits for
+// the rollout result it delivers.
+func (s *Supervisor) rolloutResult(ctx context.Context, ask func(chan<- rolloutResult)) (control.Rollout, error) {
 	reply := make(chan rolloutResult, 1)
-	if !s.post(func() { s.requestRollout(reply) }) {
+	if !s.post(func() { ask(reply) }) {
 		return control.Rollout{}, errors.New("baton is shutting down")
 	}
 	select {
@@ -82,16 +88,7 @@ const awaitSignalled = 10 * time.Second
 // begin (the signal is still on its way through the loop), or, if it failed
 // at once, has just ended.
 func (s *Supervisor) AwaitReload(ctx context.Context) (control.Rollout, error) {
-	reply := make(chan rolloutResult, 1)
-	if !s.post(func() { s.awaitRollout(reply) }) {
-		return control.Rollout{}, errors.New("baton is shutting down")
-	}
-	select {
-	case res := <-reply:
-		return res.r, res.err
-	case <-ctx.Done():
-		return control.Rollout{}, ctx.Err()
-	}
+	return s.rolloutResult(ctx, s.awaitRollout)
 }
 
 func (s *Supervisor) awaitRollout(reply chan<- rolloutResult) {

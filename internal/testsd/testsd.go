@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -57,6 +58,45 @@ func Build(dir string) (Bins, error) {
 		return Bins{}, fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	return Bins{Dir: dir, Baton: filepath.Join(dir, "baton"), BatonV2: v2, Worker: filepath.Join(dir, "example-worker")}, nil
+}
+
+// Main builds the binaries into a temporary directory, stores them in
+// *bins, runs the tests and exits: a TestMain for process-level tests.
+func Main(m *testing.M, bins *Bins) {
+	dir, err := os.MkdirTemp("", "baton-test-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if *bins, err = Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// ChildrenOf counts ppid's children and how many of them are zombies.
+func ChildrenOf(ppid int) (children, zombies int) {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // exited since the glob
+		}
+		// "pid (comm) S ppid ...": comm may hold spaces, so cut at the last ')'.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
+			children++
+			if f[0] == "Z" {
+				zombies++
+			}
+		}
+	}
+	return children, zombies
 }
 
 func moduleRoot() (string, error) {
