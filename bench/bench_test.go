@@ -44,4 +44,15 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("table:\n%s", b.String())
 	}
 	t.Logf("\n%s", b.String())
+
+	f, err := MeasureFootprint(ctx, p, 4, 10, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.FDsAfterN != f.FDsAfter1 || f.ZombiesAfterN != 0 || f.RSSIdleKB == 0 {
+		t.Errorf("footprint after 10 rollouts: %+v", f)
+	}
+	b.Reset()
+	FootprintTable(&b, []Footprint{f})
+	t.Logf("\n%s", b.String())
 }

@@ -30,6 +30,7 @@ func main() {
 	flag.IntVar(&plan.Deploys, "deploys", 20, "deploys per scenario")
 	flag.DurationVar(&plan.Gap, "gap", 300*time.Millisecond, "pause between deploys")
 	out := flag.String("json", "", "write the results here as JSON")
+	longRun := flag.Int("long-rollouts", 1000, "rollouts of the 4-worker footprint run (fds and RSS after 1 and after these)")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "baton-bench")
@@ -52,11 +53,26 @@ func main() {
 		}
 		results = append(results, r)
 	}
+	var footprints []bench.Footprint
+	for _, n := range []int{4, 64, 256} {
+		rollouts := 20
+		if n == 4 {
+			rollouts = *longRun
+		}
+		fmt.Fprintf(os.Stderr, "measuring baton's footprint with %d workers, %d rollouts...\n", n, rollouts)
+		f, err := bench.MeasureFootprint(ctx, p, n, rollouts, 3*time.Second)
+		if err != nil {
+			fail(err)
+		}
+		footprints = append(footprints, f)
+	}
 	fmt.Printf("%d workers, %s work per request, %s start-up; %d req/s, every %dth kept-alive\n\n",
 		p.Workers, p.Work, p.StartDelay, plan.Rate, plan.KeepAliveEvery)
 	bench.Table(os.Stdout, results)
+	fmt.Printf("\nbaton's own footprint (workers: sleep, ready at exec; surge workers/8):\n\n")
+	bench.FootprintTable(os.Stdout, footprints)
 	if *out != "" {
-		b, _ := json.MarshalIndent(map[string]any{"params": p, "plan": plan, "results": results}, "", "  ")
+		b, _ := json.MarshalIndent(map[string]any{"params": p, "plan": plan, "results": results, "footprints": footprints}, "", "  ")
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
 			fail(err)
 		}
