@@ -155,11 +155,7 @@ func (s *heldSocket) startAll() error {
 }
 
 func (s *heldSocket) Deploy(ctx context.Context) error {
-	stopAll(s.cmds)
-	if err := s.startAll(); err != nil {
-		return err
-	}
-	return waitServing(ctx, s.p.StartDelay)
+	return restartAll(ctx, s.cmds, s.startAll, s.p.StartDelay)
 }
 
 func (s *heldSocket) Stop() {
@@ -197,14 +193,20 @@ func (s *bindKill) startAll() error {
 }
 
 func (s *bindKill) Deploy(ctx context.Context) error {
-	stopAll(s.cmds)
-	if err := s.startAll(); err != nil {
-		return err
-	}
-	return waitServing(ctx, s.p.StartDelay)
+	return restartAll(ctx, s.cmds, s.startAll, s.p.StartDelay)
 }
 
 func (s *bindKill) Stop() { stopAll(s.cmds) }
+
+// restartAll is the deploy of the scenarios without a supervisor: stop
+// every worker, start every worker, wait out their start-up.
+func restartAll(ctx context.Context, old []*exec.Cmd, startAll func() error, startDelay time.Duration) error {
+	stopAll(old)
+	if err := startAll(); err != nil {
+		return err
+	}
+	return waitServing(ctx, startDelay)
+}
 
 // stopTimeout is what systemd's TimeoutStopSec= would allow a worker.
 const stopTimeout = 10 * time.Second
