@@ -8,7 +8,8 @@
 //   - drains on SIGTERM without losing a request: it stops accepting, answers
 //     every request still to come on an open connection with
 //     "Connection: close", closes only connections that are truly idle (no
-//     request in flight, no request bytes waiting in the socket), and exits
+//     request in flight or begun, no request bytes waiting in the socket,
+//     whether or not one was ever sent on it), and exits
 //     when none is left.
 //
 // A plain http.Server.Shutdown is not enough: it can close a connection that
@@ -167,12 +168,23 @@ type drainer struct {
 	mu        sync.Mutex
 	draining  bool
 	listeners []net.Listener
-	conns     map[net.Conn]http.ConnState
+	conns     map[net.Conn]connInfo
 	idle      chan struct{} // signalled when a connection changes state
 }
 
+// connInfo is a connection's state and when it entered it.
+type connInfo struct {
+	state http.ConnState
+	since time.Time
+}
+
+// spareAfter is how long a new connection may stay silent before a drain
+// takes it for a client's spare: a client that means to send a request
+// sends it right after connecting.
+const spareAfter = time.Second
+
 func newDrainer() *drainer {
-	return &drainer{conns: map[net.Conn]http.ConnState{}, idle: make(chan struct{}, 1)}
+	return &drainer{conns: map[net.Conn]connInfo{}, idle: make(chan struct{}, 1)}
 }
 
 type trackedListener struct {
@@ -195,7 +207,7 @@ func (t trackedListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	t.d.mu.Lock()
-	t.d.conns[c] = http.StateNew
+	t.d.conns[c] = connInfo{http.StateNew, time.Now()}
 	t.d.mu.Unlock()
 	return c, nil
 }
@@ -205,7 +217,7 @@ func (d *drainer) connState(c net.Conn, st http.ConnState) {
 	if st == http.StateClosed || st == http.StateHijacked {
 		delete(d.conns, c)
 	} else {
-		d.conns[c] = st
+		d.conns[c] = connInfo{st, time.Now()}
 	}
 	d.mu.Unlock()
 	select {
@@ -249,8 +261,14 @@ func (d *drainer) drain() {
 	defer tick.Stop()
 	for {
 		d.mu.Lock()
-		for c, st := range d.conns {
-			if st == http.StateIdle && pending(c) == 0 {
+		for c, ci := range d.conns {
+			// A new connection silent for spareAfter is idle too: an HTTP
+			// client's spare (Go's Transport dials one while another
+			// request is under way and pools it unused). Waiting for it
+			// would hold the drain until ReadHeaderTimeout; closing it
+			// sooner could beat a fresh client's first request.
+			spare := ci.state == http.StateNew && time.Since(ci.since) >= spareAfter
+			if (ci.state == http.StateIdle || spare) && pending(c) == 0 {
 				c.Close()
 				delete(d.conns, c)
 			}

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/batonsd/baton/bench"
@@ -31,6 +32,8 @@ func main() {
 	flag.DurationVar(&plan.Gap, "gap", 300*time.Millisecond, "pause between deploys")
 	out := flag.String("json", "", "write the results here as JSON")
 	longRun := flag.Int("long-rollouts", 1000, "rollouts of the 4-worker footprint run (fds and RSS after 1 and after these)")
+	only := flag.String("only", "", "run only the scenarios whose name contains this")
+	footprint := flag.Bool("footprint", true, "measure baton's own footprint too")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "baton-bench")
@@ -46,6 +49,9 @@ func main() {
 	ctx := context.Background()
 	var results []bench.Result
 	for _, sc := range bench.Scenarios(p) {
+		if !strings.Contains(sc.Name(), *only) {
+			continue
+		}
 		fmt.Fprintf(os.Stderr, "measuring %s: %d deploys at %d req/s...\n", sc.Name(), plan.Deploys, plan.Rate)
 		r, err := bench.Measure(ctx, sc, fmt.Sprintf("http://127.0.0.1:%d/", p.Port), plan)
 		if err != nil {
@@ -55,6 +61,9 @@ func main() {
 	}
 	var footprints []bench.Footprint
 	for _, n := range []int{4, 64, 256} {
+		if !*footprint {
+			break
+		}
 		rollouts := 20
 		if n == 4 {
 			rollouts = *longRun
@@ -69,8 +78,10 @@ func main() {
 	fmt.Printf("%d workers, %s work per request, %s start-up; %d req/s, every %dth kept-alive\n\n",
 		p.Workers, p.Work, p.StartDelay, plan.Rate, plan.KeepAliveEvery)
 	bench.Table(os.Stdout, results)
-	fmt.Printf("\nbaton's own footprint (workers: sleep, ready at exec; surge workers/8):\n\n")
-	bench.FootprintTable(os.Stdout, footprints)
+	if len(footprints) > 0 {
+		fmt.Printf("\nbaton's own footprint (workers: sleep, ready at exec; surge workers/8):\n\n")
+		bench.FootprintTable(os.Stdout, footprints)
+	}
 	if *out != "" {
 		b, _ := json.MarshalIndent(map[string]any{"params": p, "plan": plan, "results": results, "footprints": footprints}, "", "  ")
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
