@@ -77,6 +77,28 @@ func (l *Listener) Close() error {
 	return err
 }
 
+// Net hands the socket to the net package: it returns a net.Listener with
+// its own copy of the fd and closes l's. Use it rather than wrapping FD() in
+// an os.File: that File would close the fd again when the garbage collector
+// finalizes it, by then perhaps a connection that reused the number, which
+// then hangs its reader (seen here: a draining worker waited forever).
+//
+// net.FileListener sets O_NONBLOCK on the socket's open file description,
+// which every process holding the socket shares.
+func (l *Listener) Net() (net.Listener, error) {
+	if l.fd < 0 {
+		return nil, fmt.Errorf("socket %s: closed", l.Name)
+	}
+	f := os.NewFile(uintptr(l.fd), l.Name)
+	l.fd = -1
+	nl, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("socket %s: %w", f.Name(), err)
+	}
+	return nl, nil
+}
+
 func formatSockaddr(sa unix.Sockaddr) string {
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:

@@ -86,15 +86,14 @@ func main() {
 	}
 	var serving sync.WaitGroup
 	for _, l := range lns {
-		// net.FileListener sets O_NONBLOCK on the socket's open file
-		// description, which every worker shares: fine when all workers are
-		// this program, since Go wants it anyway. baton itself never
-		// changes the flag.
-		nl, err := net.FileListener(os.NewFile(uintptr(l.FD()), l.Name))
+		// Net sets O_NONBLOCK on the socket's open file description,
+		// which every worker shares: fine when all workers are this
+		// program, since Go wants it anyway. baton itself never changes
+		// the flag.
+		nl, err := l.Net()
 		if err != nil {
-			log.Fatalf("socket %s: %v", l.Name, err)
+			log.Fatal(err)
 		}
-		l.Close() // FileListener holds its own copy
 		tl := d.track(nl)
 		serving.Go(func() { srv.Serve(tl) }) // returns when the drain closes tl
 	}
