@@ -54,23 +54,38 @@ type proc struct {
 	lastPing   time.Time
 }
 
+// deathSignal is what a worker gets if baton dies (kill -9, OOM killer).
+// Under systemd it is the worker's stop signal: the worker drains, finishing
+// the requests it holds, while the socket waits in the FD store for the
+// restarted baton; systemd's KillMode=control-group SIGKILLs whatever is
+// left at TimeoutStopSec and only then restarts the service. Outside
+// systemd nothing would enforce a deadline on such an orphan, so it is
+// SIGKILL. INVOCATION_ID is how a process knows systemd runs it as a unit.
+func (s *Supervisor) deathSignal(cfg Config) syscall.Signal {
+	if s.underSystemd {
+		return cfg.StopSignal
+	}
+	return syscall.SIGKILL
+}
+
 // startWorker starts a worker of spec's generation for sl; the caller puts
 // it in place (sl.w, or sl.next during a rollout). It returns nil when the
 // process could not be started, which was logged.
 func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 	cfg := spec.cfg
 	p, err := worker.Start(worker.Spec{
-		ShimPath:   cfg.ShimPath,
-		ShimArgv:   cfg.ShimArgv,
-		Command:    cfg.Command,
-		Env:        workerEnv(s.baseEnv, cfg),
-		Listeners:  s.listeners,
-		Slot:       sl.index,
-		Generation: spec.gen,
-		Output:     s.cfg.Output,
-		NotifyDir:  s.notifyDir,
-		OnNotify:   s.onNotifyFunc(),
-		Logger:     s.log,
+		ShimPath:    cfg.ShimPath,
+		ShimArgv:    cfg.ShimArgv,
+		Command:     cfg.Command,
+		Env:         workerEnv(s.baseEnv, cfg),
+		Listeners:   s.listeners,
+		Slot:        sl.index,
+		Generation:  spec.gen,
+		Output:      s.cfg.Output,
+		NotifyDir:   s.notifyDir,
+		OnNotify:    s.onNotifyFunc(),
+		DeathSignal: s.deathSignal(cfg),
+		Logger:      s.log,
 	})
 	if err != nil {
 		s.log.Error("worker start failed", "slot", sl.index, "gen", spec.gen, "err", err)

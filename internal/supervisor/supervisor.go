@@ -56,6 +56,8 @@ type Supervisor struct {
 	listeners []*activation.Listener
 	source    map[*activation.Listener]string // where each listener came from
 	baseEnv   []string
+	// underSystemd: systemd runs baton as a unit (INVOCATION_ID is set).
+	underSystemd bool
 
 	events chan func()
 	later  []func() // run by the loop after the current event
@@ -99,16 +101,17 @@ func New(load func() (Config, error)) (*Supervisor, error) {
 		return nil, fmt.Errorf("find baton's own binary: %w", err)
 	}
 	return &Supervisor{
-		exe:     exe,
-		cfg:     cfg,
-		reload:  load,
-		log:     log,
-		source:  map[*activation.Listener]string{},
-		baseEnv: worker.Env(os.Environ(), cfg.Output != nil),
-		events:  make(chan func(), 64),
-		done:    make(chan struct{}),
-		workers: map[int]*proc{},
-		helpers: map[int]*helper{},
+		exe:          exe,
+		cfg:          cfg,
+		reload:       load,
+		log:          log,
+		source:       map[*activation.Listener]string{},
+		baseEnv:      worker.Env(os.Environ(), cfg.Output != nil),
+		underSystemd: os.Getenv("INVOCATION_ID") != "",
+		events:       make(chan func(), 64),
+		done:         make(chan struct{}),
+		workers:      map[int]*proc{},
+		helpers:      map[int]*helper{},
 	}, nil
 }
 

@@ -9,6 +9,7 @@
 package worker
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"log/slog"
@@ -49,7 +50,10 @@ type Spec struct {
 	// OnNotify receives each notification the worker itself sent. Messages
 	// from any other pid are dropped and logged.
 	OnNotify func(w *Process, msg notify.Message)
-	Logger   *slog.Logger
+	// DeathSignal is what the worker gets if the supervisor dies (its
+	// parent-death signal); 0 is SIGKILL.
+	DeathSignal syscall.Signal
+	Logger      *slog.Logger
 }
 
 // Stream names a worker's output stream.
@@ -171,7 +175,7 @@ func Start(spec Spec) (*Process, error) {
 			// baton, which drains the workers in order; and SIGKILL at the
 			// drain deadline reaches the worker's own children too.
 			Setpgid:   true,
-			Pdeathsig: syscall.SIGKILL,
+			Pdeathsig: cmp.Or(spec.DeathSignal, syscall.SIGKILL),
 		},
 	})
 	closeAll(childEnds) // the child has its copies; EOF comes when it exits
