@@ -244,5 +244,6 @@ func waitServing(ctx context.Context, startDelay time.Duration) error {
 
 // Scenarios are the ways of deploying compared, baton first.
 func Scenarios(p Params) []Scenario {
-	return []Scenario{&batonScenario{p: p}, &heldSocket{p: p}, &bindKill{p: p}}
+	return []Scenario{&batonScenario{p: p}, &upgradeScenario{batonScenario{p: p}}, &kill9Scenario{p: p},
+		&heldSocket{p: p}, &bindKill{p: p}}
 }

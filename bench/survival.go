@@ -1,0 +1,160 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/testsd"
+	"github.com/batonsd/baton/notify"
+)
+
+// upgradeScenario is baton replacing its own binary in place (`baton
+// upgrade`, same pid): the workers are adopted, not replaced.
+type upgradeScenario struct{ batonScenario }
+
+func (s *upgradeScenario) Name() string { return "baton upgrade (re-exec, workers kept)" }
+
+func (s *upgradeScenario) Deploy(ctx context.Context) error {
+	resp, err := control.Call(ctx, s.control(), control.Request{Command: control.CmdUpgrade})
+	if err == nil && resp.Upgrade == nil {
+		err = errors.New("no answer from the new image")
+	}
+	return err
+}
+
+// kill9Scenario is baton SIGKILLed and started again by a stand-in for
+// systemd: baton stores its listener in the FD store (FDSTORE=1 on the
+// NOTIFY_SOCKET the benchmark holds), and after the kill the benchmark does
+// what systemd's Restart=always does: wait for the unit's remaining
+// processes (the workers, draining on their parent-death signal) to exit,
+// wait RestartSec, start baton with the stored socket in LISTEN_FDS.
+type kill9Scenario struct {
+	p      Params
+	dir    string
+	notify *notify.Socket
+	mu     sync.Mutex
+	stored *os.File // the FD store's copy of the listener
+	name   string   // its FDNAME
+	cmd    *exec.Cmd
+	log    testsd.SyncBuffer
+}
+
+// restartSec is systemd's default RestartSec=.
+const restartSec = 100 * time.Millisecond
+
+func (s *kill9Scenario) Name() string { return "baton kill -9, restarted with the FD store" }
+
+func (s *kill9Scenario) control() string { return filepath.Join(s.dir, "c.sock") }
+
+func (s *kill9Scenario) Start(ctx context.Context) error {
+	var err error
+	if s.dir, err = os.MkdirTemp("", "bk"); err != nil {
+		return err
+	}
+	if s.notify, err = notify.Listen(filepath.Join(s.dir, "notify")); err != nil {
+		return err
+	}
+	go s.readNotify()
+	return s.startBaton(ctx)
+}
+
+// readNotify keeps the first socket baton stores, as the FD store does.
+func (s *kill9Scenario) readNotify() {
+	for {
+		d, err := s.notify.Read()
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		for _, f := range d.Files {
+			if s.stored == nil && d.Msg.Is("FDSTORE", "1") {
+				s.stored, s.name = f, d.Msg["FDNAME"]
+			} else {
+				f.Close()
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *kill9Scenario) startBaton(ctx context.Context) error {
+	args := []string{"shim", s.p.Baton, "run", "--workers", strconv.Itoa(s.p.Workers), "--listen", "app=" + s.p.addr(),
+		"--control", s.control(), "--log", "inherit", "--", s.p.Worker}
+	s.cmd = exec.Command(s.p.Baton, append(args, s.p.workerArgs()...)...)
+	env := append(os.Environ(), "NOTIFY_SOCKET="+s.notify.Addr(), "INVOCATION_ID=0123456789abcdef0123456789abcdef")
+	s.mu.Lock()
+	if s.stored != nil {
+		fd, err := syscall.Dup(int(s.stored.Fd()))
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		f := os.NewFile(uintptr(fd), "app")
+		defer f.Close() // the child has its copy
+		s.cmd.ExtraFiles = []*os.File{f}
+		env = activation.ChildEnv(env, []string{s.name})
+	}
+	s.mu.Unlock()
+	s.cmd.Env = env
+	s.cmd.Stderr = &s.log
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	if err := waitReady(ctx, s.control(), s.p.Workers); err != nil {
+		return fmt.Errorf("%w\n%s", err, s.log.String())
+	}
+	return nil
+}
+
+func (s *kill9Scenario) Deploy(ctx context.Context) error {
+	resp, err := control.Call(ctx, s.control(), control.Request{Command: control.CmdStatus})
+	if err != nil {
+		return err
+	}
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	for _, w := range resp.Status.Workers {
+		if err := waitGone(ctx, w.PID); err != nil {
+			return err
+		}
+	}
+	time.Sleep(restartSec)
+	return s.startBaton(ctx)
+}
+
+// waitGone waits until pid has exited (it is no child of ours: kill with
+// signal 0 until ESRCH).
+func waitGone(ctx context.Context, pid int) error {
+	for syscall.Kill(pid, 0) == nil {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("worker %d still running: %w", pid, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (s *kill9Scenario) Stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		s.cmd.Wait()
+	}
+	if s.notify != nil {
+		s.notify.Close()
+	}
+	if s.stored != nil {
+		s.stored.Close()
+	}
+	os.RemoveAll(s.dir)
+}
