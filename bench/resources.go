@@ -178,3 +178,39 @@ func FootprintTable(w io.Writer, fs []Footprint) {
 			f.RolloutMean.Round(time.Millisecond), f.FDsAfter1, f.FDsAfterN, f.Rollouts, float64(f.RSSAfter1KB)/1024, float64(f.RSSAfterNKB)/1024, f.ZombiesAfterN)
 	}
 }
+
+// usageWatch samples a process's RSS every 100 ms and its CPU time.
+type usageWatch struct {
+	pid    int
+	start  time.Time
+	cpu0   time.Duration
+	stopc  chan struct{}
+	done   chan struct{}
+	peakKB int
+}
+
+func watchUsage(pid int) *usageWatch {
+	u := &usageWatch{pid: pid, start: time.Now(), cpu0: cpuTime(pid), stopc: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(u.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			u.peakKB = max(u.peakKB, rssKB(pid))
+			select {
+			case <-u.stopc:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return u
+}
+
+// stop returns the peak RSS and the CPU used as a share of one core.
+func (u *usageWatch) stop() (peakKB int, cpu float64) {
+	used, wall := cpuTime(u.pid)-u.cpu0, time.Since(u.start)
+	close(u.stopc)
+	<-u.done
+	return u.peakKB, used.Seconds() / wall.Seconds()
+}

@@ -28,7 +28,14 @@ type Result struct {
 	P99Ratio    float64        `json:"p99_during_over_steady"`
 	FailedTotal int            `json:"failed_total"`
 	FailedKinds map[string]int `json:"failed_by_kind"`
+	// The supervisor's (baton, PM2's daemon, the cluster primary) peak RSS
+	// and CPU (share of one core) while deploying; 0 when not measured.
+	SupervisorRSSKB int     `json:"supervisor_rss_kb,omitempty"`
+	SupervisorCPU   float64 `json:"supervisor_cpu,omitempty"`
 }
+
+// supervised is a scenario with one long-lived supervising process.
+type supervised interface{ PID() int }
 
 // warmup is left out of the steady reference: connections being made.
 const warmup = 500 * time.Millisecond
@@ -49,6 +56,10 @@ func Measure(ctx context.Context, sc Scenario, url string, plan Plan) (Result, e
 	time.Sleep(warmup + plan.Steady)
 	windows := []Window{{0, warmup}} // not steady, not a deploy
 	var total time.Duration
+	var usage *usageWatch
+	if sup, ok := sc.(supervised); ok && sup.PID() > 0 {
+		usage = watchUsage(sup.PID())
+	}
 	for range plan.Deploys {
 		from := load.Since()
 		if err := sc.Deploy(ctx); err != nil {
@@ -71,6 +82,9 @@ func Measure(ctx context.Context, sc Scenario, url string, plan Plan) (Result, e
 	if r.Steady.P99 > 0 {
 		r.P99Ratio = float64(r.During.P99) / float64(r.Steady.P99)
 	}
+	if usage != nil {
+		r.SupervisorRSSKB, r.SupervisorCPU = usage.stop()
+	}
 	r.FailedKinds = r.During.Failed
 	r.FailedTotal = r.During.FailedTotal() + r.Steady.FailedTotal()
 	return r, nil
@@ -78,11 +92,15 @@ func Measure(ctx context.Context, sc Scenario, url string, plan Plan) (Result, e
 
 // Table writes the results as one markdown table.
 func Table(w io.Writer, results []Result) {
-	fmt.Fprintln(w, "| scenario | deploys | failed requests (by kind) | p99 steady | p99 during deploys | ratio | deploy takes |")
-	fmt.Fprintln(w, "| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(w, "| scenario | deploys | failed requests (by kind) | p99 steady | p99 during deploys | ratio | deploy takes | supervisor RSS, CPU |")
+	fmt.Fprintln(w, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range results {
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %.2fx | %s |\n", r.Scenario, r.Deploys, kinds(r.FailedTotal, r.FailedKinds),
-			r.Steady.P99.Round(10*time.Microsecond), r.During.P99.Round(10*time.Microsecond), r.P99Ratio, r.DeployMean.Round(time.Millisecond))
+		usage := "-"
+		if r.SupervisorRSSKB > 0 {
+			usage = fmt.Sprintf("%.1f MB, %.1f%%", float64(r.SupervisorRSSKB)/1024, 100*r.SupervisorCPU)
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %.2fx | %s | %s |\n", r.Scenario, r.Deploys, kinds(r.FailedTotal, r.FailedKinds),
+			r.Steady.P99.Round(10*time.Microsecond), r.During.P99.Round(10*time.Microsecond), r.P99Ratio, r.DeployMean.Round(time.Millisecond), usage)
 	}
 }
 

@@ -27,6 +27,10 @@ type Params struct {
 	Work          time.Duration // per request
 	StartDelay    time.Duration // a worker's start-up before it serves
 	Port          int
+	// NodeDir holds app.js, the Node twin of the worker; PM2Dir the PM2
+	// installed from npm; TableflipWorker the tableflip build. A scenario
+	// whose part is empty is left out.
+	NodeDir, PM2Dir, TableflipWorker string
 }
 
 func (p Params) workerArgs() []string {
@@ -244,6 +248,16 @@ func waitServing(ctx context.Context, startDelay time.Duration) error {
 
 // Scenarios are the ways of deploying compared, baton first.
 func Scenarios(p Params) []Scenario {
-	return []Scenario{&batonScenario{p: p}, &upgradeScenario{batonScenario{p: p}}, &kill9Scenario{p: p},
+	scs := []Scenario{&batonScenario{p: p}, &upgradeScenario{batonScenario{p: p}}, &kill9Scenario{p: p},
 		&heldSocket{p: p}, &bindKill{p: p}}
+	if p.TableflipWorker != "" {
+		scs = append(scs, &tableflipScenario{p: p})
+	}
+	if p.NodeDir != "" {
+		scs = append(scs, &nodeCluster{p: p})
+		if p.PM2Dir != "" {
+			scs = append(scs, &pm2Cluster{p: p})
+		}
+	}
+	return scs
 }

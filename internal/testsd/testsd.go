@@ -42,7 +42,7 @@ func Build(dir string) (Bins, error) {
 	if err != nil {
 		gotool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return Bins{}, err
 	}
@@ -99,7 +99,8 @@ func ChildrenOf(ppid int) (children, zombies int) {
 	return children, zombies
 }
 
-func moduleRoot() (string, error) {
+// ModuleRoot finds the module's root from the working directory up.
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -34,6 +35,8 @@ func main() {
 	longRun := flag.Int("long-rollouts", 1000, "rollouts of the 4-worker footprint run (fds and RSS after 1 and after these)")
 	only := flag.String("only", "", "run only the scenarios whose name contains this")
 	footprint := flag.Bool("footprint", true, "measure baton's own footprint too")
+	others := flag.Bool("others", true, "also measure the Node cluster pattern, PM2 and tableflip (installed from npm and the Go module proxy)")
+	cache := flag.String("cache", "/var/cache/baton-bench", "where PM2 is installed")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "baton-bench")
@@ -46,6 +49,20 @@ func main() {
 		fail(err)
 	}
 	p.Baton, p.Worker = bins.Baton, bins.Worker
+	if *others {
+		root, err := testsd.ModuleRoot()
+		if err != nil {
+			fail(err)
+		}
+		if p.TableflipWorker, err = bench.BuildTableflip(root, dir); err != nil {
+			fail(err)
+		}
+		p.NodeDir = filepath.Join(root, "bench", "node")
+		p.PM2Dir = filepath.Join(*cache, "pm2-"+bench.PM2Version)
+		if err := bench.InstallPM2(p.PM2Dir); err != nil {
+			fail(err)
+		}
+	}
 	ctx := context.Background()
 	var results []bench.Result
 	for _, sc := range bench.Scenarios(p) {
