@@ -38,7 +38,7 @@ func TestSmoke(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Steady.Requests < 50 || r.During.Requests == 0 {
+		if r.Steady.Requests == 0 || r.During.Requests == 0 {
 			t.Errorf("%s: %d steady and %d deploy-time requests: the load did not run", r.Scenario, r.Steady.Requests, r.During.Requests)
 		}
 		results = append(results, r)

@@ -36,6 +36,7 @@ func main() {
 	only := flag.String("only", "", "run only the scenarios whose name contains this")
 	footprint := flag.Bool("footprint", true, "measure baton's own footprint too")
 	others := flag.Bool("others", true, "also measure the Node cluster pattern, PM2 and tableflip (installed from npm and the Go module proxy)")
+	rates := flag.Bool("throughput", true, "measure the highest rate (wrk and the Go generator, bare worker and baton), wrk during rollouts, and baton's overhead per swap")
 	cache := flag.String("cache", "/var/cache/baton-bench", "where PM2 is installed")
 	flag.Parse()
 
@@ -76,6 +77,25 @@ func main() {
 		}
 		results = append(results, r)
 	}
+	var (
+		throughput []bench.Throughput
+		wrkRolls   bench.WrkRollouts
+		swap       time.Duration
+	)
+	if *rates {
+		fmt.Fprintf(os.Stderr, "measuring the highest rate, bare worker and under baton...\n")
+		if throughput, err = bench.MeasureThroughput(ctx, p, 10*time.Second); err != nil {
+			fail(err)
+		}
+		fmt.Fprintf(os.Stderr, "measuring rollouts under wrk...\n")
+		if wrkRolls, err = bench.MeasureWrkRollouts(ctx, p, 15*time.Second); err != nil {
+			fail(err)
+		}
+		fmt.Fprintf(os.Stderr, "measuring baton's overhead per swap...\n")
+		if swap, err = bench.MeasureSwapOverhead(ctx, p, 20); err != nil {
+			fail(err)
+		}
+	}
 	var footprints []bench.Footprint
 	for _, n := range []int{4, 64, 256} {
 		if !*footprint {
@@ -95,12 +115,20 @@ func main() {
 	fmt.Printf("%d workers, %s work per request, %s start-up; %d req/s, every %dth kept-alive\n\n",
 		p.Workers, p.Work, p.StartDelay, plan.Rate, plan.KeepAliveEvery)
 	bench.Table(os.Stdout, results)
+	if *rates {
+		fmt.Printf("\nThe highest rate, closed loop, %d connections:\n\n", 32)
+		bench.ThroughputTable(os.Stdout, throughput)
+		fmt.Printf("\nwrk at full speed (64 connections) during %d back-to-back rollouts of %d workers: %d requests, %.0f req/s, %d errors\n",
+			wrkRolls.Rollouts, p.Workers, wrkRolls.Requests, wrkRolls.Rate, wrkRolls.Errors)
+		fmt.Printf("\nbaton's overhead per swap (a rollout's time beyond the new workers' own main-to-READY time): %s\n", swap.Round(time.Microsecond))
+	}
 	if len(footprints) > 0 {
 		fmt.Printf("\nbaton's own footprint (workers: sleep, ready at exec; surge workers/8):\n\n")
 		bench.FootprintTable(os.Stdout, footprints)
 	}
 	if *out != "" {
-		b, _ := json.MarshalIndent(map[string]any{"params": p, "plan": plan, "results": results, "footprints": footprints}, "", "  ")
+		b, _ := json.MarshalIndent(map[string]any{"params": p, "plan": plan, "results": results, "footprints": footprints,
+			"throughput": throughput, "wrk_rollouts": wrkRolls, "swap_overhead_ns": swap}, "", "  ")
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
 			fail(err)
 		}
