@@ -92,8 +92,8 @@ type outputs struct {
 func runConfig(st settings, out outputs) (supervisor.Config, error) {
 	cfg := supervisor.Config{
 		Version:  version,
-		ShimPath: "/proc/self/exe", // this very image, even if the file was replaced since
-		ShimArgv: []string{"baton", "shim"},
+		ShimPath: worker.ShellShim,
+		ShimArgv: worker.ShellShimArgv,
 	}
 	var err error
 	if cfg.Command, err = st.Command(); err != nil {
