@@ -14,9 +14,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// shimCommand is the exec shim: baton starts every worker as
-// `baton shim CMD [ARG...]`, which sets LISTEN_PID (and WATCHDOG_PID) to its
-// own pid and execs CMD, so the worker runs with the pid those variables name.
+// shimCommand is an exec shim in Go: `baton shim CMD [ARG...]` sets
+// LISTEN_PID (and WATCHDOG_PID) to its own pid and execs CMD, so CMD runs
+// with the pid those variables name. Workers start through the cheaper
+// worker.ShellShim; this one starts baton itself under the tests' stand-in
+// systemd, and serves anyone without a /bin/sh.
 func shimCommand() *cli.Command {
 	return &cli.Command{
 		Name:            "shim",
