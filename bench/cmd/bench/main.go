@@ -80,11 +80,11 @@ func main() {
 	var (
 		throughput []bench.Throughput
 		wrkRolls   bench.WrkRollouts
-		swap       time.Duration
+		swap       bench.SwapOverhead
 	)
 	if *rates {
 		fmt.Fprintf(os.Stderr, "measuring the highest rate, bare worker and under baton...\n")
-		if throughput, err = bench.MeasureThroughput(ctx, p, 10*time.Second); err != nil {
+		if throughput, err = bench.MeasureThroughput(ctx, p, 5*time.Second); err != nil {
 			fail(err)
 		}
 		fmt.Fprintf(os.Stderr, "measuring rollouts under wrk...\n")
@@ -92,7 +92,7 @@ func main() {
 			fail(err)
 		}
 		fmt.Fprintf(os.Stderr, "measuring baton's overhead per swap...\n")
-		if swap, err = bench.MeasureSwapOverhead(ctx, p, 20); err != nil {
+		if swap, err = bench.MeasureSwapOverhead(ctx, p, 200); err != nil {
 			fail(err)
 		}
 	}
@@ -120,15 +120,22 @@ func main() {
 		bench.ThroughputTable(os.Stdout, throughput)
 		fmt.Printf("\nwrk at full speed (64 connections) during %d back-to-back rollouts of %d workers: %d requests, %.0f req/s, %d errors\n",
 			wrkRolls.Rollouts, p.Workers, wrkRolls.Requests, wrkRolls.Rate, wrkRolls.Errors)
-		fmt.Printf("\nbaton's overhead per swap (a rollout's time beyond the new workers' own main-to-READY time): %s\n", swap.Round(time.Microsecond))
+		fmt.Printf("\nbaton's overhead per swap (workers ready at once, one at a time, 200 rollouts): %s of wall time beyond the new worker's own main-to-READY,\n"+
+			"of which %s is starting any process (a Go parent's exec.Cmd.Start to the worker's main) and %s baton's; baton's CPU: %s per swap\n",
+			swap.Wall.Round(time.Microsecond), swap.SpawnToMain.Round(time.Microsecond), swap.Baton().Round(time.Microsecond), swap.CPU.Round(time.Microsecond))
 	}
 	if len(footprints) > 0 {
 		fmt.Printf("\nbaton's own footprint (workers: sleep, ready at exec; surge workers/8):\n\n")
 		bench.FootprintTable(os.Stdout, footprints)
 	}
+	report := bench.Report{Results: results, Throughput: throughput, Footprints: footprints}
+	if *rates {
+		report.WrkRollouts, report.Swap = &wrkRolls, &swap
+	}
+	fmt.Printf("\nTargets:\n\n")
+	bench.Targets(os.Stdout, report)
 	if *out != "" {
-		b, _ := json.MarshalIndent(map[string]any{"params": p, "plan": plan, "results": results, "footprints": footprints,
-			"throughput": throughput, "wrk_rollouts": wrkRolls, "swap_overhead_ns": swap}, "", "  ")
+		b, _ := json.MarshalIndent(map[string]any{"params": p, "plan": plan, "report": report}, "", "  ")
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
 			fail(err)
 		}
