@@ -48,6 +48,12 @@ func main() {
 	timings := flag.String("timings", "", "append \"START READY\" (Unix ns: main began, READY=1 sent) to this file (for the benchmark's overhead per swap)")
 	flag.Parse()
 	log.SetFlags(0)
+	// Output goes to pipes that baton reads. If baton dies (kill -9), under
+	// systemd this worker gets its stop signal and drains, and its first log
+	// line meets a pipe with no reader: Go kills a program whose write to
+	// fd 1 or 2 fails with EPIPE, unless SIGPIPE is ignored, losing the
+	// requests the drain was finishing. Ignored, the write just fails.
+	signal.Ignore(syscall.SIGPIPE)
 
 	lns, err := activation.FromEnv()
 	if err != nil {
