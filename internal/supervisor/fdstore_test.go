@@ -39,8 +39,8 @@ func TestKill9WithFDStoreLosesNothing(t *testing.T) {
 	defer kept.Close()
 	url := "http://" + kept.Addr() + "/"
 
-	// Fresh connections only: a kept-alive connection to a SIGKILLed worker
-	// dies with it, which no supervisor can prevent.
+	// Fresh connections: each request's fate is its own (a kept-alive
+	// client would reuse connections to workers that are draining).
 	load := testsd.StartLoad(url, 6, 0, 5*time.Millisecond)
 	defer load.Stop()
 	// 20 ms per request: the workers hold some when baton is killed.
@@ -72,7 +72,7 @@ func TestKill9WithFDStoreLosesNothing(t *testing.T) {
 	// Requests in flight in the workers at the kill were answered by
 	// their drain; every one sent later waited in the socket's backlog.
 	for _, f := range load.Failures() {
-		t.Errorf("request sent %s after the kill failed: %s", f.Start.Sub(killedAt).Round(time.Millisecond), f.Err)
+		t.Errorf("request sent %s relative to the kill failed: %s", f.Start.Sub(killedAt).Round(time.Millisecond), f.Err)
 	}
 	t.Logf("%d requests answered, the gap's included; none failed", ok)
 	for _, d := range sd.Messages()[mark:] {
