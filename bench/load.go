@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/batonsd/baton/internal/testsd"
 )
 
 // Sample is one request: when it was sent (since the run began), how long
@@ -63,16 +65,8 @@ func StartLoad(url string, rate int, keepAliveEvery int) *Load {
 
 func (l *Load) one(ctx context.Context, c *http.Client, url string) {
 	sent := time.Now()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := c.Do(req)
+	err := testsd.Fetch(ctx, c, url)
 	outcome := "ok"
-	if err == nil {
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode/100 != 2 {
-			outcome = "non-2xx"
-		}
-	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return // the run ended with the request in flight
@@ -86,7 +80,10 @@ func (l *Load) one(ctx context.Context, c *http.Client, url string) {
 
 func classify(err error) string {
 	var ne net.Error
+	var status *testsd.StatusError
 	switch {
+	case errors.As(err, &status):
+		return "non-2xx"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "refused"
 	case errors.Is(err, syscall.ECONNRESET):

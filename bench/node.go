@@ -14,8 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/batonsd/baton/internal/testsd"
 )
 
 // The Node scenarios run bench/node/app.js, the Go example worker's twin:
@@ -163,21 +161,6 @@ func (s *pm2Cluster) PID() int {
 	b, _ := os.ReadFile(filepath.Join(s.home, "pm2.pid"))
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return pid
-}
-
-// waitHTTP waits until url answers, then another startDelay: the last
-// workers may still be starting.
-func waitHTTP(ctx context.Context, url string, startDelay time.Duration) error {
-	for {
-		if _, err := testsd.Get(ctx, url); err == nil {
-			return waitServing(ctx, startDelay)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s never answered: %w", url, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // InstallPM2 installs PM2Version from npm into dir unless it is there.

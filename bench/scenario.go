@@ -66,9 +66,19 @@ func (s *batonScenario) Start(ctx context.Context) error {
 	if s.dir, err = os.MkdirTemp("", "bb"); err != nil {
 		return err
 	}
-	args := append([]string{"run", "--workers", strconv.Itoa(s.p.Workers), "--listen", "app=" + s.p.addr(),
+	return s.launch(ctx, exec.Command(s.p.Baton, s.runArgs()...))
+}
+
+// runArgs is the scenario's `baton run` command line.
+func (s *batonScenario) runArgs() []string {
+	return append([]string{"run", "--workers", strconv.Itoa(s.p.Workers), "--listen", "app=" + s.p.addr(),
 		"--control", s.control(), "--log", "inherit", "--", s.p.Worker}, s.p.workerArgs()...)
-	s.cmd = exec.Command(s.p.Baton, args...)
+}
+
+// launch starts cmd, a baton that runs runArgs, and waits until every
+// worker is ready.
+func (s *batonScenario) launch(ctx context.Context, cmd *exec.Cmd) error {
+	s.cmd = cmd
 	s.cmd.Stderr = &s.log
 	if err := s.cmd.Start(); err != nil {
 		return err
@@ -85,12 +95,13 @@ func (s *batonScenario) Deploy(ctx context.Context) error {
 }
 
 func (s *batonScenario) Stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		s.cmd.Wait()
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	s.cmd.Wait()
-	os.RemoveAll(s.dir)
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
 }
 
 // PID is baton's pid, for resource measurements.
@@ -246,9 +257,24 @@ func waitServing(ctx context.Context, startDelay time.Duration) error {
 	}
 }
 
+// waitHTTP waits until url answers, then another startDelay: the last
+// workers may still be starting.
+func waitHTTP(ctx context.Context, url string, startDelay time.Duration) error {
+	for {
+		if _, err := testsd.Get(ctx, url); err == nil {
+			return waitServing(ctx, startDelay)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s never answered: %w", url, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // Scenarios are the ways of deploying compared, baton first.
 func Scenarios(p Params) []Scenario {
-	scs := []Scenario{&batonScenario{p: p}, &upgradeScenario{batonScenario{p: p}}, &kill9Scenario{p: p},
+	scs := []Scenario{&batonScenario{p: p}, &upgradeScenario{batonScenario{p: p}}, &kill9Scenario{batonScenario: batonScenario{p: p}},
 		&heldSocket{p: p}, &bindKill{p: p}}
 	if p.TableflipWorker != "" {
 		scs = append(scs, &tableflipScenario{p: p})

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -39,22 +38,17 @@ func (s *upgradeScenario) Deploy(ctx context.Context) error {
 // processes (the workers, draining on their parent-death signal) to exit,
 // wait RestartSec, start baton with the stored socket in LISTEN_FDS.
 type kill9Scenario struct {
-	p      Params
-	dir    string
+	batonScenario
 	notify *notify.Socket
 	mu     sync.Mutex
 	stored *os.File // the FD store's copy of the listener
 	name   string   // its FDNAME
-	cmd    *exec.Cmd
-	log    testsd.SyncBuffer
 }
 
-// restartSec is systemd's default RestartSec=.
-const restartSec = 100 * time.Millisecond
+// restartDelay is systemd's default RestartSec=.
+const restartDelay = 100 * time.Millisecond
 
 func (s *kill9Scenario) Name() string { return "baton kill -9, restarted with the FD store" }
-
-func (s *kill9Scenario) control() string { return filepath.Join(s.dir, "c.sock") }
 
 func (s *kill9Scenario) Start(ctx context.Context) error {
 	var err error
@@ -87,10 +81,14 @@ func (s *kill9Scenario) readNotify() {
 	}
 }
 
+// PID is 0: each kill ends the supervising process, so there is no one
+// process to measure.
+func (s *kill9Scenario) PID() int { return 0 }
+
+// startBaton starts baton through its shim (LISTEN_PID must be its own), as
+// a systemd unit with the stored socket once there is one.
 func (s *kill9Scenario) startBaton(ctx context.Context) error {
-	args := []string{"shim", s.p.Baton, "run", "--workers", strconv.Itoa(s.p.Workers), "--listen", "app=" + s.p.addr(),
-		"--control", s.control(), "--log", "inherit", "--", s.p.Worker}
-	s.cmd = exec.Command(s.p.Baton, append(args, s.p.workerArgs()...)...)
+	cmd := exec.Command(s.p.Baton, append([]string{"shim", s.p.Baton}, s.runArgs()...)...)
 	env := append(os.Environ(), "NOTIFY_SOCKET="+s.notify.Addr(), "INVOCATION_ID=0123456789abcdef0123456789abcdef")
 	s.mu.Lock()
 	if s.stored != nil {
@@ -101,19 +99,12 @@ func (s *kill9Scenario) startBaton(ctx context.Context) error {
 		}
 		f := os.NewFile(uintptr(fd), "app")
 		defer f.Close() // the child has its copy
-		s.cmd.ExtraFiles = []*os.File{f}
+		cmd.ExtraFiles = []*os.File{f}
 		env = activation.ChildEnv(env, []string{s.name})
 	}
 	s.mu.Unlock()
-	s.cmd.Env = env
-	s.cmd.Stderr = &s.log
-	if err := s.cmd.Start(); err != nil {
-		return err
-	}
-	if err := waitReady(ctx, s.control(), s.p.Workers); err != nil {
-		return fmt.Errorf("%w\n%s", err, s.log.String())
-	}
-	return nil
+	cmd.Env = env
+	return s.launch(ctx, cmd)
 }
 
 func (s *kill9Scenario) Deploy(ctx context.Context) error {
@@ -124,37 +115,20 @@ func (s *kill9Scenario) Deploy(ctx context.Context) error {
 	s.cmd.Process.Kill()
 	s.cmd.Wait()
 	for _, w := range resp.Status.Workers {
-		if err := waitGone(ctx, w.PID); err != nil {
-			return err
+		if !testsd.ProcessGone(ctx, w.PID) {
+			return fmt.Errorf("worker %d still running: %w", w.PID, ctx.Err())
 		}
 	}
-	time.Sleep(restartSec)
+	time.Sleep(restartDelay)
 	return s.startBaton(ctx)
 }
 
-// waitGone waits until pid has exited (it is no child of ours: kill with
-// signal 0 until ESRCH).
-func waitGone(ctx context.Context, pid int) error {
-	for syscall.Kill(pid, 0) == nil {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("worker %d still running: %w", pid, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
 func (s *kill9Scenario) Stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Signal(syscall.SIGTERM)
-		s.cmd.Wait()
-	}
+	s.batonScenario.Stop()
 	if s.notify != nil {
 		s.notify.Close()
 	}
 	if s.stored != nil {
 		s.stored.Close()
 	}
-	os.RemoveAll(s.dir)
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/batonsd/baton/internal/testsd"
 )
 
 // TableflipVersion is the cloudflare/tableflip that bench/tableflip pins
@@ -85,7 +87,7 @@ func (s *tableflipScenario) Stop() {
 	if s.lastPID > 0 {
 		syscall.Kill(s.lastPID, syscall.SIGTERM)
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-		if waitGone(ctx, s.lastPID) != nil {
+		if !testsd.ProcessGone(ctx, s.lastPID) {
 			syscall.Kill(s.lastPID, syscall.SIGKILL)
 		}
 		cancel()

@@ -17,13 +17,14 @@ type Report struct {
 }
 
 // Targets writes baton's targets next to what this run measured, each
-// met or missed; a target the run did not measure is left out.
+// met or missed; a target the run did not measure is left out, and the
+// table too when none was.
 func Targets(w io.Writer, r Report) {
-	fmt.Fprintln(w, "| target for baton | measured | met |")
-	fmt.Fprintln(w, "| --- | --- | --- |")
+	var rows []string
 	row := func(target, measured string, met bool) {
-		fmt.Fprintf(w, "| %s | %s | %s |\n", target, measured, map[bool]string{true: "yes", false: "**no**"}[met])
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s |\n", target, measured, map[bool]string{true: "yes", false: "**no**"}[met]))
 	}
+
 	var failed []string
 	lost := 0
 	for _, res := range r.Results {
@@ -62,6 +63,9 @@ func Targets(w io.Writer, r Report) {
 				fmt.Sprintf("fds %d → %d; RSS %.1f → %.1f MB; %d zombies", f.FDsAfter1, f.FDsAfterN, kbMB(f.RSSAfter1KB), kbMB(f.RSSAfterNKB), f.ZombiesAfterN),
 				f.FDsAfterN == f.FDsAfter1 && f.ZombiesAfterN == 0 && f.RSSAfterNKB <= f.RSSAfter1KB*11/10)
 		}
+	}
+	if len(rows) > 0 {
+		fmt.Fprint(w, "| target for baton | measured | met |\n| --- | --- | --- |\n"+strings.Join(rows, ""))
 	}
 }
 

@@ -24,8 +24,8 @@ func TestKill9WithFDStoreLosesNothing(t *testing.T) {
 	args := []string{"run", "--workers", "2", "--listen", "app=127.0.0.1:0", "--control", ctl, "--", bins.Worker, "-work", "20ms"}
 	unit := []string{"INVOCATION_ID=0123456789abcdef0123456789abcdef"}
 	first := sd.Start(bins, nil, unit, args...)
-	stored := sd.WaitFor(ctx, "FDSTORE=1", func(d testsd.Datagram) bool { return d.Msg.Is("FDSTORE", "1") })
-	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	stored := sd.WaitFor(ctx, "FDSTORE=1", testsd.Sent("FDSTORE", "1"))
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 	name := stored.Msg["FDNAME"]
 	// The stand-in systemd keeps the stored fd, as the FD store does.
 	fd, err := unix.FcntlInt(stored.Fds[0].Fd(), unix.F_DUPFD_CLOEXEC, 0)
@@ -63,7 +63,7 @@ func TestKill9WithFDStoreLosesNothing(t *testing.T) {
 	}
 	mark := sd.Count()
 	second := sd.Start(bins, []*activation.Listener{kept}, unit, args...)
-	sd.WaitFrom(ctx, mark, "READY=1 from the restarted baton", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	sd.WaitFrom(ctx, mark, "READY=1 from the restarted baton", testsd.Sent("READY", "1"))
 	t.Logf("restarted baton ready %s after the kill", time.Since(killedAt).Round(time.Millisecond))
 	for load.OK() < okAtKill+200 {
 		time.Sleep(10 * time.Millisecond)
@@ -94,11 +94,11 @@ func TestUnclaimedStoredSocketIsRemoved(t *testing.T) {
 	ctl := controlPath(t)
 	sd.Start(bins, []*activation.Listener{old, unit}, nil,
 		"run", "--workers", "1", "--ready", "exec", "--listen", "app=127.0.0.1:0", "--control", ctl, "--", "sleep", "60")
-	removed := sd.WaitFor(ctx, "FDSTOREREMOVE=1", func(d testsd.Datagram) bool { return d.Msg.Is("FDSTOREREMOVE", "1") })
+	removed := sd.WaitFor(ctx, "FDSTOREREMOVE=1", testsd.Sent("FDSTOREREMOVE", "1"))
 	if !removed.Msg.Is("FDNAME", "baton.old") {
 		t.Errorf("removed %v", removed.Msg)
 	}
-	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 	st := testsd.Status(ctx, t, ctl)
 	var got []string
 	for _, l := range st.Listeners {

@@ -65,7 +65,7 @@ func TestUnderStandInSystemd(t *testing.T) {
 	svc := sd.Start(bins, []*activation.Listener{web}, nil,
 		"run", "--workers", "3", "--control", ctl, "--restart-backoff", "50ms..1s", "--", bins.Worker)
 
-	ready := sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	ready := sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 	for _, d := range sd.Messages() {
 		if d.PID != svc.PID() {
 			t.Errorf("message %v from pid %d, not baton's %d", d.Msg, d.PID, svc.PID())
@@ -168,7 +168,7 @@ func TestFDStoreOfOwnListeners(t *testing.T) {
 	ctl := controlPath(t)
 	svc := sd.Start(bins, nil, nil,
 		"run", "--workers", "1", "--listen", "app=127.0.0.1:0", "--control", ctl, "--", bins.Worker)
-	stored := sd.WaitFor(ctx, "FDSTORE=1", func(d testsd.Datagram) bool { return d.Msg.Is("FDSTORE", "1") })
+	stored := sd.WaitFor(ctx, "FDSTORE=1", testsd.Sent("FDSTORE", "1"))
 	if !stored.Msg.Is("FDNAME", "baton.app") || !stored.Msg.Is("FDPOLL", "0") || len(stored.Fds) != 1 {
 		t.Fatalf("FDSTORE message %v with %d fds", stored.Msg, len(stored.Fds))
 	}
@@ -176,7 +176,7 @@ func TestFDStoreOfOwnListeners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 	st := testsd.Status(ctx, t, ctl)
 	if len(st.Listeners) != 1 || st.Listeners[0].Address != l.Addr() || st.Listeners[0].Source != "listen" {
 		t.Errorf("stored fd is %s, status lists %+v", l.Addr(), st.Listeners)
@@ -199,7 +199,7 @@ func TestPythonWorkerUnmodified(t *testing.T) {
 	ctl := controlPath(t)
 	sd.Start(bins, []*activation.Listener{web}, nil,
 		"run", "--workers", "2", "--control", ctl, "--", "python3", "../../contrib/python/worker.py")
-	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 	st := testsd.Status(ctx, t, ctl)
 	seen := map[string]bool{}
 	for len(seen) < 2 {
@@ -245,7 +245,7 @@ func TestReadinessModes(t *testing.T) {
 			start := time.Now()
 			svc := sd.Start(bins, []*activation.Listener{web}, nil,
 				append([]string{"run", "--workers", "2", "--ready", ready, "--control", controlPath(t), "--"}, cmd...)...)
-			sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+			sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 			if tt.name == "delay" && time.Since(start) < 100*time.Millisecond {
 				t.Errorf("ready after %s, before the delay", time.Since(start))
 			}

@@ -41,7 +41,7 @@ func startService(t *testing.T, config string, args ...string) *service {
 	s.write(t, config)
 	s.svc = s.sd.Start(bins, []*activation.Listener{s.web}, nil,
 		append([]string{"run", "--config", s.config, "--control", s.ctl}, args...)...)
-	s.sd.WaitFor(timeout(t, 20*time.Second), "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	s.sd.WaitFor(timeout(t, 20*time.Second), "READY=1", testsd.Sent("READY", "1"))
 	return s
 }
 
@@ -88,11 +88,11 @@ func TestRolloutsUnderLoadLoseNothing(t *testing.T) {
 		if gen%2 == 0 {
 			mark := s.sd.Count()
 			s.svc.Signal(t, unix.SIGHUP)
-			reloading, at := s.sd.WaitFrom(ctx, mark, "RELOADING=1", func(d testsd.Datagram) bool { return d.Msg.Is("RELOADING", "1") })
+			reloading, at := s.sd.WaitFrom(ctx, mark, "RELOADING=1", testsd.Sent("RELOADING", "1"))
 			if reloading.Msg["MONOTONIC_USEC"] == "" {
 				t.Errorf("RELOADING=1 without MONOTONIC_USEC: %v", reloading.Msg)
 			}
-			_, end := s.sd.WaitFrom(ctx, at, "READY=1 after the rollout", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+			_, end := s.sd.WaitFrom(ctx, at, "READY=1 after the rollout", testsd.Sent("READY", "1"))
 			extended := false
 			for _, d := range s.sd.Messages()[at:end] {
 				extended = extended || d.Msg["EXTEND_TIMEOUT_USEC"] != ""

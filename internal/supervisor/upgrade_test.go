@@ -67,7 +67,7 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 	web := listener(t, "web=127.0.0.1:0")
 	ctl := controlPath(t)
 	svc := sd.Start(b, []*activation.Listener{web}, nil, "run", "--workers", "4", "--watchdog", "400ms", "--control", ctl, "--", bins.Worker)
-	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 	load := testsd.StartLoad("http://"+web.Addr()+"/", 4, 4, 2*time.Millisecond)
 	defer load.Stop()
 	before := testsd.Status(ctx, t, ctl)
@@ -133,7 +133,7 @@ func TestUpgradeRefusals(t *testing.T) {
 	s.config = filepath.Join(filepath.Dir(s.ctl), "baton.toml")
 	s.write(t, `command = ["@WORKER@"]`)
 	s.svc = s.sd.Start(b, []*activation.Listener{s.web}, nil, "run", "--workers", "2", "--config", s.config, "--control", s.ctl)
-	s.sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	s.sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 	before := testsd.Status(ctx, t, s.ctl)
 
 	script := filepath.Join(filepath.Dir(path), "other")
@@ -174,7 +174,7 @@ func TestUpgradeBySIGUSR2WithoutFDLeaks(t *testing.T) {
 	web := listener(t, "web=127.0.0.1:0")
 	ctl := controlPath(t)
 	svc := sd.Start(b, []*activation.Listener{web}, nil, "run", "--workers", "2", "--ready", "exec", "--control", ctl, "--", "sleep", "600")
-	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 	if _, err := reload(ctx, ctl); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestFailedExecKeepsTheOldImage(t *testing.T) {
 	web := listener(t, "web=127.0.0.1:0")
 	ctl := controlPath(t)
 	svc := sd.Start(b, []*activation.Listener{web}, nil, "run", "--workers", "2", "--control", ctl, "--", bins.Worker)
-	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") })
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 	before := testsd.Status(ctx, t, ctl)
 	fds, fdList := settledFDs(t, svc.PID())
 

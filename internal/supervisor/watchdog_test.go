@@ -71,7 +71,7 @@ func TestBatonPingsSystemdWatchdog(t *testing.T) {
 	var pings []time.Time
 	from := 0
 	for len(pings) < 6 {
-		d, at := sd.WaitFrom(ctx, from, "WATCHDOG=1", func(d testsd.Datagram) bool { return d.Msg.Is("WATCHDOG", "1") })
+		d, at := sd.WaitFrom(ctx, from, "WATCHDOG=1", testsd.Sent("WATCHDOG", "1"))
 		if d.PID != svc.PID() {
 			t.Fatalf("WATCHDOG=1 from pid %d, not baton's %d", d.PID, svc.PID())
 		}

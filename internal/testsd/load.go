@@ -61,25 +61,40 @@ type Failure struct {
 
 func (l *Load) one(ctx context.Context, c *http.Client, url, kind string) {
 	start := time.Now()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	switch err := Fetch(ctx, c, url); {
+	case err == nil:
+		l.ok.Add(1)
+	case ctx.Err() == nil: // else the load was stopped mid-request: not the server's doing
+		l.fail(start, kind+": "+err.Error())
+	}
+}
+
+// StatusError is an answer with a status other than 2xx.
+type StatusError struct{ Status string }
+
+func (e *StatusError) Error() string { return e.Status }
+
+// Fetch sends a GET for url through c and reads the whole answer: nil means
+// a 2xx answer read to its end; a body cut short is an error, and any other
+// status a *StatusError.
+func Fetch(ctx context.Context, c *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
 	resp, err := c.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return // the load was stopped mid-request: not the server's doing
-		}
-		l.fail(start, kind+": "+err.Error())
-		return
+		return err
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	switch {
-	case err != nil && ctx.Err() == nil:
-		l.fail(start, kind+": body: "+err.Error())
-	case resp.StatusCode != http.StatusOK:
-		l.fail(start, kind+": "+resp.Status)
-	case err == nil:
-		l.ok.Add(1)
+	case err != nil:
+		return fmt.Errorf("body: %w", err)
+	case resp.StatusCode/100 != 2:
+		return &StatusError{resp.Status}
 	}
+	return nil
 }
 
 func (l *Load) fail(start time.Time, kind string) {

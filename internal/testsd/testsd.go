@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,24 +37,25 @@ type Bins struct {
 // Build builds baton and the example worker into dir with the go tool, once
 // per test binary. Call it from TestMain.
 func Build(dir string) (Bins, error) {
-	gotool, err := exec.LookPath("go")
-	if err != nil {
-		gotool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
 	root, err := ModuleRoot()
 	if err != nil {
 		return Bins{}, err
 	}
-	cmd := exec.Command(gotool, "build", "-o", dir+"/", "./cmd/baton", "./contrib/example-worker")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return Bins{}, fmt.Errorf("go build: %v\n%s", err, out)
+	// go test puts its own go tool first in PATH; scripts/ add /usr/local/go/bin.
+	build := func(args ...string) error {
+		cmd := exec.Command("go", append([]string{"build"}, args...)...)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build: %v\n%s", err, out)
+		}
+		return nil
 	}
 	v2 := filepath.Join(dir, "baton-v2")
-	cmd = exec.Command(gotool, "build", "-ldflags", "-X main.version=v2", "-o", v2, "./cmd/baton")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return Bins{}, fmt.Errorf("go build: %v\n%s", err, out)
+	if err := build("-o", dir+"/", "./cmd/baton", "./contrib/example-worker"); err != nil {
+		return Bins{}, err
+	}
+	if err := build("-ldflags", "-X main.version=v2", "-o", v2, "./cmd/baton"); err != nil {
+		return Bins{}, err
 	}
 	return Bins{Dir: dir, Baton: filepath.Join(dir, "baton"), BatonV2: v2, Worker: filepath.Join(dir, "example-worker")}, nil
 }
@@ -127,12 +127,11 @@ type Datagram struct {
 
 // Systemd is one stand-in service manager.
 type Systemd struct {
-	t     testing.TB
-	sock  *notify.Socket
-	mu    sync.Mutex
-	msgs  []Datagram
-	wake  chan struct{} // closed and replaced on every new datagram
-	files []*os.File
+	t    testing.TB
+	sock *notify.Socket
+	mu   sync.Mutex
+	msgs []Datagram
+	wake chan struct{} // closed and replaced on every new datagram
 }
 
 // New starts a stand-in systemd listening on an abstract notify socket.
@@ -181,6 +180,11 @@ func (sd *Systemd) Messages() []Datagram {
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
 	return append([]Datagram(nil), sd.msgs...)
+}
+
+// Sent matches a datagram that carries key=value, for WaitFor and WaitFrom.
+func Sent(key, value string) func(Datagram) bool {
+	return func(d Datagram) bool { return d.Msg.Is(key, value) }
 }
 
 // WaitFor blocks until a received datagram satisfies match, and returns it.

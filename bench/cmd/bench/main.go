@@ -132,8 +132,11 @@ func main() {
 	if *rates {
 		report.WrkRollouts, report.Swap = &wrkRolls, &swap
 	}
-	fmt.Printf("\nTargets:\n\n")
-	bench.Targets(os.Stdout, report)
+	var targets strings.Builder
+	bench.Targets(&targets, report)
+	if targets.Len() > 0 {
+		fmt.Printf("\nTargets:\n\n%s", targets.String())
+	}
 	if *out != "" {
 		b, _ := json.MarshalIndent(map[string]any{"params": p, "plan": plan, "report": report}, "", "  ")
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
