@@ -8,15 +8,15 @@ import (
 
 // WatchdogInterval reads WATCHDOG_USEC and WATCHDOG_PID through getenv for
 // the process pid, as sd_watchdog_enabled(3) does: 0 means the watchdog is
-// off (unset, or meant for another pid). The process should send WATCHDOG=1
+// off (unset, infinite, or meant for another pid). The process should send WATCHDOG=1
 // at half the interval.
 func WatchdogInterval(getenv func(string) string, pid int) (time.Duration, error) {
 	usecVal := getenv("WATCHDOG_USEC")
 	if usecVal == "" {
 		return 0, nil
 	}
-	usec, err := strconv.ParseUint(usecVal, 10, 63)
-	if err != nil || usec == 0 {
+	interval, infinite, err := ParseUsec(usecVal)
+	if err != nil || (interval == 0 && !infinite) {
 		return 0, fmt.Errorf("WATCHDOG_USEC=%q: not a positive count of microseconds", usecVal)
 	}
 	if pidVal := getenv("WATCHDOG_PID"); pidVal != "" {
@@ -28,5 +28,5 @@ func WatchdogInterval(getenv func(string) string, pid int) (time.Duration, error
 			return 0, nil
 		}
 	}
-	return time.Duration(usec) * time.Microsecond, nil
+	return interval, nil // 0 when infinite: no watchdog
 }

@@ -113,7 +113,14 @@ func formatEntry(e map[string]any, tty bool) string {
 	if pid == "" {
 		pid = field("_PID")
 	}
-	msg := field("MESSAGE")
+	// Each line escaped on its own: a worker's bytes must not drive the
+	// terminal; the lines of a multi-line message keep their columns below.
+	lines := strings.Split(field("MESSAGE"), "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	msg := strings.Join(lines, "\n")
+	slot, gen, pid = printable(slot), printable(gen), printable(pid)
 	source := "w" + slot
 	if field("SYSLOG_IDENTIFIER") == "baton" || field("BATON_EVENT") != "" {
 		source = "baton"

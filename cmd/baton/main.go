@@ -13,7 +13,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newApp().RunContext(ctx, os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "baton:", err)
+		// Errors can quote a worker's output (a failed rollout's reason).
+		fmt.Fprintln(os.Stderr, "baton:", printable(err.Error()))
 		stop()
 		os.Exit(exitCode(err))
 	}

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/batonsd/baton/activation"
@@ -50,9 +52,21 @@ func runFlags() []cli.Flag {
 	}
 }
 
+// stderrQueue bounds what baton queues for its stderr.
+const stderrQueue = 1 << 20
+
 func runAction(c *cli.Context) error {
-	out := outputs{prefixed: journal.Prefixed(os.Stderr)} // one sink, so lines never interleave
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	// baton's stderr never blocks it and never kills it: writes go through
+	// a bounded queue that drops and counts when the reader is stuck, and
+	// with SIGPIPE notified (never read: the channel just has to exist) a
+	// write to a pipe whose reader is gone fails with EPIPE instead of
+	// killing baton and with it every worker. Notify, not Ignore: an
+	// ignored signal stays ignored in the workers, a handled one does not.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	stderr := journal.NewAsync(os.Stderr, stderrQueue)
+	defer stderr.Close(time.Second)
+	out := outputs{prefixed: journal.Prefixed(stderr)} // one sink, so lines never interleave
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	if journal.Available() {
 		w, err := journal.Dial(journal.Socket)
 		if err != nil {

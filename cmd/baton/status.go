@@ -97,13 +97,13 @@ func printStatus(w io.Writer, st *control.Status) {
 	if r := st.LastRollout; r != nil {
 		fmt.Fprintf(w, "last rollout: %s, generation %d to %d, took %s", r.State, r.From, r.To, secs(r.DurationSeconds))
 		if r.Error != "" {
-			fmt.Fprintf(w, ": %s", r.Error)
+			fmt.Fprintf(w, ": %s", printable(r.Error))
 		}
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w, "listeners:")
 	for _, l := range st.Listeners {
-		fmt.Fprintf(w, "  %s %s (%s)\n", l.Name, l.Address, l.Source)
+		fmt.Fprintf(w, "  %s %s (%s)\n", printable(l.Name), printable(l.Address), l.Source)
 	}
 }
 
@@ -114,7 +114,11 @@ func printWorker(w io.Writer, wk control.Worker) {
 		gen = fmt.Sprint(wk.Generation)
 		up = (time.Duration(wk.UptimeSeconds) * time.Second).String()
 	}
-	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, wk.Status)
+	status := wk.Status
+	if wk.Error != "" {
+		status = "cannot start: " + wk.Error
+	}
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, printable(status))
 }
 
 func secs(s float64) time.Duration {
@@ -150,5 +154,5 @@ func printUnit(c *cli.Context, unit string) {
 		return
 	}
 	fmt.Fprintf(c.App.Writer, "systemd: %s %s (%s), main pid %d, %d restarts\n  status: %s\n",
-		u.Name, u.ActiveState, u.SubState, u.MainPID, u.NRestarts, u.StatusText)
+		u.Name, u.ActiveState, u.SubState, u.MainPID, u.NRestarts, printable(u.StatusText))
 }

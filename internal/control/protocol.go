@@ -91,14 +91,17 @@ type Status struct {
 
 // Worker is one worker process.
 type Worker struct {
-	Slot          int        `json:"slot"`
-	PID           int        `json:"pid"`
-	Generation    int        `json:"generation"`
-	State         string     `json:"state"` // starting, ready, draining, restarting
-	UptimeSeconds float64    `json:"uptime_seconds"`
-	Restarts      int        `json:"restarts"`
-	Status        string     `json:"status,omitempty"`   // the worker's own STATUS=
-	Deadline      *time.Time `json:"deadline,omitempty"` // when a draining worker is killed
+	Slot          int     `json:"slot"`
+	PID           int     `json:"pid"`
+	Generation    int     `json:"generation"`
+	State         string  `json:"state"` // starting, ready, draining, restarting
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	Restarts      int     `json:"restarts"`
+	Status        string  `json:"status,omitempty"` // the worker's own STATUS=
+	// Error is why baton could not start a worker in this slot (a fork or
+	// pipe failure of its own, such as EMFILE), while it waits to retry.
+	Error    string     `json:"error,omitempty"`
+	Deadline *time.Time `json:"deadline,omitempty"` // when a draining worker is killed
 }
 
 // Listener is one listening socket that workers get.

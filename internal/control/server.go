@@ -49,6 +49,12 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	// Only a stale socket may be replaced: the rename below would put the
+	// socket over a regular file (and Close would delete it), or over a
+	// directory's entry, or a symlink's.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("--control %s exists and is not a socket (%s): refusing to replace it", path, fileKind(fi.Mode()))
+	}
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s is served by another process (another baton?): give this one --control", path)
@@ -83,19 +89,58 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+func fileKind(m os.FileMode) string {
+	switch m.Type() {
+	case 0:
+		return "a regular file"
+	case os.ModeDir:
+		return "a directory"
+	case os.ModeSymlink:
+		return "a symbolic link"
+	case os.ModeNamedPipe:
+		return "a named pipe"
+	}
+	return "mode " + m.Type().String()
+}
+
 // Path returns the socket's path.
 func (s *Server) Path() string { return s.path }
 
+// Accept errors other than a closed listener are retried after a backoff
+// that doubles from acceptBackoffMin to acceptBackoffMax, as net/http's
+// Server does: one EMFILE used to end the loop, and the control socket then
+// never answered again although the fds were soon free.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
 func (s *Server) accept() {
+	var backoff time.Duration
 	for {
 		c, err := s.ln.AcceptUnix()
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				s.log.Error("control socket accept", "err", err)
+		if err == nil {
+			if backoff > 0 {
+				s.log.Info("control socket accepts again")
+				backoff = 0
 			}
+			s.wg.Go(func() { s.serveConn(c) })
+			continue
+		}
+		if errors.Is(err, net.ErrClosed) {
 			return
 		}
-		s.wg.Go(func() { s.serveConn(c) })
+		if backoff == 0 {
+			backoff = acceptBackoffMin
+			s.log.Error("control socket accept: retrying with backoff", "err", err)
+		} else {
+			backoff = min(2*backoff, acceptBackoffMax)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-s.ctx.Done():
+			return
+		}
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/batonsd/baton/internal/worker"
 	"golang.org/x/sys/unix"
@@ -48,10 +50,22 @@ func Encode(fields []Field) []byte {
 
 // Writer sends entries to journald. It is safe for concurrent use: each
 // entry is one datagram.
+//
+// It never blocks for long: a send that finds journald's queue full is
+// retried for at most Patience, then the entry is dropped and counted, and
+// the count goes to the journal as an entry of its own with the next one
+// that gets through. A stuck journald once stopped baton's event loop in
+// the middle of a log call.
 type Writer struct {
 	addr string
 	fd   int
+	// Patience is how long Send waits for room in journald's queue.
+	Patience time.Duration
+	dropped  atomic.Int64
 }
+
+// DefaultPatience is a Writer's Patience unless changed.
+const DefaultPatience = 250 * time.Millisecond
 
 // Dial opens a datagram socket to journald's native socket at path.
 func Dial(path string) (*Writer, error) {
@@ -59,7 +73,7 @@ func Dial(path string) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal socket: %w", err)
 	}
-	w := &Writer{addr: path, fd: fd}
+	w := &Writer{addr: path, fd: fd, Patience: DefaultPatience}
 	// Probe now, so that a missing journald shows at start, not at the
 	// first worker line.
 	if err := w.Send([]Field{{"MESSAGE", "baton journal sink open"}, {"PRIORITY", "7"}, {"SYSLOG_IDENTIFIER", "baton"}}); err != nil {
@@ -69,19 +83,57 @@ func Dial(path string) (*Writer, error) {
 	return w, nil
 }
 
-// Send sends one entry. It blocks while journald's queue is full: the
-// caller is a worker's own output reader, so a slow journald slows that
-// worker's output (as a direct journal stream would), never baton's loop.
-func (w *Writer) Send(fields []Field) error {
-	msg := Encode(fields)
-	err := unix.Sendmsg(w.fd, msg, nil, &unix.SockaddrUnix{Name: w.addr}, 0)
-	if errors.Is(err, unix.EMSGSIZE) {
-		return fmt.Errorf("journal entry of %d bytes: too large for a datagram", len(msg))
+// ErrDropped is returned by Send for an entry dropped because journald did
+// not take it within the Writer's Patience.
+var ErrDropped = errors.New("journald's queue stayed full: entry dropped")
+
+// Send sends one entry, waiting at most w.Patience for room: for worker
+// lines, read on each worker's own goroutine, where a short wait passes
+// journald's back-pressure on to that worker alone.
+func (w *Writer) Send(fields []Field) error { return w.sendEntry(fields, w.Patience) }
+
+// TrySend sends one entry or drops it at once: for baton's own events,
+// logged from the event loop, which must never wait for journald.
+func (w *Writer) TrySend(fields []Field) error { return w.sendEntry(fields, 0) }
+
+func (w *Writer) sendEntry(fields []Field, patience time.Duration) error {
+	if n := w.dropped.Swap(0); n > 0 {
+		notice := Encode([]Field{{"MESSAGE", fmt.Sprintf("baton: %d journal entries dropped: journald did not take them", n)},
+			{"PRIORITY", "4"}, {"SYSLOG_IDENTIFIER", "baton"}, {"BATON_DROPPED", strconv.FormatInt(n, 10)}})
+		if err := w.send(notice, patience); err != nil {
+			w.dropped.Add(n + 1)
+			return err
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("journal %s: %w", w.addr, err)
+	err := w.send(Encode(fields), patience)
+	if errors.Is(err, ErrDropped) {
+		w.dropped.Add(1)
 	}
-	return nil
+	return err
+}
+
+func (w *Writer) send(msg []byte, patience time.Duration) error {
+	deadline := time.Now().Add(patience)
+	pause := time.Millisecond
+	for {
+		err := unix.Sendmsg(w.fd, msg, nil, &unix.SockaddrUnix{Name: w.addr}, unix.MSG_DONTWAIT)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EAGAIN):
+			// An unconnected datagram socket polls writable whatever the
+			// receiver's queue holds, so wait by the clock.
+			if time.Now().After(deadline) {
+				return ErrDropped
+			}
+			time.Sleep(pause)
+			pause = min(2*pause, 50*time.Millisecond)
+		case errors.Is(err, unix.EMSGSIZE):
+			return fmt.Errorf("journal entry of %d bytes: too large for a datagram", len(msg))
+		default:
+			return fmt.Errorf("journal %s: %w", w.addr, err)
+		}
+	}
 }
 
 // Close closes the socket.
@@ -139,8 +191,13 @@ func WorkerSink(w *Writer, command string, fallback func(*worker.Process, worker
 			{"BATON_WORKER_PID", strconv.Itoa(p.PID)},
 			{"BATON_STREAM", string(stream)},
 		})
+		if errors.Is(err, ErrDropped) {
+			return // counted, and reported with the next entry journald takes
+		}
 		if err != nil {
-			once.Do(func() { fmt.Fprintf(os.Stderr, "baton: worker output to stderr: %v\n", err) })
+			once.Do(func() {
+				fallback(p, stream, fmt.Appendf(nil, "baton: journald refused a line, worker output goes to stderr: %v", err))
+			})
 			fallback(p, stream, line)
 		}
 	}

@@ -52,7 +52,7 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	}
 	r.Attrs(func(a slog.Attr) bool { add(a); return true })
 	fields = append(fields, Field{"MESSAGE", text.String()})
-	return h.w.Send(fields)
+	return h.w.TrySend(fields)
 }
 
 // WithAttrs implements slog.Handler.

@@ -170,8 +170,8 @@ func (c *Config) check() error {
 	if len(c.Command) == 0 {
 		errs = append(errs, errors.New("no worker command: baton run [flags] -- CMD [ARG...]"))
 	}
-	if c.Workers < 1 {
-		errs = append(errs, fmt.Errorf("--workers %d: want at least 1", c.Workers))
+	if c.Workers < 1 || c.Workers > MaxWorkers {
+		errs = append(errs, fmt.Errorf("--workers %d: want 1 to %d", c.Workers, MaxWorkers))
 	}
 	if c.ReadyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--ready-timeout %s: want more than 0", c.ReadyTimeout))

@@ -351,7 +351,7 @@ func (s *Supervisor) adopt(st *handoffState) error {
 				sl.restart = nil
 				if !s.stopping && sl.w == nil && sl.next == nil {
 					if sl.w = s.startWorker(sl, sl.spec); sl.w == nil {
-						s.onCrash(sl, 0)
+						s.retryStart(sl)
 					}
 				}
 			})

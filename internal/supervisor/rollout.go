@@ -349,7 +349,7 @@ func (r *rollout) abort(s *Supervisor, err error) {
 	for _, sl := range s.slots[:r.pos] {
 		sl.spec = r.from // crash restarts from now on use the previous generation
 		if sl.next = s.startWorker(sl, r.from); sl.next == nil && sl.w == nil {
-			s.onCrash(sl, 0)
+			s.retryStart(sl)
 		}
 	}
 	if r.rolledBack(s) {

@@ -24,6 +24,9 @@ type slot struct {
 	restarts int
 	backoff  time.Duration
 	restart  *time.Timer
+	// startErr is why the last start of a worker in this slot failed in
+	// baton itself (fork, pipes, sockets), until a start succeeds.
+	startErr string
 }
 
 type procState string
@@ -44,8 +47,12 @@ type proc struct {
 	failed   string // why baton killed it while starting
 	status   string // its own STATUS=
 	deadline time.Time
-	timers   []*time.Timer
-	cancel   context.CancelFunc // stops a readiness probe
+	// drainStart is when it was told to drain; killed, that baton has
+	// SIGKILLed it early (too many draining for the fd budget).
+	drainStart time.Time
+	killed     bool
+	timers     []*time.Timer
+	cancel     context.CancelFunc // stops a readiness probe
 
 	pendingSig syscall.Signal // held until the worker has exec'd (see signal)
 
@@ -88,9 +95,11 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		Logger:      s.log,
 	})
 	if err != nil {
+		sl.startErr = err.Error()
 		s.log.Error("worker start failed", "slot", sl.index, "gen", spec.gen, "err", err)
 		return nil
 	}
+	sl.startErr = ""
 	w := &proc{p: p, slot: sl, spec: spec, state: stateStarting, wdInterval: cfg.Watchdog}
 	s.workers[p.PID] = w
 	s.log.Info("worker started", "slot", sl.index, "pid", p.PID, "gen", spec.gen)
@@ -263,15 +272,29 @@ func (s *Supervisor) onCrash(sl *slot, uptime time.Duration) {
 		s.beginStop()
 		return
 	}
-	if s.stopping {
-		return
-	}
 	if uptime >= s.cfg.RestartBackoff.Max {
 		sl.backoff = s.cfg.RestartBackoff.Min // it had a healthy run
 	}
+	sl.restarts++
+	s.scheduleStart(sl)
+}
+
+// retryStart schedules another start of a slot whose worker could not even
+// be started: fork, pipes or sockets failed in baton itself (EMFILE, the
+// process limit). No worker crashed, so it does not count against
+// --crash-limit (it once made baton exit with "11 worker crashes" that were
+// all its own EMFILE); the slot waits with its doubling backoff, and status
+// shows why it is empty.
+func (s *Supervisor) retryStart(sl *slot) { s.scheduleStart(sl) }
+
+// scheduleStart starts a worker in sl after the slot's backoff, which then
+// doubles.
+func (s *Supervisor) scheduleStart(sl *slot) {
+	if s.stopping || sl.restart != nil {
+		return
+	}
 	delay := sl.backoff
 	sl.backoff = min(2*sl.backoff, s.cfg.RestartBackoff.Max)
-	sl.restarts++
 	s.log.Info("restarting worker", "slot", sl.index, "in", delay, "restarts", sl.restarts)
 	sl.restart = s.after(delay, func() {
 		sl.restart = nil
@@ -279,7 +302,7 @@ func (s *Supervisor) onCrash(sl *slot, uptime time.Duration) {
 			return // stopping, or a rollout has put a worker in the slot since
 		}
 		if sl.w = s.startWorker(sl, sl.spec); sl.w == nil {
-			s.onCrash(sl, 0)
+			s.retryStart(sl)
 		}
 		s.updateStatus()
 	})
@@ -291,9 +314,11 @@ func (s *Supervisor) drain(w *proc) {
 		return
 	}
 	w.state = stateDraining
-	w.deadline = time.Now().Add(w.spec.cfg.DrainTimeout)
+	w.drainStart = time.Now()
+	w.deadline = w.drainStart.Add(w.spec.cfg.DrainTimeout)
 	s.signal(w, w.spec.cfg.StopSignal)
 	s.armDrainDeadline(w)
+	s.boundDraining()
 }
 
 // signal sends sig to a worker once it runs its own program: sent to the

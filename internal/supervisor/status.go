@@ -99,7 +99,7 @@ func (s *Supervisor) snapshot() control.Status {
 	}
 	for _, sl := range s.slots {
 		if sl.w == nil {
-			st.Workers = append(st.Workers, control.Worker{Slot: sl.index, State: "restarting", Restarts: sl.restarts})
+			st.Workers = append(st.Workers, control.Worker{Slot: sl.index, State: "restarting", Restarts: sl.restarts, Error: sl.startErr})
 			continue
 		}
 		st.Workers = append(st.Workers, s.describe(sl.w, now))

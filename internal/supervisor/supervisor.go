@@ -36,6 +36,9 @@ var (
 	ErrNoListener = errors.New("no listener")
 )
 
+// closedChan is always ready to receive from.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // outputGrace is how long, after the last worker exited, baton keeps reading
 // output that the workers' own leftover children may still write.
 const outputGrace = time.Second
@@ -58,6 +61,9 @@ type Supervisor struct {
 	baseEnv   []string
 	// underSystemd: systemd runs baton as a unit (INVOCATION_ID is set).
 	underSystemd bool
+	// fdLimit is RLIMIT_NOFILE (0 if unknown): it bounds the workers at
+	// start and the draining ones after.
+	fdLimit uint64
 
 	events chan func()
 	later  []func() // run by the loop after the current event
@@ -72,6 +78,7 @@ type Supervisor struct {
 	last      *control.Rollout
 	lastEnded time.Time
 	awaiting  []chan<- rolloutResult // await-reload callers, for the next rollout
+	toStart   []*slot                // slots of a fresh start not started yet
 	exited    []*worker.Process
 	crashes   []time.Time
 	readySent bool
@@ -108,6 +115,7 @@ func New(load func() (Config, error)) (*Supervisor, error) {
 		source:       map[*activation.Listener]string{},
 		baseEnv:      worker.Env(os.Environ(), cfg.Output != nil),
 		underSystemd: os.Getenv("INVOCATION_ID") != "",
+		fdLimit:      openFileLimit(),
 		events:       make(chan func(), 64),
 		done:         make(chan struct{}),
 		workers:      map[int]*proc{},
@@ -192,7 +200,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if s.stopping && len(s.workers) == 0 && len(s.helpers) == 0 {
 			break
 		}
+		var startc <-chan struct{} // ready while slots wait to be started
+		if len(s.toStart) > 0 && !s.stopping {
+			startc = closedChan
+		}
 		select {
+		case <-startc:
+			s.startQueued()
 		case sig := <-sigs:
 			s.onSignal(sig.(syscall.Signal))
 		case f := <-s.events:
@@ -240,6 +254,9 @@ func (s *Supervisor) start() error {
 	if err := s.openListeners(); err != nil {
 		return err
 	}
+	if err := checkFDLimit(s.cfg, len(s.listeners), s.fdLimit); err != nil {
+		return err
+	}
 	s.storeListeners()
 	s.lastGen = 1
 	s.serving = &genSpec{gen: 1, cfg: s.cfg}
@@ -248,13 +265,29 @@ func (s *Supervisor) start() error {
 		s.slots[i] = &slot{index: i, spec: s.serving, backoff: s.cfg.RestartBackoff.Min}
 	}
 	s.log.Info("starting", "workers", s.cfg.Workers, "gen", 1, "command", s.cfg.Command, "ready", s.cfg.Ready.String())
-	for _, sl := range s.slots {
-		sl.w = s.startWorker(sl, sl.spec)
-		if sl.w == nil {
-			s.onCrash(sl, 0)
+	s.toStart = append(s.toStart, s.slots...)
+	return nil
+}
+
+// startBatch is how many queued slots the loop starts before it looks at
+// signals and requests again.
+const startBatch = 8
+
+// startQueued starts the next few slots of a fresh start. The loop calls
+// it between events, so a SIGTERM while hundreds of workers start is acted
+// on at once, and once stopping nothing more starts.
+func (s *Supervisor) startQueued() {
+	for i := 0; i < startBatch && len(s.toStart) > 0 && !s.stopping; i++ {
+		sl := s.toStart[0]
+		s.toStart = s.toStart[1:]
+		if sl.w != nil || sl.next != nil {
+			continue
+		}
+		if sl.w = s.startWorker(sl, sl.spec); sl.w == nil {
+			s.retryStart(sl)
 		}
 	}
-	return nil
+	s.updateStatus()
 }
 
 // post runs f on the loop. It reports false once the loop has ended.
@@ -329,6 +362,7 @@ func (s *Supervisor) beginStop() {
 		return
 	}
 	s.stopping = true
+	s.toStart = nil
 	if s.rollout != nil {
 		s.rollout.finish(s, errors.New("baton is stopping"))
 	}

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/batonsd/baton/notify"
@@ -34,11 +33,13 @@ func (s *Supervisor) armWatchdog(w *proc) {
 // from a worker.
 func (s *Supervisor) onWatchdogMessage(w *proc, m notify.Message) {
 	if v, ok := m["WATCHDOG_USEC"]; ok {
-		usec, err := strconv.ParseUint(v, 10, 63)
+		// 0 and infinite (USEC_INFINITY, or too large for a Duration) turn
+		// the watch off.
+		interval, _, err := notify.ParseUsec(v)
 		if err != nil {
-			s.log.Warn("worker sent a bad WATCHDOG_USEC", "slot", w.slot.index, "pid", w.p.PID, "value", v)
+			w.p.Warn("worker sent a bad WATCHDOG_USEC", "value", v)
 		} else {
-			w.wdInterval = time.Duration(usec) * time.Microsecond
+			w.wdInterval = interval
 			if w.wdInterval == 0 && w.wdTimer != nil {
 				w.wdTimer.Stop()
 			}

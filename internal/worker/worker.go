@@ -78,6 +78,7 @@ type Process struct {
 	done    chan struct{}
 	log     *slog.Logger
 	tail    tail
+	warns   warnLimiter
 	execd   chan struct{} // closed once the shim has exec'd the command
 }
 
@@ -219,11 +220,11 @@ func (p *Process) readNotify(onNotify func(*Process, notify.Message)) {
 			f.Close()
 		}
 		if d.PID != p.PID {
-			p.log.Warn("notify message dropped: not from the worker's pid", "slot", p.Slot, "pid", p.PID, "sender", d.PID)
+			p.Warn("notify message dropped: not from the worker's pid", "sender", d.PID)
 			continue
 		}
 		if d.Err != nil {
-			p.log.Warn("notify message", "slot", p.Slot, "pid", p.PID, "err", d.Err)
+			p.Warn("notify message", "err", d.Err)
 		}
 		if len(d.Msg) > 0 && onNotify != nil {
 			onNotify(p, d.Msg)
@@ -251,6 +252,7 @@ func (p *Process) Kill() error {
 // (the worker's own children included) has closed them; see Done.
 func (p *Process) Exited() {
 	p.notify.Close()
+	p.flushWarnings()
 }
 
 // Done is closed when all of the worker's output has been read.
