@@ -2,7 +2,8 @@
 // one NAME.socket per listener name (Accept=no, FileDescriptorName=) and a
 // NAME.service whose type and reload path depend on the systemd version:
 //
-//   - systemd >= 253: Type=notify-reload; `systemctl reload` sends SIGHUP
+//   - systemd >= 253: Type=notify-reload with ReloadSignal=SIGUSR1 (it
+//     survives baton's re-exec, SIGHUP does not); `systemctl reload` sends it
 //     and waits for baton's READY=1, and ExecReload=baton reload
 //     --wait-signal, which systemd runs after the signal, fails the reload
 //     when the rollout was aborted (READY=1 has no failure form);
@@ -96,7 +97,7 @@ func Render(o Options) ([]File, error) {
 	exec := append([]string{o.Baton, "run"}, o.RunArgs...)
 	exec = append(append(exec, "--"), o.Command...)
 	if o.SystemdVersion >= NotifyReloadVersion {
-		b.WriteString("# systemctl reload sends SIGHUP; baton answers RELOADING=1, then READY=1\n# when the rollout has ended, whatever its result.\nType=notify-reload\n")
+		b.WriteString("# systemctl reload sends SIGUSR1; baton answers RELOADING=1, then READY=1\n# when the rollout has ended, whatever its result. SIGUSR1, not SIGHUP: a\n# reload that meets an upgrade's re-exec must not kill the service, and\n# only SIGUSR1 and SIGUSR2 stay blocked through a Go program's start.\nType=notify-reload\nReloadSignal=SIGUSR1\n")
 	} else {
 		b.WriteString("# systemd < 253 has no notify-reload service type: ExecReload= must block\n# until the rollout has ended, which `baton reload` does (exit non-zero if aborted).\nType=notify\n")
 	}

@@ -45,8 +45,8 @@ func TestRenderByVersion(t *testing.T) {
 		want, absent []string
 	}{
 		{252, []string{"Type=notify\n", "ExecReload=/usr/bin/baton reload\n"}, []string{"Type=notify-reload", "FileDescriptorStorePreserve"}},
-		{253, []string{"Type=notify-reload\n", "ExecReload=/usr/bin/baton reload --wait-signal\n"}, []string{"FileDescriptorStorePreserve"}},
-		{254, []string{"Type=notify-reload\n", "FileDescriptorStorePreserve=yes\n", "ExecReload=/usr/bin/baton reload --wait-signal\n"}, []string{"Type=notify\n"}},
+		{253, []string{"Type=notify-reload\n", "ReloadSignal=SIGUSR1\n", "ExecReload=/usr/bin/baton reload --wait-signal\n"}, []string{"FileDescriptorStorePreserve"}},
+		{254, []string{"Type=notify-reload\n", "ReloadSignal=SIGUSR1\n", "FileDescriptorStorePreserve=yes\n", "ExecReload=/usr/bin/baton reload --wait-signal\n"}, []string{"Type=notify\n"}},
 	} {
 		m := render(t, opts(tt.version))
 		svc := m["myapp.service"]

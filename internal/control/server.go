@@ -78,6 +78,10 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 		os.Remove(tmp)
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	return serve(path, ln, h, log), nil
+}
+
+func serve(path string, ln *net.UnixListener, h Handler, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -86,7 +90,42 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 	// The accept loop is counted in wg, so the connections it adds to wg
 	// never race with Close's Wait.
 	s.wg.Go(s.accept)
-	return s, nil
+	return s
+}
+
+// Dup duplicates the listening socket, not close-on-exec, for a re-exec in
+// place: connections made while the new image starts wait in its backlog
+// instead of being refused.
+func (s *Server) Dup() (int, error) {
+	raw, err := s.ln.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var dupErr error
+	if err := raw.Control(func(fd uintptr) { nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD, 0) }); err != nil {
+		return -1, err
+	}
+	return nfd, dupErr
+}
+
+// Adopt serves the listening socket fd that a previous image of this
+// process handed over (see Dup), bound at path.
+func Adopt(fd int, path string, h Handler, log *slog.Logger) (*Server, error) {
+	unix.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), "control")
+	defer f.Close() // FileListener holds its own duplicate
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("control socket handed over: %w", err)
+	}
+	ln, ok := l.(*net.UnixListener)
+	if !ok {
+		l.Close()
+		return nil, fmt.Errorf("control socket handed over: fd %d is not a unix listener", fd)
+	}
+	ln.SetUnlinkOnClose(false)
+	return serve(path, ln, h, log), nil
 }
 
 func fileKind(m os.FileMode) string {
@@ -232,6 +271,7 @@ func checkPeer(c *net.UnixConn) error {
 	return nil
 }
 
+// readLine reads one line; on an error it returns what it read before.
 func readLine(br *bufio.Reader) ([]byte, error) {
 	var line []byte
 	for {
@@ -244,7 +284,7 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 			return line, nil
 		}
 		if !errors.Is(err, bufio.ErrBufferFull) {
-			return nil, fmt.Errorf("read control line: %w", err)
+			return line, fmt.Errorf("read control line: %w", err)
 		}
 	}
 }

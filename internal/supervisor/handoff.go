@@ -32,17 +32,20 @@ import (
 const handoffEnv = "BATON_HANDOFF_FD"
 
 type handoffState struct {
-	Protocol  int                `json:"protocol"`
-	Listeners []handoffListener  `json:"listeners"`
-	LastGen   int                `json:"last_gen"`
-	Serving   int                `json:"serving"`
-	Gens      []handoffGen       `json:"gens"`
-	Slots     []handoffSlot      `json:"slots"`
-	Workers   []handoffWorker    `json:"workers"`
-	Crashes   []time.Time        `json:"crashes"`
-	Last      *control.Rollout   `json:"last,omitempty"`
-	ReadySent bool               `json:"ready_sent"`
-	ReplyFD   int                `json:"reply_fd"` // the upgrade caller's connection, or -1
+	Protocol  int               `json:"protocol"`
+	Listeners []handoffListener `json:"listeners"`
+	LastGen   int               `json:"last_gen"`
+	Serving   int               `json:"serving"`
+	Gens      []handoffGen      `json:"gens"`
+	Slots     []handoffSlot     `json:"slots"`
+	Workers   []handoffWorker   `json:"workers"`
+	Crashes   []time.Time       `json:"crashes"`
+	Last      *control.Rollout  `json:"last,omitempty"`
+	ReadySent bool              `json:"ready_sent"`
+	ReplyFD   int               `json:"reply_fd"`   // the upgrade caller's connection, or -1
+	ControlFD int               `json:"control_fd"` // the control socket's listener, or -1
+	// Signals were caught by the old image and not yet acted on.
+	Signals   []int              `json:"signals,omitempty"`
 	NotifyDir string             `json:"notify_dir"`
 	Old       handoffPredecessor `json:"old"`
 }
@@ -110,8 +113,31 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 		}
 	}
 	if err := s.upgradeBlocker(); err != nil {
+		if reply == nil && !s.stopping {
+			// A signal has nobody to tell "try later": it waits for the
+			// rollout (or the start) to end instead.
+			s.log.Info("upgrade deferred until the rollout or start has ended", "reason", err)
+			s.upgradeDeferred = true
+			return
+		}
 		fail(err)
 		return
+	}
+	if s.upgrading {
+		// The one on its way execs the binary on disk, as this one would.
+		if reply != nil {
+			reply <- errors.New("an upgrade is already in progress")
+		}
+		s.log.Info("upgrade requested while one is in progress: joined it")
+		return
+	}
+	s.upgrading = true
+	fail = func(err error) {
+		s.upgrading = false
+		s.log.Error("upgrade refused", "err", err)
+		if reply != nil {
+			reply <- err
+		}
 	}
 	s.log.Info("upgrade requested: asking the binary on disk for its handoff protocol", "exe", s.exe)
 	s.runHelper([]string{s.exe, "version"}, 10*time.Second, func(ok bool, out string) {
@@ -130,11 +156,26 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 			return
 		}
 		if err := s.upgradeBlocker(); err != nil { // things may have moved meanwhile
+			if reply == nil && !s.stopping {
+				s.upgrading = false
+				s.log.Info("upgrade deferred until the rollout has ended", "reason", err)
+				s.upgradeDeferred = true
+				return
+			}
 			fail(err)
 			return
 		}
 		fail(s.reexec(conn))
 	})
+}
+
+// runDeferredUpgrade runs an upgrade a signal asked for while a rollout or
+// the start was in progress, once that has ended.
+func (s *Supervisor) runDeferredUpgrade() {
+	if s.upgradeDeferred && s.upgradeBlocker() == nil {
+		s.upgradeDeferred = false
+		s.soon(func() { s.requestUpgrade(nil, nil) })
+	}
 }
 
 func (s *Supervisor) upgradeBlocker() error {
@@ -178,14 +219,6 @@ func (s *Supervisor) reexec(conn *net.UnixConn) error {
 	}
 	f := os.NewFile(uintptr(mfd), "handoff")
 	defer f.Close() // reached only when the exec failed
-	if err := json.NewEncoder(f).Encode(st); err != nil {
-		closeFDs()
-		return fmt.Errorf("write handoff state: %w", err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		closeFDs()
-		return fmt.Errorf("write handoff state: %w", err)
-	}
 	env := make([]string, 0, len(os.Environ())+1)
 	for _, kv := range os.Environ() {
 		// The sockets come in the state now; a stale LISTEN_FDS would name fds
@@ -197,12 +230,31 @@ func (s *Supervisor) reexec(conn *net.UnixConn) error {
 	env = append(env, fmt.Sprintf("%s=%d", handoffEnv, mfd))
 	s.pingSystemd() // before and after: the exec must not look like a hang
 	s.log.Info("re-executing in place", "exe", s.exe, "workers", len(st.Workers))
+	// Last, the signals: from here on they stay pending for the new image,
+	// and those caught already go in the state (signals.go).
+	st.Signals = s.collectSignals()
+	if err := writeState(f, st); err != nil {
+		s.releaseSignals(st.Signals)
+		closeFDs()
+		return err
+	}
 	// This runs on the loop's thread, the main thread: the workers' parent-
 	// death signal is tied to the thread that forked them, and execve keeps
 	// the calling thread.
 	err = syscall.Exec(s.exe, os.Args, env)
+	s.releaseSignals(st.Signals)
 	closeFDs()
 	return fmt.Errorf("exec %s: %w; the running baton goes on", s.exe, err)
+}
+
+func writeState(f *os.File, st handoffState) error {
+	if err := json.NewEncoder(f).Encode(st); err != nil {
+		return fmt.Errorf("write handoff state: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("write handoff state: %w", err)
+	}
+	return nil
 }
 
 // handoffState builds the state and duplicates the fds it names.
@@ -210,7 +262,7 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 	var fds []int
 	st := handoffState{
 		Protocol: HandoffProtocol, LastGen: s.lastGen, Serving: s.serving.gen,
-		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, ReplyFD: -1, NotifyDir: s.notifyDir,
+		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, ReplyFD: -1, ControlFD: -1, NotifyDir: s.notifyDir,
 		Old: handoffPredecessor{Exe: s.exe, Version: s.cfg.Version},
 	}
 	dup := func(fd int) (int, error) {
@@ -252,6 +304,14 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 		st.Gens = append(st.Gens, handoffGen{Gen: g.gen, Command: c.Command, Ready: c.Ready.String(),
 			ReadyTimeout: c.ReadyTimeout, DrainTimeout: c.DrainTimeout, StopSignal: int(c.StopSignal), Watchdog: c.Watchdog})
 	}
+	if s.ctl != nil {
+		fd, err := s.ctl.Dup()
+		if err != nil {
+			return st, fds, fmt.Errorf("hand off the control socket: %w", err)
+		}
+		fds = append(fds, fd)
+		st.ControlFD = fd
+	}
 	if conn != nil {
 		raw, err := conn.SyscallConn()
 		if err != nil {
@@ -279,11 +339,11 @@ func readHandoff() (*handoffState, error) {
 	}
 	f := os.NewFile(uintptr(fd), "handoff")
 	defer f.Close()
-	var st handoffState
+	st := handoffState{ControlFD: -1} // absent from protocol 1
 	if err := json.NewDecoder(bufio.NewReader(f)).Decode(&st); err != nil {
 		return nil, fmt.Errorf("read handoff state: %w", err)
 	}
-	if st.Protocol != HandoffProtocol {
+	if st.Protocol < oldestHandoff || st.Protocol > HandoffProtocol {
 		return nil, fmt.Errorf("handoff state of protocol %d, this baton speaks %d", st.Protocol, HandoffProtocol)
 	}
 	return &st, nil
@@ -362,6 +422,7 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	if st.ReplyFD >= 0 {
 		s.answerUpgrade(st.ReplyFD)
 	}
+	s.actOn(st.Signals)
 	return nil
 }
 

@@ -404,6 +404,7 @@ func (r *rollout) finish(s *Supervisor, err error) {
 	for _, w := range r.waiters {
 		w <- rolloutResult{r: res, err: err}
 	}
+	s.runDeferredUpgrade()
 }
 
 func (r *rollout) describe(s *Supervisor) control.Rollout {

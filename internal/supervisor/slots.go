@@ -181,6 +181,7 @@ func (s *Supervisor) onReady(w *proc) {
 			s.log.Error("notify systemd", "err", err)
 		}
 		s.log.Info("service ready", "workers", len(s.slots), "gen", s.serving.gen)
+		s.runDeferredUpgrade()
 	}
 	s.updateStatus()
 }

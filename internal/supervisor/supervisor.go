@@ -65,6 +65,8 @@ type Supervisor struct {
 	// start and the draining ones after.
 	fdLimit uint64
 
+	sigs   chan os.Signal  // what the loop acts on (see signals.go)
+	ctl    *control.Server // the control socket; nil without one
 	events chan func()
 	later  []func() // run by the loop after the current event
 	done   chan struct{}
@@ -82,10 +84,14 @@ type Supervisor struct {
 	exited    []*worker.Process
 	crashes   []time.Time
 	readySent bool
-	stopping  bool
-	stopSigs  int    // stop signals received
-	status    string // last STATUS= sent
-	exitErr   error
+	// upgradeDeferred: SIGUSR2 came during a rollout or the start; the
+	// upgrade runs when that has ended.
+	upgradeDeferred bool
+	upgrading       bool // an upgrade asks the binary on disk for its protocol
+	stopping        bool
+	stopSigs        int    // stop signals received
+	status          string // last STATUS= sent
+	exitErr         error
 }
 
 // New returns a Supervisor ready to Run. load gives the configuration, at
@@ -132,9 +138,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
-	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGCHLD, unix.SIGUSR2)
-	defer signal.Stop(sigs)
+	s.sigs = signals()
+	defer signal.Stop(s.sigs)
 
 	s.started = time.Now()
 	handoff, err := readHandoff()
@@ -162,15 +167,20 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		s.log.Warn("cannot become a child subreaper; orphans of workers go to init", "err", err)
 	}
-	if s.cfg.Control != "" {
-		// Before any worker starts: a control socket that another baton
-		// serves is an error with nothing to undo. After a re-exec, the old
-		// image's socket is stale and replaced.
-		srv, err := control.Listen(s.cfg.Control, s, s.log)
-		if err != nil {
+	switch {
+	case handoff != nil && handoff.ControlFD >= 0:
+		// The old image's listener, with what queued on it during the exec.
+		if s.ctl, err = control.Adopt(handoff.ControlFD, s.cfg.Control, s, s.log); err != nil {
 			return err
 		}
-		defer srv.Close()
+		defer s.ctl.Close()
+	case s.cfg.Control != "":
+		// Before any worker starts: a control socket that another baton
+		// serves is an error with nothing to undo.
+		if s.ctl, err = control.Listen(s.cfg.Control, s, s.log); err != nil {
+			return err
+		}
+		defer s.ctl.Close()
 	}
 	defer s.closeListeners()
 	if handoff != nil {
@@ -207,7 +217,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		select {
 		case <-startc:
 			s.startQueued()
-		case sig := <-sigs:
+		case sig := <-s.sigs:
 			s.onSignal(sig.(syscall.Signal))
 		case f := <-s.events:
 			f()
@@ -324,9 +334,12 @@ func (s *Supervisor) onSignal(sig syscall.Signal) {
 		}
 		s.log.Info("stop requested", "sig", sig.String())
 		s.beginStop()
-	case unix.SIGHUP:
+	case unix.SIGHUP, unix.SIGUSR1:
+		// SIGUSR1 too: unlike SIGHUP it survives a re-exec (signals.go).
 		s.log.Info("rollout requested", "sig", sig.String())
 		s.requestRollout(nil)
+	case unix.SIGWINCH:
+		// The marker of collectSignals, or a terminal's resize: nothing to do.
 	case unix.SIGUSR2:
 		s.log.Info("upgrade requested", "sig", sig.String())
 		s.requestUpgrade(nil, nil)

@@ -2,6 +2,7 @@ package supervisor_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/supervisor"
 	"github.com/batonsd/baton/internal/testsd"
 	"golang.org/x/sys/unix"
 )
@@ -253,7 +255,7 @@ func TestFailedExecKeepsTheOldImage(t *testing.T) {
 	fds, fdList := settledFDs(t, svc.PID())
 
 	script := filepath.Join(filepath.Dir(path), "vanishing")
-	os.WriteFile(script, []byte("#!/bin/sh\necho handoff-protocol 1\nchmod a-x \"$0\"\n"), 0o755)
+	os.WriteFile(script, fmt.Appendf(nil, "#!/bin/sh\necho handoff-protocol %d\nchmod a-x \"$0\"\n", supervisor.HandoffProtocol), 0o755)
 	copyFile(t, script, path)
 	_, err := upgrade(ctx, ctl)
 	if err == nil || !strings.Contains(err.Error(), "exec "+path+": permission denied; the running baton goes on") {

@@ -1,0 +1,73 @@
+// Package faults holds baton's fault suite: for each promise a supervisor
+// makes, the fault from the field that broke it (a signal at the worst
+// moment, fd or process limits, a stuck or vanished log reader, a hostile
+// worker), run against the real binary with real processes, sockets and
+// signals. Each test is bounded in time and size.
+package faults
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/testsd"
+)
+
+var bins testsd.Bins
+
+func TestMain(m *testing.M) { testsd.Main(m, &bins) }
+
+func timeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// shortDir is a temporary directory with a short path (unix socket paths
+// hold at most 108 bytes).
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func listener(t *testing.T) *activation.Listener {
+	t.Helper()
+	s, err := activation.ParseSpec("web=127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := activation.Listen(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// script writes an executable shell script and returns its path.
+func script(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// openFDs counts pid's open file descriptors.
+func openFDs(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join("/proc", itoa(pid), "fd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}

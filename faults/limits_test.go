@@ -1,0 +1,140 @@
+package faults
+
+import (
+	"errors"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/testsd"
+	"golang.org/x/sys/unix"
+)
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// setNoFile sets pid's soft RLIMIT_NOFILE, as `prlimit --nofile=N: --pid` does.
+func setNoFile(t *testing.T, pid int, n uint64) {
+	t.Helper()
+	var old unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		t.Fatal(err)
+	}
+	rl := unix.Rlimit{Cur: n, Max: old.Max} // the soft limit only, so it can go up again
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &rl, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestControlSocketSurvivesEMFILE: one EMFILE from the control socket's
+// accept used to end its accept loop for good, and status then hung
+// forever although the fds were free again.
+func TestControlSocketSurvivesEMFILE(t *testing.T) {
+	ctx := timeout(t, 30*time.Second)
+	sd := testsd.New(t)
+	ctl := shortDir(t) + "/c.sock"
+	svc := sd.Start(bins, []*activation.Listener{listener(t)}, nil,
+		"run", "--workers", "1", "--control", ctl, "--", bins.Worker)
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+
+	// Leave baton a few fds, then take them with connections that send
+	// nothing: the accepts after those fail with EMFILE.
+	setNoFile(t, svc.PID(), uint64(openFDs(t, svc.PID())+3))
+	var hogs []net.Conn
+	for range 10 {
+		c, err := net.Dial("unix", ctl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hogs = append(hogs, c)
+	}
+	svc.WaitOutput(ctx, t, "control socket accept: retrying with backoff")
+	for _, c := range hogs {
+		c.Close()
+	}
+	setNoFile(t, svc.PID(), 1024)
+	callCtx := timeout(t, 5*time.Second)
+	if _, err := control.Call(callCtx, ctl, control.Request{Command: control.CmdStatus}); err != nil {
+		t.Fatalf("status after the fds were free again: %v", err)
+	}
+}
+
+// TestFDLimitCheckedAtStart: workers that RLIMIT_NOFILE cannot carry are a
+// clear error at start naming --workers and the limit, exit 1, not "crash
+// limit reached" from baton's own EMFILEs after it started half of them.
+func TestFDLimitCheckedAtStart(t *testing.T) {
+	ctx := timeout(t, 20*time.Second)
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `ulimit -n 64 && exec "$0" "$@"`, bins.Baton,
+		"run", "--workers", "40", "--listen", "127.0.0.1:0", "--control", shortDir(t)+"/c.sock", "--", bins.Worker)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("baton with 40 workers under 64 fds: %v, want exit 1\n%s", err, out)
+	}
+	for _, want := range []string{"--workers 40", "RLIMIT_NOFILE is 64", "LimitNOFILE="} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "worker started") {
+		t.Errorf("workers were started before the check:\n%s", out)
+	}
+}
+
+// TestDrainingWorkersBoundedByFDs: workers that ignore their stop signal,
+// with a long --drain-timeout, pinned 3 fds each per reload until baton
+// had none left. Now the ones draining longest are killed once the fds
+// left over by the serving workers are spent, and every reload succeeds.
+func TestDrainingWorkersBoundedByFDs(t *testing.T) {
+	ctx := timeout(t, 60*time.Second)
+	dir := shortDir(t)
+	stubborn := script(t, dir, "stubborn", "trap '' TERM\nwhile :; do sleep 1; done\n")
+	ctl := dir + "/c.sock"
+	const limit = 48
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `ulimit -n `+itoa(limit)+` && exec "$0" "$@"`, bins.Baton,
+		"run", "--workers", "2", "--listen", "127.0.0.1:0", "--control", ctl, "--ready", "exec",
+		"--drain-timeout", "1h", "--", stubborn)
+	out := &testsd.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Two SIGTERMs sent at once can merge into one: the second, which
+		// kills the workers at once, goes once the first was acted on.
+		cmd.Process.Signal(unix.SIGTERM)
+		for !strings.Contains(out.String(), "msg=stopping") && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cmd.Process.Signal(unix.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("baton output:\n%s", out.String())
+		}
+	})
+	testsd.WaitStatus(ctx, t, ctl, "ready", func(s control.Status) bool { return s.State == "ready" })
+	maxFDs, maxDraining := 0, 0
+	for i := range 15 {
+		resp, err := control.Call(ctx, ctl, control.Request{Command: control.CmdReload})
+		if err != nil || resp.Error != "" {
+			t.Fatalf("reload %d: %v %s", i+1, err, resp.Error)
+		}
+		st := testsd.Status(ctx, t, ctl)
+		maxDraining = max(maxDraining, len(st.Draining))
+		maxFDs = max(maxFDs, openFDs(t, cmd.Process.Pid))
+	}
+	if maxFDs >= limit {
+		t.Errorf("baton reached %d open fds of its %d", maxFDs, limit)
+	}
+	if maxDraining >= 30 {
+		t.Errorf("%d workers draining at once: not bounded", maxDraining)
+	}
+	if !strings.Contains(out.String(), "too many draining workers for RLIMIT_NOFILE") {
+		t.Errorf("no draining worker was cut short")
+	}
+	t.Logf("15 reloads under %d fds: at most %d open, %d draining", limit, maxFDs, maxDraining)
+}

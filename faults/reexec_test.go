@@ -1,0 +1,108 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/testsd"
+	"golang.org/x/sys/unix"
+)
+
+// TestSignalsDuringReexec: SIGUSR2 (an upgrade) and, a few milliseconds
+// later, another signal used to kill baton and every worker: between the
+// old image's last handler and the new image's first, signals have their
+// default action. Now the signals baton is sent for rollouts and upgrades
+// (SIGUSR1, the reload signal of the units it writes, and SIGUSR2) are held
+// across the exec and acted on by the new image, at every offset.
+func TestSignalsDuringReexec(t *testing.T) {
+	ctx := timeout(t, 120*time.Second)
+	sd := testsd.New(t)
+	ctl := shortDir(t) + "/c.sock"
+	svc := sd.Start(bins, []*activation.Listener{listener(t)}, nil,
+		"run", "--workers", "2", "--control", ctl, "--", bins.Worker)
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	st := testsd.Status(ctx, t, ctl)
+	for i := range 16 {
+		second, name := unix.SIGUSR1, "SIGUSR1"
+		if i%2 == 1 {
+			second, name = unix.SIGUSR2, "SIGUSR2"
+		}
+		delay := time.Duration(i) * 2 * time.Millisecond // across the helper's run and the exec
+		execs := strings.Count(svc.Output.String(), "re-executed in place")
+		svc.Signal(t, unix.SIGUSR2)
+		time.Sleep(delay)
+		svc.Signal(t, second)
+		select {
+		case <-svc.Exited():
+			t.Fatalf("SIGUSR2 then %s %s later killed baton: %v", name, delay, svc.Cmd.ProcessState)
+		case <-time.After(100 * time.Millisecond):
+		}
+		// A second SIGUSR2 joins the upgrade in progress, or, caught during
+		// the exec, makes the new image upgrade once more: one or two.
+		wantExecs, wantGen := execs+1, st.Generation
+		if second == unix.SIGUSR1 {
+			wantGen++
+		}
+		for strings.Count(svc.Output.String(), "re-executed in place") < wantExecs {
+			if ctx.Err() != nil {
+				t.Fatalf("SIGUSR2 then %s %s later: %d re-execs, want %d", name, delay,
+					strings.Count(svc.Output.String(), "re-executed in place")-execs, wantExecs-execs)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		st = testsd.WaitStatus(ctx, t, ctl, fmt.Sprintf("generation %d, ready", wantGen), func(s control.Status) bool {
+			return s.Generation == wantGen && s.State == "ready" && s.Rollout == nil && s.Ready == 2
+		})
+	}
+	t.Logf("16 upgrades each followed by SIGUSR1 or SIGUSR2 within 0-30 ms: baton pid %d lived, generation %d; %d signals handed over to a new image, %d upgrades deferred",
+		svc.PID(), st.Generation, strings.Count(svc.Output.String(), "acting on a signal received during the re-exec"), strings.Count(svc.Output.String(), "upgrade deferred"))
+}
+
+// TestReloadDuringReexec: a `baton reload` whose connection reaches the
+// control socket while baton re-executes used to be refused (the old
+// image's listener closed with the exec, the new one not yet there). The
+// listener is handed over now, so the connection waits in its backlog.
+func TestReloadDuringReexec(t *testing.T) {
+	ctx := timeout(t, 120*time.Second)
+	sd := testsd.New(t)
+	ctl := shortDir(t) + "/c.sock"
+	svc := sd.Start(bins, []*activation.Listener{listener(t)}, nil,
+		"run", "--workers", "2", "--control", ctl, "--", bins.Worker)
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	for i := range 12 {
+		execs := strings.Count(svc.Output.String(), "re-executed in place")
+		svc.Signal(t, unix.SIGUSR2)
+		// Connect, at several moments, while the helper runs and while
+		// the image is replaced; each reload must be answered.
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for j := range 8 {
+			wg.Go(func() {
+				time.Sleep(time.Duration(i+j*3) * time.Millisecond)
+				callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				defer cancel()
+				resp, err := control.Call(callCtx, ctl, control.Request{Command: control.CmdStatus})
+				if err == nil && resp.Error != "" {
+					err = fmt.Errorf("%s", resp.Error)
+				}
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Errorf("round %d: a control request during the upgrade failed: %v", i, err)
+			}
+		}
+		for strings.Count(svc.Output.String(), "re-executed in place") == execs && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
