@@ -113,3 +113,55 @@ func formatSockaddr(sa unix.Sockaddr) string {
 	}
 	return "?"
 }
+
+// SocketState is what a listener's socket says of itself: whether it still
+// listens (SO_ACCEPTCONN; a worker that calls shutdown() on its copy stops
+// it for everyone, since all copies are one socket) and whether it is in
+// non-blocking mode (O_NONBLOCK, which belongs to the open file description
+// that systemd, baton and every worker share: Go, Node and asyncio servers
+// set it on their copy).
+type SocketState struct {
+	Listening   bool
+	NonBlocking bool
+}
+
+// State reads the socket's state.
+func (l *Listener) State() (SocketState, error) {
+	acc, err := unix.GetsockoptInt(l.fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	if err != nil {
+		return SocketState{}, fmt.Errorf("listener %s: SO_ACCEPTCONN: %w", l.Name, err)
+	}
+	fl, err := unix.FcntlInt(uintptr(l.fd), unix.F_GETFL, 0)
+	if err != nil {
+		return SocketState{}, fmt.Errorf("listener %s: F_GETFL: %w", l.Name, err)
+	}
+	return SocketState{Listening: acc != 0, NonBlocking: fl&unix.O_NONBLOCK != 0}, nil
+}
+
+// Relisten puts a socket that stopped listening back into the listening
+// state. A TCP socket that was shut down is closed but keeps its address,
+// so listen() makes it a listener again, for every holder of the socket (as
+// HAProxy resumes a paused listener); a unix socket refuses connections for
+// good after shutdown(), and the error says so.
+//
+// A TCP socket bound to port 0 loses its port when it is shut down, and
+// listen() would pick another: that is refused (and the socket shut down
+// again) rather than serve on an address nobody connects to.
+func (l *Listener) Relisten() error {
+	was := l.Addr()
+	if err := unix.Listen(l.fd, backlog); err != nil {
+		return fmt.Errorf("listener %s: listen again: %w", l.Name, err)
+	}
+	if now := l.Addr(); now != was {
+		unix.Shutdown(l.fd, unix.SHUT_RDWR) // back to what it was: not listening
+		return fmt.Errorf("listener %s: its address %s was released (port 0?); listen() would have made it %s", l.Name, was, now)
+	}
+	st, err := l.State()
+	if err != nil {
+		return err
+	}
+	if !st.Listening {
+		return fmt.Errorf("listener %s: still not listening after listen()", l.Name)
+	}
+	return nil
+}

@@ -112,6 +112,13 @@ type Listener struct {
 	// one baton opened earlier and got back from systemd's FD store, and
 	// "listen" for one this baton opened for --listen.
 	Source string `json:"source"`
+	// Listening is SO_ACCEPTCONN as baton last checked it; Error says why
+	// a listener that stopped could not listen again.
+	Listening bool   `json:"listening"`
+	Error     string `json:"error,omitempty"`
+	// NonBlocking is O_NONBLOCK on the socket's open file description,
+	// which every worker shares: Go, Node and asyncio servers set it.
+	NonBlocking bool `json:"nonblocking"`
 }
 
 // ParseRequest decodes one request line. Unknown fields are rejected so

@@ -42,6 +42,9 @@ type rollout struct {
 	canary   *time.Timer
 	canaried bool
 	err      error // why it is being rolled back
+	// sameConfig: a new generation of the serving configuration, neither
+	// re-read nor checked (the workers must be replaced, nothing deployed).
+	sameConfig bool
 }
 
 type rolloutResult struct {
@@ -115,7 +118,18 @@ func (s *Supervisor) awaitRollout(reply chan<- rolloutResult) {
 
 // requestRollout starts a rollout, or joins the running one. reply, if not
 // nil, gets the result.
-func (s *Supervisor) requestRollout(reply chan<- rolloutResult) {
+func (s *Supervisor) requestRollout(reply chan<- rolloutResult) { s.startRollout(reply, false) }
+
+// requestReplace rolls every worker over to a new generation of the
+// serving configuration, as a rollout does (new ready before old drains),
+// without re-reading the configuration: for workers that cannot be trusted
+// any more (their listener was shut down under them).
+func (s *Supervisor) requestReplace(why string) {
+	s.log.Warn("replacing every worker", "reason", why)
+	s.startRollout(nil, true)
+}
+
+func (s *Supervisor) startRollout(reply chan<- rolloutResult, replace bool) {
 	refuse := func(why string) {
 		s.log.Warn("rollout refused", "reason", why)
 		if reply != nil {
@@ -138,7 +152,7 @@ func (s *Supervisor) requestRollout(reply chan<- rolloutResult) {
 		s.log.Info("rollout requested during a rollout: one more follows when this one ends")
 		return
 	}
-	r := &rollout{from: s.serving, started: time.Now(), waiters: s.awaiting}
+	r := &rollout{from: s.serving, started: time.Now(), waiters: s.awaiting, sameConfig: replace}
 	s.awaiting = nil
 	if reply != nil {
 		r.waiters = append(r.waiters, reply)
@@ -157,6 +171,10 @@ func (r *rollout) begin(s *Supervisor) {
 	r.phase = phaseChecking
 	s.extendTimeout()
 	s.updateStatus()
+	if r.sameConfig {
+		r.roll(s, s.serving.cfg)
+		return
+	}
 	cfg, err := s.reload()
 	if err == nil {
 		err = cfg.check()
@@ -375,13 +393,18 @@ func (r *rollout) finish(s *Supervisor, err error) {
 	if r.canary != nil {
 		r.canary.Stop()
 	}
+	if err == nil {
+		s.serving = r.to
+		if problems := s.checkListeners(); len(problems) > 0 {
+			// Every slot moved, but nothing new can connect: not a success.
+			err = fmt.Errorf("generation %d serves, but %s", r.to.gen, strings.Join(problems, "; "))
+		}
+	}
 	res := r.describe(s)
 	res.State = "ok"
 	if err != nil {
 		res.State = "failed"
 		res.Error = err.Error()
-	} else {
-		s.serving = r.to
 	}
 	s.last, s.lastEnded = &res, time.Now()
 	s.rollout = nil

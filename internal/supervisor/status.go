@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
@@ -31,6 +32,9 @@ func (s *Supervisor) statusLine() string {
 		case phaseRollingBack:
 			return line + fmt.Sprintf(", rollout to generation %d failed, rolling back", r.to.gen)
 		}
+	}
+	if len(s.socketProblems) > 0 {
+		line += ", " + shorten(strings.Join(s.socketProblems, "; "), 120)
 	}
 	if l := s.last; l != nil {
 		if l.State == "ok" {
@@ -122,7 +126,9 @@ func (s *Supervisor) snapshot() control.Status {
 		}
 	}
 	for _, l := range s.listeners {
-		st.Listeners = append(st.Listeners, control.Listener{Name: l.Name, Address: l.Addr(), Source: s.source[l]})
+		ss := s.sockets[l]
+		st.Listeners = append(st.Listeners, control.Listener{Name: l.Name, Address: l.Addr(), Source: s.source[l],
+			Listening: ss.Listening, NonBlocking: ss.NonBlocking, Error: ss.err})
 	}
 	return st
 }

@@ -91,7 +91,11 @@ type Supervisor struct {
 	stopping        bool
 	stopSigs        int    // stop signals received
 	status          string // last STATUS= sent
-	exitErr         error
+	// sockets is what the listeners last said of themselves; socketProblems
+	// the listeners that do not listen (sockets.go).
+	sockets        map[*activation.Listener]sockState
+	socketProblems []string
+	exitErr        error
 }
 
 // New returns a Supervisor ready to Run. load gives the configuration, at
@@ -126,6 +130,7 @@ func New(load func() (Config, error)) (*Supervisor, error) {
 		done:         make(chan struct{}),
 		workers:      map[int]*proc{},
 		helpers:      map[int]*helper{},
+		sockets:      map[*activation.Listener]sockState{},
 	}, nil
 }
 
@@ -199,6 +204,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	s.updateStatus()
+	s.checkListeners()
+	sockTick := time.NewTicker(listenCheck)
+	defer sockTick.Stop()
 
 	ctxDone := ctx.Done()
 	for {
@@ -223,6 +231,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			f()
 		case <-wdTick:
 			s.pingSystemd()
+		case <-sockTick.C:
+			s.checkListeners()
 		case <-ctxDone:
 			ctxDone = nil
 			s.log.Info("stop requested", "reason", context.Cause(ctx))
