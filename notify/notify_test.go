@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -202,4 +203,57 @@ func TestWatchdogInterval(t *testing.T) {
 			t.Errorf("WatchdogInterval(%v) = %v, %v; want %v, %q", tt.env, got, err, tt.want, tt.wantErr)
 		}
 	}
+}
+
+func TestParseUsec(t *testing.T) {
+	for _, tc := range []struct {
+		in       string
+		want     time.Duration
+		infinite bool
+		bad      bool
+	}{
+		{"0", 0, false, false},
+		{"1000000", time.Second, false, false},
+		{"9223372036854775", 9223372036854775 * time.Microsecond, false, false},
+		{"9223372036854776", 0, true, false},
+		{"18446744073710552", 0, true, false}, // once wrapped to about 1 ms
+		{"18446744073709551615", 0, true, false},
+		{"18446744073709551616", 0, false, true},
+		{"-1", 0, false, true},
+		{"", 0, false, true},
+		{"1e6", 0, false, true},
+	} {
+		d, inf, err := ParseUsec(tc.in)
+		if (err != nil) != tc.bad || d != tc.want || inf != tc.infinite {
+			t.Errorf("ParseUsec(%q) = %v, %v, %v", tc.in, d, inf, err)
+		}
+	}
+}
+
+// FuzzParseUsec: whatever a worker sends as a count of microseconds, the
+// result is never negative, and a finite one is exactly the count.
+func FuzzParseUsec(f *testing.F) {
+	for _, s := range []string{"0", "1", "18446744073710552", "18446744073709551615", "9223372036854775", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, inf, err := ParseUsec(s)
+		if err != nil {
+			return
+		}
+		if d < 0 || (inf && d != 0) {
+			t.Fatalf("ParseUsec(%q) = %v, %v", s, d, inf)
+		}
+		if !inf && uint64(d/time.Microsecond) != mustUint(t, s) {
+			t.Fatalf("ParseUsec(%q) = %v: not the count", s, d)
+		}
+	})
+}
+
+func mustUint(t *testing.T, s string) uint64 {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -116,7 +116,7 @@ func Render(o Options) ([]File, error) {
 	}
 	fmt.Fprintf(&b, "ExecReload=%s\n", CommandLine(reload))
 	fmt.Fprintf(&b, "# The control socket lives in $RUNTIME_DIRECTORY.\nRuntimeDirectory=%s\n", escape(o.Name))
-	b.WriteString("# Sockets baton opens itself survive its restarts here.\nFileDescriptorStoreMax=64\n")
+	b.WriteString("# Sockets baton opens itself survive its restarts here, and so do the\n# workers' output pipes (two each), so that a worker draining while baton\n# restarts never writes to a pipe without a reader.\nFileDescriptorStoreMax=4096\n")
 	if o.SystemdVersion >= fdStorePreserveVersion {
 		b.WriteString("FileDescriptorStorePreserve=yes\n")
 	}

@@ -52,7 +52,7 @@ func TestRenderByVersion(t *testing.T) {
 		svc := m["myapp.service"]
 		for _, w := range append(tt.want,
 			"NotifyAccess=main\n", "ExecStart=/usr/bin/baton run --workers 4 -- /usr/bin/myapp --port-from-fd\n",
-			"RuntimeDirectory=myapp\n", "FileDescriptorStoreMax=64\n", "WatchdogSec=20s\n", "Restart=always\n",
+			"RuntimeDirectory=myapp\n", "FileDescriptorStoreMax=4096\n", "WatchdogSec=20s\n", "Restart=always\n",
 			"KillMode=control-group\n", "TimeoutStopSec=45s\n", "Requires=myapp.socket myapp-admin.socket\n") {
 			if !strings.Contains(svc, w) {
 				t.Errorf("systemd %d: service lacks %q:\n%s", tt.version, w, svc)

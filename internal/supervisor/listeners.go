@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/batonsd/baton/activation"
@@ -21,9 +22,22 @@ const storePrefix = "baton."
 //     --listen claims any more is dropped from the store (FDSTOREREMOVE=1);
 //   - every other --listen is opened, and later stored.
 func (s *Supervisor) openListeners() error {
-	passed, err := activation.FromEnv()
+	fds, err := activation.Parse(os.Getenv, os.Getpid())
 	if err != nil {
 		return err
+	}
+	var passed []*activation.Listener
+	for _, p := range fds {
+		if strings.HasPrefix(p.Name, outputPrefix) {
+			// A worker's output pipe, stored by a previous baton.
+			s.recoverOutput(p.FD, p.Name)
+			continue
+		}
+		l, err := activation.NewListener(p.FD, p.Name)
+		if err != nil {
+			return err
+		}
+		passed = append(passed, l)
 	}
 	wanted := map[string]bool{}
 	for _, spec := range s.cfg.Listen {

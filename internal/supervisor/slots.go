@@ -102,6 +102,7 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 	sl.startErr = ""
 	w := &proc{p: p, slot: sl, spec: spec, state: stateStarting, wdInterval: cfg.Watchdog}
 	s.workers[p.PID] = w
+	s.storeOutput(p)
 	s.log.Info("worker started", "slot", sl.index, "pid", p.PID, "gen", spec.gen)
 	s.awaitReady(w)
 	return w
@@ -207,6 +208,10 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 	}
 	w.p.Exited()
 	s.keepForOutput(w.p)
+	go func() {
+		<-w.p.Done()
+		s.unstoreOutput(w.p)
+	}()
 	sl := w.slot
 	wasNext := sl.next == w
 	if sl.w == w {
@@ -376,6 +381,13 @@ func (s *Supervisor) waitOutput() {
 	grace := time.NewTimer(outputGrace)
 	defer grace.Stop()
 	expired := false
+	recovered := make(chan struct{})
+	go func() { s.recovering.Wait(); close(recovered) }()
+	select {
+	case <-recovered: // a previous baton's workers' output, read to its end
+	case <-grace.C:
+		expired = true
+	}
 	for _, p := range s.exited {
 		if !expired {
 			select {

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,11 +66,13 @@ type Supervisor struct {
 	// start and the draining ones after.
 	fdLimit uint64
 
-	sigs   chan os.Signal  // what the loop acts on (see signals.go)
-	ctl    *control.Server // the control socket; nil without one
-	events chan func()
-	later  []func() // run by the loop after the current event
-	done   chan struct{}
+	sigs chan os.Signal  // what the loop acts on (see signals.go)
+	ctl  *control.Server // the control socket; nil without one
+	// recovering reads the output pipes of a previous baton's workers.
+	recovering sync.WaitGroup
+	events     chan func()
+	later      []func() // run by the loop after the current event
+	done       chan struct{}
 
 	serving   *genSpec // the last generation that served in every slot
 	lastGen   int      // the highest generation number given out

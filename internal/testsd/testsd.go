@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -245,15 +246,50 @@ type Service struct {
 // extraEnv is added to the environment.
 func (sd *Systemd) Start(bins Bins, listeners []*activation.Listener, extraEnv []string, args ...string) *Service {
 	sd.t.Helper()
-	names := make([]string, len(listeners))
-	var files []*os.File
+	fds := make([]NamedFD, len(listeners))
 	for i, l := range listeners {
-		names[i] = l.Name
-		fd, err := unix.FcntlInt(uintptr(l.FD()), unix.F_DUPFD_CLOEXEC, 0)
+		fds[i] = NamedFD{Name: l.Name, FD: l.FD()}
+	}
+	return sd.StartFDs(bins, fds, extraEnv, args...)
+}
+
+// NamedFD is an fd passed in LISTEN_FDS under a name.
+type NamedFD struct {
+	Name string
+	FD   int
+}
+
+// Stored is the FD store as the service's messages left it: each
+// FDSTORE=1 adds its fds under FDNAME, each FDSTOREREMOVE=1 drops the
+// name's, in the order they came. The fds stay the stand-in's.
+func (sd *Systemd) Stored() []NamedFD {
+	var store []NamedFD
+	for _, d := range sd.Messages() {
+		name := d.Msg["FDNAME"]
+		switch {
+		case d.Msg.Is("FDSTORE", "1"):
+			for _, f := range d.Fds {
+				store = append(store, NamedFD{Name: name, FD: int(f.Fd())})
+			}
+		case d.Msg.Is("FDSTOREREMOVE", "1"):
+			store = slices.DeleteFunc(store, func(n NamedFD) bool { return n.Name == name })
+		}
+	}
+	return store
+}
+
+// StartFDs is Start with any fds: sockets, or what the FD store holds.
+func (sd *Systemd) StartFDs(bins Bins, fds []NamedFD, extraEnv []string, args ...string) *Service {
+	sd.t.Helper()
+	names := make([]string, len(fds))
+	var files []*os.File
+	for i, nf := range fds {
+		names[i] = nf.Name
+		fd, err := unix.FcntlInt(uintptr(nf.FD), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			sd.t.Fatal(err)
 		}
-		files = append(files, os.NewFile(uintptr(fd), l.Name))
+		files = append(files, os.NewFile(uintptr(fd), nf.Name))
 	}
 	env := activation.ChildEnv(os.Environ(), names)
 	env = append(env, "NOTIFY_SOCKET="+sd.Addr())

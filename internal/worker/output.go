@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 )
@@ -65,4 +66,44 @@ func (p *Process) readLines(r *os.File, stream Stream, out func(*Process, Stream
 			return
 		}
 	}
+}
+
+// OutputStreams are the worker's streams that baton reads (none when its
+// output is inherited).
+func (p *Process) OutputStreams() []Stream {
+	return []Stream{Stdout, Stderr}[:len(p.outputs)]
+}
+
+// OutputFDs calls f with the read end of each of the worker's output
+// pipes, without changing the fd's mode (as os.File.Fd would): for the FD
+// store, which gets a duplicate.
+func (p *Process) OutputFDs(f func(stream Stream, fd int)) {
+	for i, r := range p.outputs {
+		raw, err := r.SyscallConn()
+		if err != nil {
+			continue // closed: the output was read to its end
+		}
+		raw.Control(func(fd uintptr) { f([]Stream{Stdout, Stderr}[i], int(fd)) })
+	}
+}
+
+// Orphan stands for a worker started by a previous baton that no longer
+// runs (its output pipe came back from the FD store): it carries the
+// worker's identity for the lines read from it.
+func Orphan(pid, slot, gen int, log *slog.Logger) *Process {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Process{PID: pid, Slot: slot, Generation: gen, done: make(chan struct{}), log: log}
+}
+
+// ReadOutput hands each line of r to out until EOF, closes r, and returns
+// the number of lines.
+func (p *Process) ReadOutput(r *os.File, stream Stream, out func(*Process, Stream, []byte)) int {
+	n := 0
+	p.readLines(r, stream, func(p *Process, s Stream, line []byte) {
+		n++
+		out(p, s, line)
+	})
+	return n
 }
