@@ -208,6 +208,7 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 	}
 	w.p.Exited()
 	s.keepForOutput(w.p)
+	s.stopEscapees(w)
 	go func() {
 		<-w.p.Done()
 		s.unstoreOutput(w.p)

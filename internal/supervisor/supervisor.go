@@ -243,6 +243,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 	}
 	close(s.done)
+	s.killLeftovers()
 	s.waitOutput()
 	if s.exitErr == nil {
 		s.log.Info("stopped")

@@ -232,6 +232,10 @@ func (p *Process) readNotify(onNotify func(*Process, notify.Message)) {
 	}
 }
 
+// NotifyAddr is the address of the worker's own notification socket, which
+// its children inherit in NOTIFY_SOCKET.
+func (p *Process) NotifyAddr() string { return p.notify.Addr() }
+
 // Signal sends sig to the worker process itself.
 func (p *Process) Signal(sig syscall.Signal) error {
 	return unix.Kill(p.PID, sig)

@@ -1,0 +1,104 @@
+package supervisor
+
+// What workers leave behind. A worker that double-forks a daemon (setsid,
+// then its parent exits) leaves a process in no worker's process group, so
+// the SIGKILL of the group at the drain deadline misses it, and outside
+// systemd nothing else would ever stop it. baton is the child subreaper,
+// so such a process becomes baton's child; baton tells whose it was by the
+// NOTIFY_SOCKET in its environment (each worker has its own socket path,
+// and children inherit it) and stops it when that worker has exited: the
+// worker's generation's stop signal, then SIGKILL after escapeeGrace. What
+// cannot be told (its environment replaced) is killed when baton stops.
+//
+// Under systemd the unit's cgroup bounds all of them anyway (KillMode=
+// control-group); a cgroup per worker (Delegate=yes, cgroup.kill) would
+// also give exact per-worker accounting, and is not built yet.
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// escapeeGrace is how long a left-behind process has between the stop
+// signal and SIGKILL.
+const escapeeGrace = time.Second
+
+// children lists baton's children (all threads': a child's parent is the
+// thread that forked it, or the subreaper's thread group).
+func children() []int {
+	var pids []int
+	tasks, _ := os.ReadDir("/proc/self/task") // unreadable /proc: nothing to find
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		for f := range strings.FieldsSeq(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// notifySocketOf reads NOTIFY_SOCKET from pid's environment ("" if it has
+// none or it cannot be read).
+func notifySocketOf(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return ""
+	}
+	for kv := range bytes.SplitSeq(b, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, []byte("NOTIFY_SOCKET=")); ok {
+			return string(v)
+		}
+	}
+	return ""
+}
+
+// stopEscapees stops the processes the exited worker w left behind.
+func (s *Supervisor) stopEscapees(w *proc) {
+	addr := w.p.NotifyAddr()
+	for _, pid := range children() {
+		if s.workers[pid] != nil || s.helpers[pid] != nil || notifySocketOf(pid) != addr {
+			continue
+		}
+		sig := w.spec.cfg.StopSignal
+		s.log.Warn("stopping a process the worker left behind", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation,
+			"left", pid, "sig", sig.String())
+		unix.Kill(pid, sig) // gone already: nothing to stop
+		s.after(escapeeGrace, func() {
+			if notifySocketOf(pid) == addr { // still there (a reused pid would not have it)
+				s.log.Warn("killing a process the worker left behind", "slot", w.slot.index, "left", pid)
+				unix.Kill(pid, unix.SIGKILL)
+			}
+		})
+	}
+}
+
+// killLeftovers SIGKILLs every child baton still has once its workers have
+// all exited, and reaps them, waiting at most outputGrace.
+func (s *Supervisor) killLeftovers() {
+	left := children()
+	if len(left) == 0 {
+		return
+	}
+	for _, pid := range left {
+		s.log.Warn("killing a process left behind by a worker", "left", pid)
+		unix.Kill(pid, unix.SIGKILL)
+	}
+	deadline := time.Now().Add(outputGrace)
+	for len(children()) > 0 && time.Now().Before(deadline) {
+		var ws unix.WaitStatus
+		if pid, _ := unix.Wait4(-1, &ws, unix.WNOHANG, nil); pid <= 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
