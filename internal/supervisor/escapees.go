@@ -101,4 +101,3 @@ func (s *Supervisor) killLeftovers() {
 		}
 	}
 }
-
