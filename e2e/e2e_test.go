@@ -27,6 +27,7 @@ var (
 	skipReason string
 	deb        string // the package under test
 	loadgen    string // e2e/loadgen, built for the host
+	plain      string // faults/testdata/plainworker, a Go worker as users write them
 )
 
 func TestMain(m *testing.M) {
@@ -52,6 +53,13 @@ func run(m *testing.M) int {
 	loadgen = filepath.Join(tmp, "loadgen")
 	if out, err := exec.Command("go", "build", "-o", loadgen, "./loadgen").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build loadgen: %v\n%s", err, out)
+		return 1
+	}
+	plain = filepath.Join(tmp, "plainworker")
+	build := exec.Command("go", "build", "-o", plain, "../faults/testdata/plainworker")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // static: it runs in the container
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build plainworker: %v\n%s", err, out)
 		return 1
 	}
 	if deb = os.Getenv("BATON_E2E_DEB"); deb == "" {
@@ -189,9 +197,14 @@ type load struct {
 	out bytes.Buffer
 }
 
-func (b *box) startLoad(url string) *load {
+func (b *box) startLoad(url string) *load { return b.startLoadOf(url, 4, 4) }
+
+// startLoadOf runs loadgen with fresh clients opening a connection per
+// request and keepAlive clients reusing theirs.
+func (b *box) startLoadOf(url string, fresh, keepAlive int) *load {
 	b.t.Helper()
-	l := &load{cmd: exec.Command("nsenter", "-t", b.leader, "-n", loadgen, "-url", url, "-fresh", "4", "-keepalive", "4")}
+	l := &load{cmd: exec.Command("nsenter", "-t", b.leader, "-n", loadgen, "-url", url,
+		"-fresh", fmt.Sprint(fresh), "-keepalive", fmt.Sprint(keepAlive))}
 	l.cmd.Stdout = &l.out
 	l.cmd.Stderr = os.Stderr
 	if err := l.cmd.Start(); err != nil {
@@ -344,6 +357,8 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 		}
 	}
 
+	plainWorkerSurvivesKill9(t, b, version)
+
 	// systemctl stop leaves nothing.
 	b.must("systemctl stop myapp.service myapp.socket")
 	if out, err := b.sh("pgrep -af '/usr/lib/baton/example-worker|baton run'"); err == nil {
@@ -352,4 +367,48 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	if out, _ := b.sh("systemctl is-active myapp.service"); strings.TrimSpace(out) != "inactive" {
 		t.Errorf("myapp.service is %q after stop", out)
 	}
+}
+
+// plainWorkerSurvivesKill9: kill -9 of baton while plain Go workers (no
+// SIGPIPE handling, http.Server.Shutdown) hold slow requests. They drain
+// on their parent-death signal and log as they go; their output pipes are
+// in the FD store, so no log line kills them: every request is answered,
+// and the restarted baton journals each old worker's last line with its
+// slot and generation.
+func plainWorkerSurvivesKill9(t *testing.T, b *box, version int) {
+	if out, err := exec.Command("./testbed.sh", "copy-in", b.name, plain, "/usr/local/bin/plainworker").CombinedOutput(); err != nil {
+		t.Fatalf("copy-in: %v\n%s", err, out)
+	}
+	b.must("baton units --name plain --listen http=127.0.0.1:8090 --workers 3 --drain-timeout 10s --install -- /usr/local/bin/plainworker 300ms")
+	b.must("systemctl start plain.socket plain.service")
+	b.waitFor("plain ready", "baton status plain | grep -q '3/3 ready'", 20*time.Second)
+	var st status
+	if err := json.Unmarshal([]byte(b.must("baton status --json plain")), &st); err != nil {
+		t.Fatal(err)
+	}
+	l := b.startLoadOf("http://127.0.0.1:8090/", 9, 0) // fresh connections: each request's fate is its own
+	time.Sleep(time.Second)
+	old := strings.TrimSpace(b.must("systemctl show -p MainPID --value plain"))
+	b.must("kill -9 " + old)
+	b.waitFor("systemd's restart of baton", fmt.Sprintf(
+		"p=$(systemctl show -p MainPID --value plain); [ \"$p\" != 0 ] && [ \"$p\" != %s ] && baton status plain | grep -q '3/3 ready'", old), 30*time.Second)
+	time.Sleep(time.Second)
+	r := l.stop(t)
+	if r.Refused > 0 || len(r.Failures) > 0 {
+		t.Errorf("kill -9 with plain Go workers: %d refused, %d failed: %v", r.Refused, len(r.Failures), r.Failures)
+	}
+	for _, w := range st.Workers {
+		b.waitFor(fmt.Sprintf("worker %d's last line in the journal", w.PID), fmt.Sprintf(
+			"journalctl -u plain --no-pager -o verbose BATON_WORKER_PID=%d | grep -q 'MESSAGE=.*drained: <nil>'", w.PID), 10*time.Second)
+		entry := b.must(fmt.Sprintf("journalctl -u plain --no-pager -o json BATON_WORKER_PID=%d | grep 'drained: <nil>'", w.PID))
+		var e map[string]any
+		if json.Unmarshal([]byte(entry), &e) != nil || e["BATON_WORKER"] != fmt.Sprint(w.Slot) || e["BATON_GENERATION"] != "1" || e["_PID"] == old {
+			t.Errorf("worker %d's last line: %s", w.PID, entry)
+		}
+	}
+	if out, _ := b.sh("journalctl -u plain --no-pager | grep -c 'SIGPIPE\\|signal: broken pipe'"); strings.TrimSpace(out) != "0" {
+		t.Errorf("a plain worker died of SIGPIPE:\n%s", b.must("journalctl -u plain --no-pager"))
+	}
+	t.Logf("systemd %d, plain Go workers, kill -9: %d answered, none refused or failed; each old worker's last line journaled by the restarted baton", version, r.OK)
+	b.must("systemctl stop plain.service plain.socket")
 }

@@ -138,3 +138,41 @@ func TestDrainingWorkersBoundedByFDs(t *testing.T) {
 	}
 	t.Logf("15 reloads under %d fds: at most %d open, %d draining", limit, maxFDs, maxDraining)
 }
+
+// TestStartFailureIsNotACrash: when baton itself runs out of fds, the
+// workers it cannot start are retried with backoff; they used to count as
+// worker crashes, and baton exited with "crash limit reached: 11 worker
+// crashes" although no worker had crashed.
+func TestStartFailureIsNotACrash(t *testing.T) {
+	ctx := timeout(t, 30*time.Second)
+	sd := testsd.New(t)
+	ctl := shortDir(t) + "/c.sock"
+	svc := sd.Start(bins, []*activation.Listener{listener(t)}, nil,
+		"run", "--workers", "1", "--control", ctl, "--crash-limit", "2/60s", "--restart-backoff", "10ms..50ms", "--", bins.Worker)
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	victim := testsd.Status(ctx, t, ctl).Workers[0].PID
+	// Too few fds for a worker's notify socket, pipes and exec pipe.
+	setNoFile(t, svc.PID(), uint64(openFDs(t, svc.PID())-2))
+	if err := unix.Kill(victim, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for strings.Count(svc.Output.String(), "worker start failed") < 4 {
+		select {
+		case <-svc.Exited():
+			t.Fatalf("baton exited while it could not start a worker:\n%s", svc.Output.String())
+		case <-ctx.Done():
+			t.Fatalf("no repeated start failures:\n%s", svc.Output.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if !strings.Contains(svc.Output.String(), "too many open files") {
+		t.Errorf("the start failure does not say why")
+	}
+	setNoFile(t, svc.PID(), 1024)
+	st := testsd.WaitStatus(ctx, t, ctl, "slot 0 back", func(s control.Status) bool {
+		return s.Workers[0].State == "ready" && s.Workers[0].PID != victim
+	})
+	if st.Crashes != 1 || strings.Contains(svc.Output.String(), "crash limit reached") {
+		t.Errorf("start failures counted as crashes: %d crashes in status", st.Crashes)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -256,4 +257,41 @@ func mustUint(t *testing.T, s string) uint64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestSenderPidfd: where the kernel passes SCM_PIDFD, the sender's pid is
+// read from the pidfd, which names the process as it was when it sent.
+//
+// Found by a test here: the pidfd does not undo a forged SCM_CREDENTIALS.
+// A sender with CAP_SYS_ADMIN that claims pid 1 gets a pidfd of pid 1
+// passed along (the kernel makes the pidfd from the claimed pid), so a
+// root worker can still speak for another process; workers should run
+// unprivileged (User=, DynamicUser=).
+func TestSenderPidfd(t *testing.T) {
+	s, err := Listen(filepath.Join(t.TempDir(), "n.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := Open(s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send("READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.PID != os.Getpid() {
+		t.Errorf("sender's pid %d, want %d", d.PID, os.Getpid())
+	}
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor)
+	if (major > 6 || major == 6 && minor >= 5) && !d.PIDVerified {
+		t.Errorf("Linux %d.%d passes SCM_PIDFD, but the pid was not read from one", major, minor)
+	}
 }

@@ -1,10 +1,12 @@
 package notify
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -18,7 +20,18 @@ type Datagram struct {
 	Err error
 	// PID, UID and GID are the sender's credentials as the kernel vouches
 	// for them; PID is 0 if they were missing.
+	//
+	// SCM_CREDENTIALS carries what the sender claims, checked by the kernel
+	// only for unprivileged senders: a process with CAP_SYS_ADMIN (a worker,
+	// or a worker's child, running as root) may name any pid. Where the
+	// kernel offers SCM_PIDFD (Linux 6.5), the receiver also gets a pidfd,
+	// and PID is read from it (PIDVerified): it names the process as it was
+	// when the message was sent, so a pid reused since cannot pass for it.
+	// It does not undo a forged claim: the kernel makes that pidfd from the
+	// pid the sender named (seen here on Linux 6.18). Workers that must not
+	// speak for others run unprivileged.
 	PID, UID, GID int
+	PIDVerified   bool
 	// Files are fds sent with the message, close-on-exec. The receiver owns
 	// them and must close them.
 	Files []*os.File
@@ -48,6 +61,8 @@ func Listen(addr string) (*Socket, error) {
 	var sockErr error
 	if err := raw.Control(func(fd uintptr) {
 		sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+		// Older kernels lack it; the credentials alone then name the sender.
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSPIDFD, 1)
 	}); err != nil || sockErr != nil {
 		conn.Close()
 		return nil, fmt.Errorf("notify socket %s: SO_PASSCRED: %w", addr, errors.Join(err, sockErr))
@@ -68,8 +83,9 @@ func (s *Socket) Close() error {
 	return err
 }
 
-// oobSize holds the credentials and up to 253 fds (SCM_MAX_FD).
-var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(4*253)
+// oobSize holds the credentials, the sender's pidfd and up to 253 fds
+// (SCM_MAX_FD).
+var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(4) + unix.CmsgSpace(4*253)
 
 // Read blocks for the next datagram. Its error is the socket's (net.ErrClosed
 // after Close); a bad message is reported in Datagram.Err instead.
@@ -87,9 +103,16 @@ func (s *Socket) Read() (Datagram, error) {
 	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err != nil {
 		cmsgErr = fmt.Errorf("control message: %w", err)
 	} else {
+		pidfdPID := 0
 		for _, m := range msgs {
 			if cred, err := unix.ParseUnixCredentials(&m); err == nil {
 				d.PID, d.UID, d.GID = int(cred.Pid), int(cred.Uid), int(cred.Gid)
+				continue
+			}
+			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_PIDFD && len(m.Data) >= 4 {
+				fd := int(int32(binary.NativeEndian.Uint32(m.Data)))
+				pidfdPID = pidOfPidfd(fd)
+				unix.Close(fd)
 				continue
 			}
 			if fds, err := unix.ParseUnixRights(&m); err == nil {
@@ -97,6 +120,9 @@ func (s *Socket) Read() (Datagram, error) {
 					d.Files = append(d.Files, os.NewFile(uintptr(fd), "notify-fd"))
 				}
 			}
+		}
+		if pidfdPID > 0 { // 0: no pidfd; -1: the sender has exited since
+			d.PID, d.PIDVerified = pidfdPID, true
 		}
 	}
 	switch {
@@ -110,6 +136,25 @@ func (s *Socket) Read() (Datagram, error) {
 		d.Msg, d.Err = Parse(buf[:n])
 	}
 	return d, nil
+}
+
+// pidOfPidfd reads the pid a pidfd refers to ("Pid:" in its fdinfo): -1
+// once the process has exited, 0 if it cannot be read.
+func pidOfPidfd(fd int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			pid, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return 0
+			}
+			return pid
+		}
+	}
+	return 0
 }
 
 // Dup returns a duplicate of the socket's fd, not close-on-exec, for

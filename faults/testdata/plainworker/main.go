@@ -19,7 +19,12 @@ import (
 )
 
 func main() {
-	work, _ := time.ParseDuration(os.Getenv("WORK"))
+	// How long each request takes: the first argument, else $WORK.
+	w := os.Getenv("WORK")
+	if len(os.Args) > 1 {
+		w = os.Args[1]
+	}
+	work, _ := time.ParseDuration(w)
 	ln, err := net.FileListener(os.NewFile(3, "listener"))
 	if err != nil {
 		log.Fatal(err)
