@@ -103,7 +103,14 @@ func printStatus(w io.Writer, st *control.Status) {
 	}
 	fmt.Fprintln(w, "listeners:")
 	for _, l := range st.Listeners {
-		fmt.Fprintf(w, "  %s %s (%s)\n", printable(l.Name), printable(l.Address), l.Source)
+		fmt.Fprintf(w, "  %s %s (%s)", printable(l.Name), printable(l.Address), l.Source)
+		if l.Error != "" {
+			fmt.Fprintf(w, " NOT LISTENING: %s", printable(l.Error))
+		}
+		if l.NonBlocking {
+			fmt.Fprint(w, ", non-blocking")
+		}
+		fmt.Fprintln(w)
 	}
 }
 
