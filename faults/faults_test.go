@@ -20,37 +20,11 @@ var bins testsd.Bins
 
 func TestMain(m *testing.M) { testsd.Main(m, &bins) }
 
-func timeout(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func timeout(t *testing.T, d time.Duration) context.Context { return testsd.Timeout(t, d) }
 
-// shortDir is a temporary directory with a short path (unix socket paths
-// hold at most 108 bytes).
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "bf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func shortDir(t *testing.T) string { return testsd.ShortDir(t) }
 
-func listener(t *testing.T) *activation.Listener {
-	t.Helper()
-	s, err := activation.ParseSpec("web=127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := activation.Listen(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
+func listener(t *testing.T) *activation.Listener { return testsd.Listener(t, "web=127.0.0.1:0") }
 
 // script writes an executable shell script and returns its path.
 func script(t *testing.T, dir, name, body string) string {

@@ -84,14 +84,5 @@ func fixedPortListener(t *testing.T) *activation.Listener {
 	probe := listener(t)
 	addr := probe.Addr()
 	probe.Close()
-	s, err := activation.ParseSpec("web=" + addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := activation.Listen(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
+	return testsd.Listener(t, "web="+addr)
 }

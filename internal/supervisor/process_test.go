@@ -21,36 +21,12 @@ var bins testsd.Bins
 
 func TestMain(m *testing.M) { testsd.Main(m, &bins) }
 
-func listener(t *testing.T, spec string) *activation.Listener {
-	t.Helper()
-	s, err := activation.ParseSpec(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := activation.Listen(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
+func listener(t *testing.T, spec string) *activation.Listener { return testsd.Listener(t, spec) }
 
 // controlPath is a short socket path (unix paths hold at most 108 bytes).
-func controlPath(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "bt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return filepath.Join(dir, "c.sock")
-}
+func controlPath(t *testing.T) string { return filepath.Join(testsd.ShortDir(t), "c.sock") }
 
-func timeout(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func timeout(t *testing.T, d time.Duration) context.Context { return testsd.Timeout(t, d) }
 
 var helloRE = regexp.MustCompile(`hello from slot (\d+) pid (\d+) generation (\d+)`)
 

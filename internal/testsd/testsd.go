@@ -468,3 +468,38 @@ func (s *SyncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Timeout is a context that ends after d or with the test.
+func Timeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// ShortDir is a temporary directory with a short path, removed with the
+// test: unix socket paths hold at most 108 bytes, and t.TempDir's are long.
+func ShortDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// Listener opens a listening socket for spec ("web=127.0.0.1:0"), closed
+// with the test.
+func Listener(t testing.TB, spec string) *activation.Listener {
+	t.Helper()
+	s, err := activation.ParseSpec(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := activation.Listen(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
