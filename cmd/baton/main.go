@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -14,7 +15,16 @@ func main() {
 	defer stop()
 	if err := newApp().RunContext(ctx, os.Args); err != nil {
 		// Errors can quote a worker's output (a failed rollout's reason).
-		fmt.Fprintln(os.Stderr, "baton:", printable(err.Error()))
+		// A stderr nobody reads must not keep baton from exiting.
+		written := make(chan struct{})
+		go func() {
+			fmt.Fprintln(os.Stderr, "baton:", printable(err.Error()))
+			close(written)
+		}()
+		select {
+		case <-written:
+		case <-time.After(time.Second):
+		}
 		stop()
 		os.Exit(exitCode(err))
 	}

@@ -78,10 +78,11 @@ func (a *Async) run() {
 			batch = append([][]byte{fmt.Appendf(nil, "baton: %d log lines dropped: the output was not being read\n", dropped)}, batch...)
 		}
 		a.mu.Unlock()
-		for _, b := range batch {
+		for i, b := range batch {
 			if _, err := a.out.Write(b); errors.Is(err, syscall.EPIPE) {
 				a.mu.Lock()
 				a.gone = true
+				a.dropped += len(batch) - i
 				a.mu.Unlock()
 				break
 			}

@@ -72,6 +72,9 @@ func (s *Supervisor) drainingBudget() int {
 // signal and a long --drain-timeout, over many reloads, used to pin fds
 // until baton had none left.
 func (s *Supervisor) boundDraining() {
+	if s.stopping {
+		return // every worker drains, and nothing new starts: no fd is added
+	}
 	var draining []*proc
 	for _, w := range s.workers {
 		if w.state == stateDraining && !w.killed {
