@@ -3,10 +3,13 @@ package journal
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/batonsd/baton/internal/worker"
 	"github.com/google/go-cmp/cmp"
@@ -110,5 +113,43 @@ func TestSlogHandler(t *testing.T) {
 	log.With("drain_timeout", "30s").Info("stopping")
 	if e := next(); e["BATON_EVENT"] != "stopping" || e["BATON_DRAIN_TIMEOUT"] != "30s" || e["PRIORITY"] != "6" {
 		t.Errorf("entry %v", e)
+	}
+}
+
+// TestStuckJournaldDropsAndCounts: a journald that does not read fills its
+// queue; sends then give up (at once for baton's own events, after the
+// Writer's patience for worker lines), and the count of what was dropped
+// reaches the journal with the next entry it takes.
+func TestStuckJournaldDropsAndCounts(t *testing.T) {
+	w, next := fakeJournald(t)
+	w.Patience = 20 * time.Millisecond
+	entry := []Field{{"MESSAGE", strings.Repeat("x", 2000)}}
+	sent := 0
+	for ; sent < 100000; sent++ {
+		if err := w.TrySend(entry); errors.Is(err, ErrDropped) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	if err := w.Send(entry); !errors.Is(err, ErrDropped) {
+		t.Fatalf("Send to a full queue: %v", err)
+	}
+	if waited := time.Since(start); waited > time.Second {
+		t.Errorf("Send waited %s with a patience of 20ms", waited)
+	}
+	for range sent { // journald reads again
+		next()
+	}
+	if err := w.Send([]Field{{"MESSAGE", "back"}}); err != nil {
+		t.Fatal(err)
+	}
+	notice := next()
+	if notice["BATON_DROPPED"] != "2" || !strings.Contains(notice["MESSAGE"], "2 journal entries dropped") {
+		t.Errorf("drop notice %v", notice)
+	}
+	if e := next(); e["MESSAGE"] != "back" {
+		t.Errorf("entry after the notice %v", e)
 	}
 }
