@@ -68,6 +68,9 @@ func call(ctx context.Context, path string, req Request) (Response, error) {
 		return Response{}, fmt.Errorf("control socket %s: bad response: %w", path, err)
 	}
 	if resp.Error != "" {
+		if resp.Busy {
+			return resp, fmt.Errorf("%w: %s (%w)", ErrRefused, resp.Error, ErrBusy)
+		}
 		return resp, fmt.Errorf("%w: %s", ErrRefused, resp.Error)
 	}
 	return resp, nil

@@ -63,6 +63,15 @@ func Find(env Env) (string, error) {
 // service it runs in, read from a /proc/self/cgroup text, else the base name
 // of the worker command.
 func ServiceName(cgroup string, command string) string {
+	if unit := serviceUnit(cgroup); unit != "" {
+		return unit
+	}
+	return filepath.Base(command)
+}
+
+// serviceUnit is the name of the systemd service a /proc/PID/cgroup text
+// places the process in, without ".service"; "" if none.
+func serviceUnit(cgroup string) string {
 	for line := range strings.Lines(cgroup) {
 		// "0::/system.slice/myapp.service" (v2) or "1:name=systemd:/..." (v1)
 		parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
@@ -73,5 +82,5 @@ func ServiceName(cgroup string, command string) string {
 			return unit
 		}
 	}
-	return filepath.Base(command)
+	return ""
 }

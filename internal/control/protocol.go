@@ -36,9 +36,15 @@ type Request struct {
 	Command string `json:"command"`
 }
 
-// Response is the server's answer: Error is set when the request failed.
+// ErrBusy marks a refusal that will pass: baton is starting, rolling out
+// or already upgrading. A client may ask again later (Response.Busy).
+var ErrBusy = errors.New("busy, try again later")
+
+// Response is the server's answer: Error is set when the request failed,
+// and Busy when it was refused only for now (ErrBusy).
 type Response struct {
 	Error   string   `json:"error,omitempty"`
+	Busy    bool     `json:"busy,omitempty"`
 	Status  *Status  `json:"status,omitempty"`
 	Rollout *Rollout `json:"rollout,omitempty"`
 	Upgrade *Upgrade `json:"upgrade,omitempty"`
@@ -69,14 +75,18 @@ type Rollout struct {
 
 // Status is the supervisor's state as `baton status --json` prints it.
 type Status struct {
-	PID        int       `json:"pid"`
-	Exe        string    `json:"exe"`     // the binary this image runs
-	Version    string    `json:"version"` // baton's version
-	Started    time.Time `json:"started"` // when this image started (a re-exec starts a new one)
-	State      string    `json:"state"`   // starting, ready, stopping
-	Generation int       `json:"generation"`
-	Slots      int       `json:"slots"`
-	Ready      int       `json:"ready"`
+	PID     int       `json:"pid"`
+	Exe     string    `json:"exe"`     // the binary this image runs
+	Version string    `json:"version"` // baton's version
+	Started time.Time `json:"started"` // when this image started (a re-exec starts a new one)
+	// ExeReplaced: the binary this image runs was replaced or removed on
+	// disk since it started (a package upgrade): `baton upgrade` runs the
+	// new one in place.
+	ExeReplaced bool   `json:"exe_replaced"`
+	State       string `json:"state"` // starting, ready, stopping
+	Generation  int    `json:"generation"`
+	Slots       int    `json:"slots"`
+	Ready       int    `json:"ready"`
 	// Workers holds one entry per slot, in slot order; a slot waiting for a
 	// crash restart has PID 0 and state "restarting".
 	Workers   []Worker   `json:"workers"`

@@ -220,7 +220,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	}
 	if req.Command == CmdUpgrade {
 		if err := s.handler.Upgrade(s.ctx, c); err != nil {
-			enc.Encode(Response{Error: err.Error()}) // as above
+			enc.Encode(Response{Error: err.Error(), Busy: errors.Is(err, ErrBusy)}) // as above
 		}
 		return
 	}

@@ -126,7 +126,7 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 	if s.upgrading {
 		// The one on its way execs the binary on disk, as this one would.
 		if reply != nil {
-			reply <- errors.New("an upgrade is already in progress")
+			reply <- fmt.Errorf("an upgrade is already in progress (%w)", control.ErrBusy)
 		}
 		s.log.Info("upgrade requested while one is in progress: joined it")
 		return
@@ -183,9 +183,9 @@ func (s *Supervisor) upgradeBlocker() error {
 	case s.stopping:
 		return errors.New("baton is stopping")
 	case s.rollout != nil:
-		return errors.New("a rollout is in progress: upgrade when it has ended")
+		return fmt.Errorf("a rollout is in progress: upgrade when it has ended (%w)", control.ErrBusy)
 	case !s.readySent:
-		return errors.New("baton is still starting")
+		return fmt.Errorf("baton is still starting (%w)", control.ErrBusy)
 	}
 	return nil
 }

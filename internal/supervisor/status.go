@@ -81,19 +81,20 @@ func (s *Supervisor) Status(ctx context.Context) (control.Status, error) {
 func (s *Supervisor) snapshot() control.Status {
 	now := time.Now()
 	st := control.Status{
-		PID:        os.Getpid(),
-		Exe:        s.exe,
-		Version:    s.cfg.Version,
-		Started:    s.started,
-		State:      "ready",
-		Generation: s.serving.gen,
-		Slots:      len(s.slots),
-		Ready:      s.readyCount(),
-		Workers:    []control.Worker{},
-		Draining:   []control.Worker{},
-		Incoming:   []control.Worker{},
-		Listeners:  []control.Listener{},
-		Crashes:    len(s.crashes),
+		PID:         os.Getpid(),
+		Exe:         s.exe,
+		Version:     s.cfg.Version,
+		Started:     s.started,
+		ExeReplaced: exeReplaced(),
+		State:       "ready",
+		Generation:  s.serving.gen,
+		Slots:       len(s.slots),
+		Ready:       s.readyCount(),
+		Workers:     []control.Worker{},
+		Draining:    []control.Worker{},
+		Incoming:    []control.Worker{},
+		Listeners:   []control.Listener{},
+		Crashes:     len(s.crashes),
 	}
 	switch {
 	case s.stopping:
@@ -143,4 +144,12 @@ func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {
 		Restarts:      w.slot.restarts,
 		Status:        w.status,
 	}
+}
+
+// exeReplaced reports whether the binary this image runs is no longer the
+// file on disk: the kernel marks /proc/self/exe "(deleted)" once dpkg has
+// renamed the new binary over it.
+func exeReplaced() bool {
+	exe, err := os.Readlink("/proc/self/exe")
+	return err == nil && strings.HasSuffix(exe, " (deleted)")
 }
