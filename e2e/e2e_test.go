@@ -28,6 +28,9 @@ var (
 	deb        string // the package under test
 	loadgen    string // e2e/loadgen, built for the host
 	plain      string // faults/testdata/plainworker, a Go worker as users write them
+	// debV2 is deb with version 0.1.1 (a package upgrade), debOther 0.1.2
+	// whose binary says it speaks another handoff protocol.
+	debV2, debOther string
 )
 
 func TestMain(m *testing.M) {
@@ -75,6 +78,14 @@ func run(m *testing.M) int {
 			return 1
 		}
 		deb, _ = filepath.Abs(debs[len(debs)-1])
+	}
+	var err2 error
+	if debV2, err2 = repack(tmp, "0.1.1", ""); err2 == nil {
+		debOther, err2 = repack(tmp, "0.1.2", "99")
+	}
+	if err2 != nil {
+		fmt.Fprintln(os.Stderr, err2)
+		return 1
 	}
 	return m.Run()
 }
@@ -358,6 +369,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	}
 
 	plainWorkerSurvivesKill9(t, b, version)
+	packageUpgrade(t, b, version)
 
 	// systemctl stop leaves nothing.
 	b.must("systemctl stop myapp.service myapp.socket")
@@ -411,4 +423,101 @@ func plainWorkerSurvivesKill9(t *testing.T, b *box, version int) {
 	}
 	t.Logf("systemd %d, plain Go workers, kill -9: %d answered, none refused or failed; each old worker's last line journaled by the restarted baton", version, r.OK)
 	b.must("systemctl stop plain.service plain.socket")
+}
+
+// repack makes a copy of the package under test with another version: its
+// binary built again with that version (and, if protocol is set, saying it
+// speaks that handoff protocol), its control file saying so.
+func repack(tmp, version, protocol string) (string, error) {
+	root := filepath.Join(tmp, "deb-"+version)
+	run := func(name string, args ...string) error {
+		cmd := exec.Command(name, args...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return nil
+	}
+	if err := run("dpkg-deb", "-R", deb, root); err != nil {
+		return "", err
+	}
+	ldflags := "-X main.version=" + version
+	if protocol != "" {
+		ldflags += " -X main.handoffProtocol=" + protocol
+	}
+	if err := run("go", "build", "-ldflags", ldflags, "-o", filepath.Join(root, "usr/bin/baton"), "../cmd/baton"); err != nil {
+		return "", err
+	}
+	if err := run("sed", "-i", "s/^Version: .*/Version: "+version+"/", filepath.Join(root, "DEBIAN/control")); err != nil {
+		return "", err
+	}
+	// md5sums lists the binary's old sum; dpkg -i does not check it, and
+	// debsums would rightly complain: write it anew.
+	if err := run("sh", "-c", "cd "+root+" && find usr etc -type f -exec md5sum {} + > DEBIAN/md5sums"); err != nil {
+		return "", err
+	}
+	out := filepath.Join(tmp, "baton_"+version+".deb")
+	return out, run("dpkg-deb", "-b", root, out)
+}
+
+// packageUpgrade: dpkg -i of a newer package while myapp serves under load
+// re-executes its supervisor in place (same MainPID, the new file, workers
+// kept, no request lost); a package whose binary speaks another handoff
+// protocol leaves it running its old binary and says what to do.
+func packageUpgrade(t *testing.T, b *box, version int) {
+	for _, d := range []string{debV2, debOther} {
+		if out, err := exec.Command("./testbed.sh", "copy-in", b.name, d, "/tmp/"+filepath.Base(d)).CombinedOutput(); err != nil {
+			t.Fatalf("copy-in: %v\n%s", err, out)
+		}
+	}
+	b.waitFor("4 ready workers", "baton status myapp | grep -q '4/4 ready'", 20*time.Second)
+	before := b.status()
+	mainPID := strings.TrimSpace(b.must("systemctl show -p MainPID --value myapp"))
+	l := b.startLoad("http://127.0.0.1:8080/")
+	time.Sleep(500 * time.Millisecond)
+	out := b.must("dpkg -i /tmp/" + filepath.Base(debV2))
+	if !strings.Contains(out, "myapp.service (pid "+mainPID+"): upgraded in place to version 0.1.1") {
+		t.Errorf("dpkg -i of 0.1.1 did not upgrade myapp in place:\n%s", out)
+	}
+	time.Sleep(500 * time.Millisecond)
+	r := l.stop(t)
+	if len(r.Failures) > 0 || r.Refused > 0 {
+		t.Errorf("dpkg -i under load: %d failed, %d refused: %v", len(r.Failures), r.Refused, r.Failures)
+	}
+	if now := strings.TrimSpace(b.must("systemctl show -p MainPID --value myapp")); now != mainPID {
+		t.Errorf("MainPID %s after the package upgrade, was %s", now, mainPID)
+	}
+	if exe := strings.TrimSpace(b.must("readlink /proc/" + mainPID + "/exe")); exe != "/usr/bin/baton" {
+		t.Errorf("/proc/MAINPID/exe is %q after the package upgrade", exe)
+	}
+	var st struct {
+		Version     string `json:"version"`
+		ExeReplaced bool   `json:"exe_replaced"`
+		Workers     []struct {
+			PID int `json:"pid"`
+		} `json:"workers"`
+	}
+	if err := json.Unmarshal([]byte(b.must("baton status --json myapp")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Version != "0.1.1" || st.ExeReplaced || len(st.Workers) != 4 || st.Workers[0].PID != before.Workers[0].PID {
+		t.Errorf("status after the package upgrade: %+v (workers before: %+v)", st, before.Workers)
+	}
+	t.Logf("systemd %d: dpkg -i of 0.1.1 under load: %d requests, none failed; MainPID %s kept, now runs 0.1.1", version, r.OK, mainPID)
+
+	// Another handoff protocol: not upgraded, still serving, told.
+	out = b.must("dpkg -i /tmp/" + filepath.Base(debOther))
+	if !strings.Contains(out, "myapp.service (pid "+mainPID+"): not upgraded") || !strings.Contains(out, "systemctl restart myapp.service") ||
+		!strings.Contains(out, "protocol 99") {
+		t.Errorf("dpkg -i of a package of another protocol:\n%s", out)
+	}
+	if err := json.Unmarshal([]byte(b.must("baton status --json myapp")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Version != "0.1.1" || !st.ExeReplaced {
+		t.Errorf("status after a refused upgrade: %+v", st)
+	}
+	if human := b.must("baton status myapp"); !strings.Contains(human, "was replaced on disk since it started") {
+		t.Errorf("baton status does not say the binary was replaced:\n%s", human)
+	}
+	b.must("curl -sf http://127.0.0.1:8080/")
 }

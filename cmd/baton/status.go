@@ -70,6 +70,14 @@ func printStatus(w io.Writer, st *control.Status) {
 		fmt.Fprintf(w, ", %d recent crashes", st.Crashes)
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintf(w, "version %s", printable(st.Version))
+	if version != st.Version {
+		fmt.Fprintf(w, " (this baton command: %s)", version)
+	}
+	if st.ExeReplaced {
+		fmt.Fprintf(w, "; %s was replaced on disk since it started: `baton upgrade` runs the new binary in place", printable(st.Exe))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tSTATUS")
 	for _, wk := range st.Workers {

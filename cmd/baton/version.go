@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"runtime/debug"
+	"strconv"
 
 	"github.com/batonsd/baton/internal/supervisor"
 	"github.com/urfave/cli/v2"
@@ -10,6 +11,11 @@ import (
 
 // version is set at build time: -ldflags "-X main.version=1.2.3".
 var version = "dev"
+
+// handoffProtocol is what `baton version` says it speaks. Only the e2e tests
+// set it (-X main.handoffProtocol=99), to make a package whose binary a
+// running baton must refuse to re-execute in place.
+var handoffProtocol = strconv.Itoa(supervisor.HandoffProtocol)
 
 func commit() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -27,7 +33,7 @@ func versionCommand() *cli.Command {
 		Name:  "version",
 		Usage: "print the version, commit and state-handoff protocol version",
 		Action: func(c *cli.Context) error {
-			fmt.Fprintf(c.App.Writer, "baton %s\ncommit %s\nhandoff-protocol %d\n", version, commit(), supervisor.HandoffProtocol)
+			fmt.Fprintf(c.App.Writer, "baton %s\ncommit %s\nhandoff-protocol %s\n", version, commit(), handoffProtocol)
 			return nil
 		},
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -274,5 +275,60 @@ func TestFailedExecKeepsTheOldImage(t *testing.T) {
 	copyFile(t, bins.BatonV2, path)
 	if u, err := upgrade(ctx, ctl); err != nil || u.Version != "v2" {
 		t.Fatalf("upgrade after the failed one: %+v, %v", u, err)
+	}
+}
+
+// TestUpgradeAll is what the package does after installing a new binary:
+// every `baton run` of that binary's path on the host is upgraded in place,
+// one that is rolling out once its rollout has ended; the binaries of
+// other paths are not touched. Until then status says the binary on disk
+// was replaced.
+func TestUpgradeAll(t *testing.T) {
+	ctx := timeout(t, 60*time.Second)
+	b, path := ownBaton(t)
+	quiet := &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}
+	quiet.svc = quiet.sd.Start(b, []*activation.Listener{quiet.web}, nil, "run", "--workers", "2", "--control", quiet.ctl, "--", bins.Worker)
+	busy := &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}
+	busy.config = filepath.Join(filepath.Dir(busy.ctl), "baton.toml")
+	busy.write(t, `command = ["@WORKER@"]`)
+	busy.svc = busy.sd.Start(b, []*activation.Listener{busy.web}, nil, "run", "--workers", "2", "--config", busy.config, "--control", busy.ctl)
+	// Another path's baton, which the package does not own.
+	other := &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}
+	other.svc = other.sd.Start(bins, []*activation.Listener{other.web}, nil, "run", "--workers", "1", "--control", other.ctl, "--", bins.Worker)
+	for _, s := range []*service{quiet, busy, other} {
+		s.sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	}
+	before := map[string]control.Status{}
+	for _, s := range []*service{quiet, busy, other} {
+		before[s.ctl] = testsd.Status(ctx, t, s.ctl)
+	}
+
+	copyFile(t, bins.BatonV2, path) // the package's new binary
+	if st := testsd.Status(ctx, t, quiet.ctl); !st.ExeReplaced {
+		t.Errorf("status does not say the binary on disk was replaced: %+v", st)
+	}
+	// A slow rollout in progress: the upgrade waits for it.
+	busy.write(t, `command = ["@WORKER@", "-start-delay", "1s"]`)
+	go reload(ctx, busy.ctl)
+	testsd.WaitStatus(ctx, t, busy.ctl, "a rollout in progress", func(st control.Status) bool { return st.Rollout != nil })
+
+	out, err := exec.CommandContext(ctx, path, "upgrade", "--all", "--wait", "30s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("baton upgrade --all: %v\n%s", err, out)
+	}
+	if n := strings.Count(string(out), "upgraded in place to version v2"); n != 2 {
+		t.Errorf("%d supervisors upgraded, want 2:\n%s", n, out)
+	}
+	for _, s := range []*service{quiet, busy} {
+		st := testsd.Status(ctx, t, s.ctl)
+		if st.Version != "v2" || st.PID != before[s.ctl].PID || st.ExeReplaced {
+			t.Errorf("after upgrade --all: version %q pid %d (was %d) exe replaced %v", st.Version, st.PID, before[s.ctl].PID, st.ExeReplaced)
+		}
+	}
+	if st := testsd.Status(ctx, t, quiet.ctl); st.Workers[0].PID != before[quiet.ctl].Workers[0].PID {
+		t.Errorf("the workers were not kept: %+v", st.Workers)
+	}
+	if st := testsd.Status(ctx, t, other.ctl); !st.Started.Equal(before[other.ctl].Started) {
+		t.Errorf("a baton of another path was upgraded too")
 	}
 }
