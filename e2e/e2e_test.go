@@ -1,7 +1,7 @@
 // Package e2e tests baton as users meet it: a .deb installed under a real
 // systemd (PID 1 of a systemd-nspawn container), on Debian 12's systemd 252
-// (Type=notify with the blocking ExecReload=) and bookworm-backports' 254
-// (Type=notify-reload), under steady load.
+// (Type=notify with the blocking ExecReload=), bookworm-backports' 254 and
+// Debian 13's 257 (Type=notify-reload), under steady load.
 //
 // Needs root, systemd-container and debootstrap (scripts/test installs
 // them). Root filesystems are cached in /var/cache/baton-e2e; the .deb is
@@ -106,8 +106,14 @@ func rootfs(t *testing.T, version int) string {
 	tmp := dir + ".tmp"
 	os.RemoveAll(tmp)
 	args := []string{"build-rootfs", tmp}
-	if version != 252 {
+	switch version {
+	case 252: // Debian 12
+	case 254: // bookworm-backports
 		args = append(args, "--backports")
+	case 257: // Debian 13
+		args = append(args, "--suite", "trixie")
+	default:
+		t.Fatalf("no root filesystem for systemd %d", version)
 	}
 	if out, err := exec.Command("./testbed.sh", args...).CombinedOutput(); err != nil {
 		t.Fatalf("build rootfs for systemd %d: %v\n%s", version, err, out)
@@ -243,6 +249,7 @@ func (l *load) stop(t *testing.T) loadResult {
 
 func TestSystemd252(t *testing.T) { testUnderSystemd(t, 252, "Type=notify") }
 func TestSystemd254(t *testing.T) { testUnderSystemd(t, 254, "Type=notify-reload") }
+func TestSystemd257(t *testing.T) { testUnderSystemd(t, 257, "Type=notify-reload") }
 
 func testUnderSystemd(t *testing.T, version int, wantType string) {
 	if skipReason != "" {

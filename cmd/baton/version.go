@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"runtime/debug"
 	"strconv"
@@ -12,10 +13,11 @@ import (
 // version is set at build time: -ldflags "-X main.version=1.2.3".
 var version = "dev"
 
-// handoffProtocol is what `baton version` says it speaks. Only the e2e tests
-// set it (-X main.handoffProtocol=99), to make a package whose binary a
-// running baton must refuse to re-execute in place.
-var handoffProtocol = strconv.Itoa(supervisor.HandoffProtocol)
+// handoffProtocol, when set, is what `baton version` says it speaks. Only
+// the e2e tests set it (-X main.handoffProtocol=99), to make a package whose
+// binary a running baton must refuse to re-execute in place. (-X sets only
+// a string variable initialised to a constant, hence empty here.)
+var handoffProtocol = ""
 
 func commit() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -33,7 +35,8 @@ func versionCommand() *cli.Command {
 		Name:  "version",
 		Usage: "print the version, commit and state-handoff protocol version",
 		Action: func(c *cli.Context) error {
-			fmt.Fprintf(c.App.Writer, "baton %s\ncommit %s\nhandoff-protocol %s\n", version, commit(), handoffProtocol)
+			proto := cmp.Or(handoffProtocol, strconv.Itoa(supervisor.HandoffProtocol))
+			fmt.Fprintf(c.App.Writer, "baton %s\ncommit %s\nhandoff-protocol %s\n", version, commit(), proto)
 			return nil
 		},
 	}
