@@ -378,6 +378,18 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	plainWorkerSurvivesKill9(t, b, version)
 	packageUpgrade(t, b, version)
 
+	// Removal leaves the running service running, and says so; purge
+	// leaves none of the package's files.
+	out = b.must("dpkg -r baton")
+	if !strings.Contains(out, "keep running on the removed binary") || !strings.Contains(out, "myapp.service") {
+		t.Errorf("dpkg -r baton does not say myapp keeps running:\n%s", out)
+	}
+	b.must("systemctl is-active myapp.service && curl -sf http://127.0.0.1:8080/")
+	b.must("dpkg --purge baton")
+	if out, err := b.sh("ls -d /usr/bin/baton /etc/needrestart/conf.d/baton.conf /usr/share/doc/baton /usr/lib/baton 2>/dev/null"); err == nil || out != "" {
+		t.Errorf("files left after dpkg --purge: %s", out)
+	}
+
 	// systemctl stop leaves nothing.
 	b.must("systemctl stop myapp.service myapp.socket")
 	if out, err := b.sh("pgrep -af '/usr/lib/baton/example-worker|baton run'"); err == nil {
