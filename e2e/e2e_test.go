@@ -265,9 +265,12 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 		t.Fatalf("copy-in: %v\n%s", err, out)
 	}
 	b.must("dpkg -i /tmp/baton.deb")
+	// The app's own binary, not the package's: a package upgrade replaces
+	// baton's files, not the app's (needrestart below tells them apart).
+	b.must("mkdir -p /opt/myapp && cp /usr/lib/baton/example-worker /opt/myapp/")
 	b.must(`mkdir -p /etc/myapp && printf 'listen = ["app=127.0.0.1:8081"]\n' > /etc/myapp/baton.toml`)
 	b.must("baton units --name myapp --listen http=127.0.0.1:8080 --workers 4 --watchdog 2s --ready-timeout 20s " +
-		"--drain-timeout 10s --config /etc/myapp/baton.toml --install -- /usr/lib/baton/example-worker")
+		"--drain-timeout 10s --config /etc/myapp/baton.toml --install -- /opt/myapp/example-worker")
 	svc := b.must("cat /etc/systemd/system/myapp.service")
 	if !strings.Contains(svc, "\n"+wantType+"\n") {
 		t.Fatalf("installed unit lacks %s:\n%s", wantType, svc)
@@ -298,7 +301,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 
 	// A broken deploy: systemctl reload fails, the old workers keep serving,
 	// the journal says why.
-	b.must(`cd /usr/lib/baton && mv example-worker example-worker.good && printf '#!/bin/sh\necho broken deploy: cannot open database >&2\nexit 1\n' > example-worker && chmod +x example-worker`)
+	b.must(`cd /opt/myapp && mv example-worker example-worker.good && printf '#!/bin/sh\necho broken deploy: cannot open database >&2\nexit 1\n' > example-worker && chmod +x example-worker`)
 	before := b.status()
 	if out, err := b.sh("systemctl reload myapp"); err == nil {
 		t.Fatalf("systemctl reload of a broken worker succeeded:\n%s", out)
@@ -312,7 +315,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 			t.Errorf("journalctl -u myapp lacks %q", want)
 		}
 	}
-	b.must("cd /usr/lib/baton && mv example-worker.good example-worker && systemctl reload myapp")
+	b.must("cd /opt/myapp && mv example-worker.good example-worker && systemctl reload myapp")
 	r := l.stop(t)
 	if len(r.Failures) > 0 {
 		t.Errorf("%d failed requests across 4 reloads and a failed one (%d ok): %v", len(r.Failures), r.OK, r.Failures)
@@ -392,7 +395,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 
 	// systemctl stop leaves nothing.
 	b.must("systemctl stop myapp.service myapp.socket")
-	if out, err := b.sh("pgrep -af '/usr/lib/baton/example-worker|baton run'"); err == nil {
+	if out, err := b.sh("pgrep -af '/opt/myapp/example-worker|baton run'"); err == nil {
 		t.Errorf("processes left after systemctl stop:\n%s", out)
 	}
 	if out, _ := b.sh("systemctl is-active myapp.service"); strings.TrimSpace(out) != "inactive" {
@@ -522,6 +525,11 @@ func packageUpgrade(t *testing.T, b *box, version int) {
 		t.Errorf("status after the package upgrade: %+v (workers before: %+v)", st, before.Workers)
 	}
 	t.Logf("systemd %d: dpkg -i of 0.1.1 under load: %d requests, none failed; MainPID %s kept, now runs 0.1.1", version, r.OK, mainPID)
+	// Re-executed in place, myapp runs no replaced binary: needrestart has
+	// nothing to restart, whatever its configuration.
+	if out := b.must("needrestart -b -r l 2>&1"); strings.Contains(out, "myapp.service") {
+		t.Errorf("needrestart wants myapp restarted after the in-place upgrade:\n%s", out)
+	}
 
 	// Another handoff protocol: not upgraded, still serving, told.
 	out = b.must("dpkg -i /tmp/" + filepath.Base(debOther))
@@ -538,5 +546,22 @@ func packageUpgrade(t *testing.T, b *box, version int) {
 	if human := b.must("baton status myapp"); !strings.Contains(human, "was replaced on disk since it started") {
 		t.Errorf("baton status does not say the binary was replaced:\n%s", human)
 	}
+
+	// needrestart (Ubuntu servers have it) looks for processes running
+	// replaced binaries and restarts their services. myapp's supervisor
+	// still runs the replaced baton; without the package's answer
+	// needrestart would restart myapp, with it, it leaves myapp alone.
+	const nr = "needrestart -b -r l 2>&1"
+	b.must("mv /etc/needrestart/conf.d/baton.conf /tmp/baton.conf")
+	without := b.must(nr)
+	b.must("mv /tmp/baton.conf /etc/needrestart/conf.d/baton.conf")
+	with := b.must(nr)
+	if !strings.Contains(without, "NEEDRESTART-SVC: myapp.service") {
+		t.Errorf("needrestart without baton's configuration does not want myapp restarted: the check proves nothing:\n%s", without)
+	}
+	if strings.Contains(with, "myapp.service") {
+		t.Errorf("needrestart wants myapp restarted although baton's package told it not to:\n%s", with)
+	}
+	t.Logf("systemd %d: needrestart lists myapp.service for a restart without /etc/needrestart/conf.d/baton.conf, not with it", version)
 	b.must("curl -sf http://127.0.0.1:8080/")
 }
