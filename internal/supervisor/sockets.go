@@ -62,7 +62,9 @@ func (s *Supervisor) checkListeners() []string {
 		}
 		if seen && st.NonBlocking != prev.NonBlocking {
 			if st.NonBlocking {
-				s.log.Warn("listener is now in non-blocking mode, set by a worker on the socket all share: a worker that accepts in blocking mode would get EAGAIN",
+				// Info, not a warning: every Go, Node or asyncio worker does
+				// it, and it matters only to a later blocking-accept server.
+				s.log.Info("listener is now in non-blocking mode, set by a worker on the socket all share: a worker that accepts in blocking mode would get EAGAIN",
 					"name", l.Name)
 			} else {
 				s.log.Info("listener is back in blocking mode", "name", l.Name)
