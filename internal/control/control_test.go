@@ -206,4 +206,14 @@ func TestFind(t *testing.T) {
 	if _, err := Find(e); err == nil || !strings.Contains(err.Error(), "choose one with --control") {
 		t.Errorf("Find with two: %v", err)
 	}
+	// One live among stale ones (left by a kill -9) is the one.
+	live := filepath.Join(dir, "baton", "c.sock")
+	ln, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if got, err := Find(e); err != nil || got != live {
+		t.Errorf("Find with one live among three = %q, %v", got, err)
+	}
 }

@@ -2,6 +2,7 @@ package control
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -55,6 +56,18 @@ func Find(env Env) (string, error) {
 		return "", fmt.Errorf("no control socket in %s: is baton running? (or give --control)", dir)
 	case 1:
 		return socks[0], nil
+	}
+	// A baton killed with -9 leaves its socket file: several files with
+	// one live socket among them is one baton.
+	var live []string
+	for _, p := range socks {
+		if c, err := net.Dial("unix", p); err == nil {
+			c.Close()
+			live = append(live, p)
+		}
+	}
+	if len(live) == 1 {
+		return live[0], nil
 	}
 	return "", fmt.Errorf("several batons run here (%s): choose one with --control", strings.Join(socks, ", "))
 }
