@@ -278,6 +278,13 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	if out, err := b.sh("systemd-analyze verify /etc/systemd/system/myapp.service /etc/systemd/system/myapp.socket"); err != nil || out != "" {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
+	// The default sandbox, as this systemd rates it.
+	sec := b.must("systemd-analyze security myapp.service 2>&1 | grep 'Overall exposure level'")
+	var exposure float64
+	if _, err := fmt.Sscanf(sec[strings.LastIndex(sec, ": ")+2:], "%g", &exposure); err != nil || exposure > 2.5 {
+		t.Errorf("systemd-analyze security myapp.service: %q, want 2.5 or lower", sec)
+	}
+	t.Logf("systemd %d: %s", version, strings.TrimSpace(sec))
 	b.must("systemctl start myapp.socket myapp.service")
 
 	// Socket-activated myapp starts and answers, on its .socket unit's socket

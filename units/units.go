@@ -41,7 +41,15 @@ type Options struct {
 	RunArgs     []string // flags of `baton run`, before "--"
 	Control     string   // baton's --control, if not the default under RuntimeDirectory=
 	Command     []string // the worker command
-	User        string   // User= and Group= of the service; empty runs as root
+	// User is User= and Group= of the service; empty runs it as a dynamic
+	// user (DynamicUser=), or as root with NoSandbox.
+	User string
+	// NoSandbox leaves the sandbox out (see writeSandbox).
+	NoSandbox bool
+	// Writable are more ReadWritePaths= for the sandbox.
+	Writable []string
+	// AddressFamilies are more RestrictAddressFamilies= (AF_NETLINK, ...).
+	AddressFamilies []string
 	// SystemdVersion picks the service type; see the package comment.
 	SystemdVersion int
 	// DrainTimeout is baton's --drain-timeout: TimeoutStopSec= is set above
@@ -64,6 +72,8 @@ const NotifyReloadVersion = 253
 const fdStorePreserveVersion = 254
 
 var unitName = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+$`)
+
+var addressFamily = regexp.MustCompile(`^AF_[A-Z0-9]+$`)
 
 // Render returns the socket units and the service unit.
 func Render(o Options) ([]File, error) {
@@ -128,6 +138,7 @@ func Render(o Options) ([]File, error) {
 	if o.User != "" {
 		fmt.Fprintf(&b, "User=%s\nGroup=%s\n", escape(o.User), escape(o.User))
 	}
+	o.writeSandbox(&b)
 	b.WriteString("\n[Install]\nWantedBy=multi-user.target\n")
 	files = append(files, File{Name: o.Name + ".service", Content: b.String()})
 	return files, nil
@@ -170,6 +181,19 @@ func (o Options) check() error {
 	for _, v := range []struct{ what, value string }{{"--description", o.Description}, {"--user", o.User}, {"baton binary", o.Baton}, {"--control", o.Control}} {
 		if err := checkValue(v.what, v.value); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, p := range o.Writable {
+		if !strings.HasPrefix(p, "/") {
+			errs = append(errs, fmt.Errorf("--writable %q: want an absolute path", p))
+		}
+		if err := checkValue("--writable", p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, af := range o.AddressFamilies {
+		if !addressFamily.MatchString(af) {
+			errs = append(errs, fmt.Errorf("--address-family %q: want a name such as AF_NETLINK", af))
 		}
 	}
 	for _, a := range append(append([]string{}, o.RunArgs...), o.Command...) {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -209,5 +211,70 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		if err != nil || len(out) > 0 {
 			t.Errorf("systemd-analyze verify (systemd %d units): %v\n%s", v, err, out)
 		}
+	}
+}
+
+// TestSandboxScore: systemd-analyze security rates the default units 2.5
+// or lower (OK), and each flag does what it says; every variant verifies.
+func TestSandboxScore(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatal("systemd-analyze is needed (Debian package systemd; scripts/test installs it)")
+	}
+	out, _ := exec.Command(sa, "--version").Output()
+	var v int
+	fmt.Sscanf(string(out), "systemd %d", &v)
+	score := func(t *testing.T, o Options) float64 {
+		t.Helper()
+		dir := t.TempDir()
+		var service string
+		var paths []string
+		for name, content := range render(t, o) {
+			p := filepath.Join(dir, name)
+			os.WriteFile(p, []byte(content), 0o644)
+			paths = append(paths, p)
+			if strings.HasSuffix(name, ".service") {
+				service = p
+			}
+		}
+		if out, err := exec.Command(sa, append([]string{"verify"}, paths...)...).CombinedOutput(); err != nil || len(out) > 0 {
+			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+		}
+		out, err := exec.Command(sa, "security", "--offline=yes", service).CombinedOutput()
+		if err != nil {
+			t.Fatalf("systemd-analyze security: %v\n%s", err, out)
+		}
+		m := regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d)`).FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("no overall exposure in:\n%s", out)
+		}
+		s, _ := strconv.ParseFloat(string(m[1]), 64)
+		return s
+	}
+	o := opts(v)
+	o.Baton, o.Command = "/bin/true", []string{"/bin/sleep", "100"}
+	if s := score(t, o); s > 2.5 {
+		t.Errorf("default units: exposure %.1f, want 2.5 or lower", s)
+	} else {
+		t.Logf("systemd %d, default units: exposure %.1f", v, s)
+	}
+	withUser := o
+	withUser.User, withUser.Writable, withUser.AddressFamilies = "daemon", []string{"/var/log/myapp"}, []string{"AF_NETLINK"}
+	if s := score(t, withUser); s > 2.5 {
+		t.Errorf("--user, --writable, --address-family: exposure %.1f", s)
+	}
+	content := render(t, withUser)["myapp.service"]
+	for _, want := range []string{"User=daemon\n", "ReadWritePaths=/var/log/myapp\n", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n"} {
+		if !strings.Contains(content, want) {
+			t.Errorf("lacks %q:\n%s", want, content)
+		}
+	}
+	if strings.Contains(content, "DynamicUser=") {
+		t.Errorf("DynamicUser= with --user:\n%s", content)
+	}
+	bare := o
+	bare.NoSandbox = true
+	if s := score(t, bare); s < 5 {
+		t.Errorf("--no-sandbox: exposure %.1f, the sandbox is still there", s)
 	}
 }

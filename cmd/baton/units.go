@@ -18,7 +18,10 @@ func unitsCommand() *cli.Command {
 	flags := []cli.Flag{
 		&cli.StringFlag{Name: "name", Required: true, Usage: "the service's `NAME`: NAME.service and NAME.socket"},
 		&cli.StringSliceFlag{Name: "listen", Usage: "`[NAME=]ADDR` a socket unit listens on: 127.0.0.1:8080, [::]:443, unix:/run/app.sock"},
-		&cli.StringFlag{Name: "user", Usage: "run the service as `USER` (and its group)"},
+		&cli.StringFlag{Name: "user", Usage: "run the service as `USER` (and its group); default: a dynamic user (DynamicUser=)"},
+		&cli.BoolFlag{Name: "no-sandbox", Usage: "leave out the sandbox (DynamicUser=, ProtectSystem=strict, SystemCallFilter=, ...): the service runs as root or --user"},
+		&cli.StringSliceFlag{Name: "writable", Usage: "`PATH` the sandboxed service may write (ReadWritePaths=; its own state directory is $STATE_DIRECTORY)"},
+		&cli.StringSliceFlag{Name: "address-family", Usage: "`AF_NAME` the sandboxed service may use besides AF_UNIX, AF_INET, AF_INET6 (RestrictAddressFamilies=)"},
 		&cli.StringFlag{Name: "description", Usage: "the units' Description="},
 		&cli.IntFlag{Name: "systemd-version", Usage: "render for systemd `N` (default: the running systemd's, asked over D-Bus)"},
 		&cli.StringFlag{Name: "output", Usage: "write the units into `DIR` instead of printing them"},
@@ -42,14 +45,17 @@ func unitsCommand() *cli.Command {
 
 func unitsAction(c *cli.Context) error {
 	o := units.Options{
-		Name:         c.String("name"),
-		Description:  c.String("description"),
-		Baton:        c.String("baton"),
-		Command:      c.Args().Slice(),
-		User:         c.String("user"),
-		Control:      c.String("control"),
-		DrainTimeout: c.Duration("drain-timeout"),
-		Watchdog:     c.Duration("watchdog-sec"),
+		Name:            c.String("name"),
+		Description:     c.String("description"),
+		Baton:           c.String("baton"),
+		Command:         c.Args().Slice(),
+		User:            c.String("user"),
+		NoSandbox:       c.Bool("no-sandbox"),
+		Writable:        c.StringSlice("writable"),
+		AddressFamilies: c.StringSlice("address-family"),
+		Control:         c.String("control"),
+		DrainTimeout:    c.Duration("drain-timeout"),
+		Watchdog:        c.Duration("watchdog-sec"),
 	}
 	for _, l := range c.StringSlice("listen") {
 		spec, err := activation.ParseSpec(l)
