@@ -111,7 +111,9 @@ func rootfs(t *testing.T, version int) string {
 	case 254: // bookworm-backports
 		args = append(args, "--backports")
 	case 257: // Debian 13
-		args = append(args, "--suite", "trixie")
+		// Node 20, whose ABI the host's unix-dgram build (Node 20) matches:
+		// the Node example runs here only.
+		args = append(args, "--suite", "trixie", "--include", "nodejs")
 	default:
 		t.Fatalf("no root filesystem for systemd %d", version)
 	}
@@ -386,6 +388,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	}
 
 	plainWorkerSurvivesKill9(t, b, version)
+	contribWorkersUnderSandbox(t, b, version)
 	packageUpgrade(t, b, version)
 
 	// Removal leaves the running service running, and says so; purge
@@ -571,4 +574,56 @@ func packageUpgrade(t *testing.T, b *box, version int) {
 	}
 	t.Logf("systemd %d: needrestart lists myapp.service for a restart without /etc/needrestart/conf.d/baton.conf, not with it", version)
 	b.must("curl -sf http://127.0.0.1:8080/")
+}
+
+// contribWorkersUnderSandbox runs the Python examples of contrib/ (Debian's
+// gunicorn, python3-systemd and uvicorn) as users would, with the units
+// `baton units --install` writes for this systemd, under the default
+// sandbox: each starts, serves, rolls out on systemctl reload, and rates
+// 2.5 or lower. The Node example too where the container's Node has the
+// ABI of the host's, for which scripts/test built its unix-dgram (Debian
+// 13's Node 20 and the host's 20 here; Debian 12 has no Node in the root
+// filesystem).
+func contribWorkersUnderSandbox(t *testing.T, b *box, version int) {
+	examples, err := os.ReadFile("../contrib/examples.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(examples)) {
+		parts := strings.Split(strings.TrimSpace(line), "|")
+		if len(parts) != 3 || strings.HasPrefix(parts[0], "#") {
+			continue
+		}
+		name, flags, command := parts[0], parts[1], parts[2]
+		if name == "example-worker" {
+			continue // it runs above
+		}
+		if name == "node" {
+			host, _ := exec.Command("node", "-p", "process.versions.modules").Output()
+			guest, _ := b.sh("node -p process.versions.modules")
+			if len(host) == 0 || strings.TrimSpace(string(host)) != strings.TrimSpace(guest) {
+				t.Logf("systemd %d: Node example skipped: the host's unix-dgram is built for Node ABI %q, the container has %q",
+					version, strings.TrimSpace(string(host)), strings.TrimSpace(guest))
+				continue
+			}
+		}
+		if out, err := exec.Command("./testbed.sh", "copy-in", b.name, "../contrib/"+name, "/srv/"+name).CombinedOutput(); err != nil {
+			t.Fatalf("copy-in: %v\n%s", err, out)
+		}
+		b.must("baton units --name " + name + " " + flags + " --install -- " + command)
+		b.must("systemctl start " + name + ".socket " + name + ".service")
+		_, addr, _ := strings.Cut(flags[strings.Index(flags, "--listen ")+len("--listen "):], "=")
+		addr, _, _ = strings.Cut(addr, " ")
+		b.waitFor(name+" ready", "baton status --json "+name+" | grep -q '\"state\": \"ready\"'", 30*time.Second)
+		b.must("curl -sf http://" + addr + "/")
+		b.must("systemctl reload " + name)
+		b.must("curl -sf http://" + addr + "/ && baton status --json " + name + " | grep -q '\"generation\": 2'")
+		sec := b.must("systemd-analyze security " + name + ".service 2>&1 | grep 'Overall exposure level'")
+		var exposure float64
+		if _, err := fmt.Sscanf(sec[strings.LastIndex(sec, ": ")+2:], "%g", &exposure); err != nil || exposure > 2.5 {
+			t.Errorf("systemd-analyze security %s: %q", name, sec)
+		}
+		b.must("systemctl stop " + name + ".service " + name + ".socket")
+		t.Logf("systemd %d: %s under the default sandbox: served, rolled out, exposure %.1f", version, name, exposure)
+	}
 }

@@ -70,7 +70,7 @@ cmd_build_rootfs() {
   mkdir -p "$dir"
   # minbase + what a booted systemd and our tests need (dbus is required for systemctl <-> PID1 over the bus,
   # libpam-systemd/logind are optional but avoid noise; netcat/curl for socket checks).
-  local pkgs="systemd,systemd-sysv,dbus,libpam-systemd,procps,iproute2,netcat-openbsd,curl,ca-certificates,less,needrestart"
+  local pkgs="systemd,systemd-sysv,dbus,libpam-systemd,procps,iproute2,netcat-openbsd,curl,ca-certificates,less,needrestart,gunicorn,python3-systemd,python3-uvicorn"
   debootstrap --variant=minbase --include="$pkgs$extra" "$suite" "$dir" "$MIRROR"
   # apt sources inside (deb822 not needed; plain list is fine)
   echo "deb $MIRROR $suite main" > "$dir/etc/apt/sources.list"
