@@ -45,3 +45,15 @@ func openFDs(t *testing.T, pid int) int {
 	}
 	return len(ents)
 }
+
+// serving starts `baton run --control CTL args...` under a stand-in systemd
+// that passes it web, waits for READY=1, and returns the service and the
+// control socket's path.
+func serving(ctx context.Context, t *testing.T, web *activation.Listener, args ...string) (*testsd.Service, string) {
+	t.Helper()
+	sd := testsd.New(t)
+	ctl := shortDir(t) + "/c.sock"
+	svc := sd.Start(bins, []*activation.Listener{web}, nil, append([]string{"run", "--control", ctl}, args...)...)
+	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	return svc, ctl
+}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/testsd"
 	"golang.org/x/sys/unix"
@@ -35,11 +34,7 @@ func setNoFile(t *testing.T, pid int, n uint64) {
 // forever although the fds were free again.
 func TestControlSocketSurvivesEMFILE(t *testing.T) {
 	ctx := timeout(t, 30*time.Second)
-	sd := testsd.New(t)
-	ctl := shortDir(t) + "/c.sock"
-	svc := sd.Start(bins, []*activation.Listener{listener(t)}, nil,
-		"run", "--workers", "1", "--control", ctl, "--", bins.Worker)
-	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	svc, ctl := serving(ctx, t, listener(t), "--workers", "1", "--", bins.Worker)
 
 	// Leave baton a few fds, then take them with connections that send
 	// nothing: the accepts after those fail with EMFILE.
@@ -145,11 +140,7 @@ func TestDrainingWorkersBoundedByFDs(t *testing.T) {
 // crashes" although no worker had crashed.
 func TestStartFailureIsNotACrash(t *testing.T) {
 	ctx := timeout(t, 30*time.Second)
-	sd := testsd.New(t)
-	ctl := shortDir(t) + "/c.sock"
-	svc := sd.Start(bins, []*activation.Listener{listener(t)}, nil,
-		"run", "--workers", "1", "--control", ctl, "--crash-limit", "2/60s", "--restart-backoff", "10ms..50ms", "--", bins.Worker)
-	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	svc, ctl := serving(ctx, t, listener(t), "--workers", "1", "--crash-limit", "2/60s", "--restart-backoff", "10ms..50ms", "--", bins.Worker)
 	victim := testsd.Status(ctx, t, ctl).Workers[0].PID
 	// Too few fds for a worker's notify socket, pipes and exec pipe.
 	setNoFile(t, svc.PID(), uint64(openFDs(t, svc.PID())-2))

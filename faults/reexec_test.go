@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/testsd"
 	"golang.org/x/sys/unix"
@@ -22,11 +21,7 @@ import (
 // across the exec and acted on by the new image, at every offset.
 func TestSignalsDuringReexec(t *testing.T) {
 	ctx := timeout(t, 120*time.Second)
-	sd := testsd.New(t)
-	ctl := shortDir(t) + "/c.sock"
-	svc := sd.Start(bins, []*activation.Listener{listener(t)}, nil,
-		"run", "--workers", "2", "--control", ctl, "--", bins.Worker)
-	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	svc, ctl := serving(ctx, t, listener(t), "--workers", "2", "--", bins.Worker)
 	st := testsd.Status(ctx, t, ctl)
 	for i := range 16 {
 		second, name := unix.SIGUSR1, "SIGUSR1"
@@ -70,11 +65,7 @@ func TestSignalsDuringReexec(t *testing.T) {
 // listener is handed over now, so the connection waits in its backlog.
 func TestReloadDuringReexec(t *testing.T) {
 	ctx := timeout(t, 120*time.Second)
-	sd := testsd.New(t)
-	ctl := shortDir(t) + "/c.sock"
-	svc := sd.Start(bins, []*activation.Listener{listener(t)}, nil,
-		"run", "--workers", "2", "--control", ctl, "--", bins.Worker)
-	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	svc, ctl := serving(ctx, t, listener(t), "--workers", "2", "--", bins.Worker)
 	for i := range 12 {
 		execs := strings.Count(svc.Output.String(), "re-executed in place")
 		svc.Signal(t, unix.SIGUSR2)

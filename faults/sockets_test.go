@@ -17,14 +17,10 @@ import (
 // baton notices (SO_ACCEPTCONN), says so, and listens again.
 func TestListenerShutDownIsNoticedAndRestored(t *testing.T) {
 	ctx := timeout(t, 60*time.Second)
-	sd := testsd.New(t)
 	// A fixed port, as services have: bound to port 0, a TCP socket gives
 	// its port back when it is shut down.
 	web := fixedPortListener(t)
-	ctl := shortDir(t) + "/c.sock"
-	svc := sd.Start(bins, []*activation.Listener{web}, nil,
-		"run", "--workers", "2", "--control", ctl, "--restart-backoff", "20ms..200ms", "--", bins.Worker)
-	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	svc, ctl := serving(ctx, t, web, "--workers", "2", "--restart-backoff", "20ms..200ms", "--", bins.Worker)
 	if _, err := testsd.Get(ctx, "http://"+web.Addr()+"/"); err != nil {
 		t.Fatal(err)
 	}
@@ -59,12 +55,8 @@ func TestListenerShutDownIsNoticedAndRestored(t *testing.T) {
 // --json says so, and the journal says when it changed.
 func TestNonBlockingFlagReported(t *testing.T) {
 	ctx := timeout(t, 30*time.Second)
-	sd := testsd.New(t)
 	web := listener(t)
-	ctl := shortDir(t) + "/c.sock"
-	svc := sd.Start(bins, []*activation.Listener{web}, nil,
-		"run", "--workers", "1", "--control", ctl, "--", bins.Worker)
-	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	svc, ctl := serving(ctx, t, web, "--workers", "1", "--", bins.Worker)
 	testsd.WaitStatus(ctx, t, ctl, "nonblocking", func(s control.Status) bool {
 		return len(s.Listeners) == 1 && s.Listeners[0].NonBlocking
 	})
