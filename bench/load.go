@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonsd/baton/internal/testsd"
+	"github.com/batonsd/baton/internal/rig"
 )
 
 // Sample is one request: when it was sent (since the run began), how long
@@ -65,7 +65,7 @@ func StartLoad(url string, rate int, keepAliveEvery int) *Load {
 
 func (l *Load) one(ctx context.Context, c *http.Client, url string) {
 	sent := time.Now()
-	err := testsd.Fetch(ctx, c, url)
+	err := rig.Fetch(ctx, c, url)
 	outcome := "ok"
 	if err != nil {
 		if ctx.Err() != nil {
@@ -80,7 +80,7 @@ func (l *Load) one(ctx context.Context, c *http.Client, url string) {
 
 func classify(err error) string {
 	var ne net.Error
-	var status *testsd.StatusError
+	var status *rig.StatusError
 	switch {
 	case errors.As(err, &status):
 		return "non-2xx"

@@ -16,7 +16,7 @@ import (
 
 	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
-	"github.com/batonsd/baton/internal/testsd"
+	"github.com/batonsd/baton/internal/rig"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,7 +54,7 @@ type batonScenario struct {
 	p   Params
 	dir string
 	cmd *exec.Cmd
-	log testsd.SyncBuffer // baton's stderr, shown if it fails to start
+	log rig.SyncBuffer // baton's stderr, shown if it fails to start
 }
 
 func (s *batonScenario) Name() string { return "baton (rolling reload)" }
@@ -261,7 +261,7 @@ func waitServing(ctx context.Context, startDelay time.Duration) error {
 // workers may still be starting.
 func waitHTTP(ctx context.Context, url string, startDelay time.Duration) error {
 	for {
-		if _, err := testsd.Get(ctx, url); err == nil {
+		if _, err := rig.Get(ctx, url); err == nil {
 			return waitServing(ctx, startDelay)
 		}
 		select {

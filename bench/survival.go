@@ -13,7 +13,7 @@ import (
 
 	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
-	"github.com/batonsd/baton/internal/testsd"
+	"github.com/batonsd/baton/internal/rig"
 	"github.com/batonsd/baton/notify"
 )
 
@@ -115,7 +115,7 @@ func (s *kill9Scenario) Deploy(ctx context.Context) error {
 	s.cmd.Process.Kill()
 	s.cmd.Wait()
 	for _, w := range resp.Status.Workers {
-		if !testsd.ProcessGone(ctx, w.PID) {
+		if !rig.ProcessGone(ctx, w.PID) {
 			return fmt.Errorf("worker %d still running: %w", w.PID, ctx.Err())
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonsd/baton/internal/testsd"
+	"github.com/batonsd/baton/internal/rig"
 )
 
 // TableflipVersion is the cloudflare/tableflip that bench/tableflip pins
@@ -87,7 +87,7 @@ func (s *tableflipScenario) Stop() {
 	if s.lastPID > 0 {
 		syscall.Kill(s.lastPID, syscall.SIGTERM)
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-		if !testsd.ProcessGone(ctx, s.lastPID) {
+		if !rig.ProcessGone(ctx, s.lastPID) {
 			syscall.Kill(s.lastPID, syscall.SIGKILL)
 		}
 		cancel()

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonsd/baton/internal/testsd"
+	"github.com/batonsd/baton/internal/rig"
 )
 
 // Throughput is the highest rate one worker sustains with no work per
@@ -98,7 +98,7 @@ func ClosedLoop(url string, conns int, d time.Duration) (rps float64, failed int
 	for range conns {
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
-				if err := testsd.Fetch(context.Background(), c, url); err != nil {
+				if err := rig.Fetch(context.Background(), c, url); err != nil {
 					bad.Add(1)
 				} else {
 					ok.Add(1)

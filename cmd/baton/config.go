@@ -20,12 +20,19 @@ type settings struct {
 	file map[string]any
 }
 
-// fileKeys are the settings a config file may hold: the run flags' names,
-// and "command" for the worker command.
-var fileKeys = []string{
-	"command", "workers", "listen", "ready", "ready-timeout", "drain-timeout", "stop-signal",
-	"max-surge", "strategy", "canary", "check", "watchdog", "restart-backoff", "crash-limit", "log",
-}
+// fileKeys are the settings a config file may hold: "command" for the
+// worker command, and the names of the run flags but --config itself and
+// --control (the socket a running baton serves cannot move at a reload).
+// Derived from the flags, so a new flag is a key too.
+var fileKeys = func() []string {
+	keys := []string{"command"}
+	for _, f := range runFlags() {
+		if name := f.Names()[0]; name != "config" && name != "control" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}()
 
 func loadSettings(c *cli.Context) (settings, error) {
 	s := settings{c: c, path: c.String("config")}

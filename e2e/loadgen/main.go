@@ -1,4 +1,4 @@
-// Command loadgen drives steady HTTP load (testsd.Load: fresh and
+// Command loadgen drives steady HTTP load (rig.Load: fresh and
 // kept-alive clients) until SIGTERM or SIGINT, then prints the outcome as
 // JSON. The end-to-end tests run it inside a container's network namespace.
 package main
@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonsd/baton/internal/testsd"
+	"github.com/batonsd/baton/internal/rig"
 )
 
 func main() {
@@ -21,7 +21,7 @@ func main() {
 	keepAlive := flag.Int("keepalive", 4, "clients reusing connections")
 	pause := flag.Duration("pause", 5*time.Millisecond, "pause between a client's requests")
 	flag.Parse()
-	load := testsd.StartLoad(*url, *fresh, *keepAlive, *pause)
+	load := rig.StartLoad(*url, *fresh, *keepAlive, *pause)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	<-sigs

@@ -180,7 +180,7 @@ func (r *rollout) begin(s *Supervisor) {
 		err = cfg.check()
 	}
 	if err != nil {
-		r.finish(s, fmt.Errorf("config: %w", err))
+		r.finish(s, err) // it names the file, key or flag already
 		return
 	}
 	if cfg.Workers != len(s.slots) {

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/batonsd/baton/bench"
-	"github.com/batonsd/baton/internal/testsd"
+	"github.com/batonsd/baton/internal/rig"
 )
 
 func main() {
@@ -45,13 +45,13 @@ func main() {
 		fail(err)
 	}
 	defer os.RemoveAll(dir)
-	bins, err := testsd.Build(dir)
+	bins, err := rig.Build(dir)
 	if err != nil {
 		fail(err)
 	}
 	p.Baton, p.Worker = bins.Baton, bins.Worker
 	if *others {
-		root, err := testsd.ModuleRoot()
+		root, err := rig.ModuleRoot()
 		if err != nil {
 			fail(err)
 		}

@@ -1,4 +1,4 @@
-package testsd
+package rig
 
 import (
 	"context"
