@@ -100,7 +100,7 @@ func runAction(c *cli.Context) error {
 // native protocol when journald is baton's stderr, else prefixed lines.
 type outputs struct {
 	journal  *journal.Writer
-	prefixed func(*worker.Process, worker.Stream, []byte)
+	prefixed worker.OutputFunc
 }
 
 func runConfig(st settings, out outputs) (supervisor.Config, error) {

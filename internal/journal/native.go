@@ -176,7 +176,7 @@ func splitPriority(line []byte, def int) (int, []byte) {
 // and the pid column of `baton logs`).
 // ident is the SYSLOG_IDENTIFIER, such as the command's base name. Lines
 // journald refuses are written to fallback, prefixed.
-func WorkerSink(w *Writer, command string, fallback func(*worker.Process, worker.Stream, []byte)) func(*worker.Process, worker.Stream, []byte) {
+func WorkerSink(w *Writer, command string, fallback worker.OutputFunc) worker.OutputFunc {
 	ident := filepath.Base(command)
 	var once sync.Once
 	return func(p *worker.Process, stream worker.Stream, line []byte) {

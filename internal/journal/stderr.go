@@ -15,7 +15,7 @@ import (
 // Prefixed returns a worker output sink that writes each line to w as
 // "[worker SLOT pid PID] line". Lines from concurrent workers never
 // interleave.
-func Prefixed(w io.Writer) func(*worker.Process, worker.Stream, []byte) {
+func Prefixed(w io.Writer) worker.OutputFunc {
 	var mu sync.Mutex
 	return func(p *worker.Process, _ worker.Stream, line []byte) {
 		var b bytes.Buffer

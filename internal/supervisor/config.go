@@ -41,7 +41,7 @@ type Config struct {
 	Control string
 	// Output receives worker output lines; nil passes the supervisor's own
 	// stdout and stderr through to the workers.
-	Output func(w *worker.Process, stream worker.Stream, line []byte)
+	Output worker.OutputFunc
 	// Version is baton's version, for status and the upgrade log.
 	Version string
 	// ShimPath and ShimArgv start the exec shim (see worker.Spec).

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -91,16 +92,8 @@ type handoffWorker struct {
 
 // Upgrade answers the control socket's upgrade request.
 func (s *Supervisor) Upgrade(ctx context.Context, conn *net.UnixConn) error {
-	reply := make(chan error, 1)
-	if !s.post(func() { s.requestUpgrade(conn, reply) }) {
-		return errors.New("baton is shutting down")
-	}
-	select {
-	case err := <-reply:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	err, askErr := ask(ctx, s, func(reply chan<- error) { s.requestUpgrade(conn, reply) })
+	return cmp.Or(askErr, err)
 }
 
 // requestUpgrade checks the binary on disk speaks our handoff protocol,
@@ -407,14 +400,7 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	}
 	for _, sl := range s.slots {
 		if sl.w == nil {
-			sl.restart = s.after(sl.backoff, func() {
-				sl.restart = nil
-				if !s.stopping && sl.w == nil && sl.next == nil {
-					if sl.w = s.startWorker(sl, sl.spec); sl.w == nil {
-						s.retryStart(sl)
-					}
-				}
-			})
+			s.scheduleStart(sl) // its restart was waiting in the old image
 		}
 	}
 	s.log.Info("re-executed in place: workers adopted", "exe", s.exe, "version", s.cfg.Version,

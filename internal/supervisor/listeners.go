@@ -49,9 +49,7 @@ func (s *Supervisor) openListeners() error {
 		switch {
 		case stored && !wanted[name]:
 			s.log.Info("FD store: dropping a socket no --listen claims any more", "name", name, "addr", l.Addr())
-			if err := s.sd.Send("FDSTOREREMOVE=1\nFDNAME=" + l.Name); err != nil {
-				s.log.Warn("FD store: remove", "name", l.Name, "err", err)
-			}
+			s.removeStored(l.Name)
 			l.Close()
 			continue
 		case stored:

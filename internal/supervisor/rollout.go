@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -68,17 +69,9 @@ func (s *Supervisor) Reload(ctx context.Context) (control.Rollout, error) {
 
 // rolloutResult runs ask on the loop with a reply channel and waits for
 // the rollout result it delivers.
-func (s *Supervisor) rolloutResult(ctx context.Context, ask func(chan<- rolloutResult)) (control.Rollout, error) {
-	reply := make(chan rolloutResult, 1)
-	if !s.post(func() { ask(reply) }) {
-		return control.Rollout{}, errors.New("baton is shutting down")
-	}
-	select {
-	case res := <-reply:
-		return res.r, res.err
-	case <-ctx.Done():
-		return control.Rollout{}, ctx.Err()
-	}
+func (s *Supervisor) rolloutResult(ctx context.Context, f func(chan<- rolloutResult)) (control.Rollout, error) {
+	res, err := ask(ctx, s, f)
+	return res.r, cmp.Or(err, res.err)
 }
 
 // awaitSignalled is how long AwaitReload waits for a rollout to begin, and
@@ -158,9 +151,7 @@ func (s *Supervisor) startRollout(reply chan<- rolloutResult, replace bool) {
 		r.waiters = append(r.waiters, reply)
 	}
 	s.rollout = r
-	if err := s.sd.Send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec())); err != nil {
-		s.log.Error("notify systemd", "err", err)
-	}
+	s.tell(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
 	r.begin(s)
 }
 
@@ -421,9 +412,7 @@ func (r *rollout) finish(s *Supervisor, err error) {
 		return
 	}
 	s.status = s.statusLine()
-	if err := s.sd.Send("READY=1\nSTATUS=" + s.status); err != nil {
-		s.log.Error("notify systemd", "err", err)
-	}
+	s.tell("READY=1\nSTATUS=" + s.status)
 	for _, w := range r.waiters {
 		w <- rolloutResult{r: res, err: err}
 	}
@@ -452,9 +441,7 @@ func (r *rollout) describe(s *Supervisor) control.Rollout {
 // reload is bounded by TimeoutStartSec, and N slow workers may need more.
 func (s *Supervisor) extendTimeout() {
 	d := s.cfg.ReadyTimeout + s.cfg.Canary + 10*time.Second
-	if err := s.sd.Send(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds())); err != nil {
-		s.log.Error("notify systemd", "err", err)
-	}
+	s.tell(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds()))
 }
 
 func monotonicUsec() int64 {

@@ -178,9 +178,7 @@ func (s *Supervisor) onReady(w *proc) {
 	if !s.readySent && !s.stopping && s.readyCount() == len(s.slots) {
 		s.readySent = true
 		s.status = s.statusLine()
-		if err := s.sd.Send("READY=1\nSTATUS=" + s.status); err != nil {
-			s.log.Error("notify systemd", "err", err)
-		}
+		s.tell("READY=1\nSTATUS=" + s.status)
 		s.log.Info("service ready", "workers", len(s.slots), "gen", s.serving.gen)
 		s.runDeferredUpgrade()
 	}
@@ -308,11 +306,17 @@ func (s *Supervisor) scheduleStart(sl *slot) {
 		if s.stopping || sl.w != nil || sl.next != nil {
 			return // stopping, or a rollout has put a worker in the slot since
 		}
-		if sl.w = s.startWorker(sl, sl.spec); sl.w == nil {
-			s.retryStart(sl)
-		}
+		s.fillSlot(sl)
 		s.updateStatus()
 	})
+}
+
+// fillSlot starts a worker of the slot's generation in the empty slot sl,
+// or schedules another try when baton cannot start one.
+func (s *Supervisor) fillSlot(sl *slot) {
+	if sl.w = s.startWorker(sl, sl.spec); sl.w == nil {
+		s.retryStart(sl)
+	}
 }
 
 // drain sends the stop signal and arms the SIGKILL deadline.

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -59,23 +58,12 @@ func (s *Supervisor) updateStatus() {
 		return
 	}
 	s.status = line
-	if err := s.sd.Send("STATUS=" + line); err != nil {
-		s.log.Error("notify systemd", "err", err)
-	}
+	s.tell("STATUS=" + line)
 }
 
 // Status answers the control socket's status request.
 func (s *Supervisor) Status(ctx context.Context) (control.Status, error) {
-	reply := make(chan control.Status, 1)
-	if !s.post(func() { reply <- s.snapshot() }) {
-		return control.Status{}, errors.New("baton is shutting down")
-	}
-	select {
-	case st := <-reply:
-		return st, nil
-	case <-ctx.Done():
-		return control.Status{}, ctx.Err()
-	}
+	return ask(ctx, s, func(reply chan<- control.Status) { reply <- s.snapshot() })
 }
 
 func (s *Supervisor) snapshot() control.Status {

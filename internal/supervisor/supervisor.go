@@ -307,9 +307,7 @@ func (s *Supervisor) startQueued() {
 		if sl.w != nil || sl.next != nil {
 			continue
 		}
-		if sl.w = s.startWorker(sl, sl.spec); sl.w == nil {
-			s.retryStart(sl)
-		}
+		s.fillSlot(sl)
 	}
 	s.updateStatus()
 }
@@ -321,6 +319,25 @@ func (s *Supervisor) post(f func()) bool {
 		return true
 	case <-s.done:
 		return false
+	}
+}
+
+// ErrShuttingDown answers requests that arrive after the loop has ended.
+var ErrShuttingDown = errors.New("baton is shutting down")
+
+// ask runs f on the loop with a reply channel and waits for its answer, or
+// for ctx: how the control socket's requests reach the loop.
+func ask[T any](ctx context.Context, s *Supervisor, f func(reply chan<- T)) (T, error) {
+	reply := make(chan T, 1)
+	var zero T
+	if !s.post(func() { f(reply) }) {
+		return zero, ErrShuttingDown
+	}
+	select {
+	case v := <-reply:
+		return v, nil
+	case <-ctx.Done():
+		return zero, ctx.Err()
 	}
 }
 
@@ -393,9 +410,7 @@ func (s *Supervisor) beginStop() {
 	if s.rollout != nil {
 		s.rollout.finish(s, errors.New("baton is stopping"))
 	}
-	if err := s.sd.Send("STOPPING=1"); err != nil {
-		s.log.Error("notify systemd", "err", err)
-	}
+	s.tell("STOPPING=1")
 	s.log.Info("stopping", "workers", len(s.workers), "drain_timeout", s.cfg.DrainTimeout)
 	for _, sl := range s.slots {
 		if sl.restart != nil {

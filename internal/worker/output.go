@@ -46,7 +46,7 @@ func (p *Process) Tail() []string {
 // and closes r: left to the garbage collector's finalizer, a pipe per worker
 // stays open for an unknown while (the fd-leak test saw 63 after 1000
 // rollouts).
-func (p *Process) readLines(r *os.File, stream Stream, out func(*Process, Stream, []byte)) {
+func (p *Process) readLines(r *os.File, stream Stream, out OutputFunc) {
 	defer r.Close()
 	br := bufio.NewReaderSize(r, maxLine)
 	for {
@@ -99,7 +99,7 @@ func Orphan(pid, slot, gen int, log *slog.Logger) *Process {
 
 // ReadOutput hands each line of r to out until EOF, closes r, and returns
 // the number of lines.
-func (p *Process) ReadOutput(r *os.File, stream Stream, out func(*Process, Stream, []byte)) int {
+func (p *Process) ReadOutput(r *os.File, stream Stream, out OutputFunc) int {
 	n := 0
 	p.readLines(r, stream, func(p *Process, s Stream, line []byte) {
 		n++

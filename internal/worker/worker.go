@@ -43,7 +43,7 @@ type Spec struct {
 	// valid only during the call. When nil, the worker inherits the
 	// supervisor's stdout and stderr. It is called from the worker's own
 	// reader goroutines.
-	Output func(w *Process, stream Stream, line []byte)
+	Output OutputFunc
 	// NotifyDir holds the worker's notification socket; empty makes it an
 	// abstract socket.
 	NotifyDir string
@@ -55,6 +55,10 @@ type Spec struct {
 	DeathSignal syscall.Signal
 	Logger      *slog.Logger
 }
+
+// OutputFunc receives one line a worker wrote to stream, valid only during
+// the call.
+type OutputFunc func(w *Process, stream Stream, line []byte)
 
 // Stream names a worker's output stream.
 type Stream string
