@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,15 +16,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Config is what `baton run` is started with.
+// Config is what `baton run` is started with: the settings of a
+// generation's workers, and the rest, which belongs to the process.
 type Config struct {
-	Command        []string
+	GenSettings
 	Workers        int
 	Listen         []activation.Spec
-	Ready          Ready
-	ReadyTimeout   time.Duration
-	DrainTimeout   time.Duration
-	StopSignal     syscall.Signal
 	RestartBackoff Backoff
 	CrashLimit     CrashLimit
 	// MaxSurge is how many new workers a rollout starts at once;
@@ -35,8 +33,6 @@ type Config struct {
 	Canary time.Duration
 	// Check is a shell command run before each rollout; non-zero aborts it.
 	Check string
-	// Watchdog is the WATCHDOG_USEC given to workers; 0 is off.
-	Watchdog time.Duration
 	// Control is the control socket's path; empty means none.
 	Control string
 	// Output receives worker output lines; nil passes the supervisor's own
@@ -48,6 +44,21 @@ type Config struct {
 	ShimPath string
 	ShimArgv []string
 	Logger   *slog.Logger
+}
+
+// GenSettings are what a generation's workers are started and managed
+// with: each generation keeps its own, so a crash restart, a drain deadline
+// or a stop signal always uses the settings of the worker's generation, and
+// they go whole to a re-executed image (a setting added here is handed over
+// with no more code).
+type GenSettings struct {
+	Command      []string       `json:"command"`
+	Ready        Ready          `json:"ready"`
+	ReadyTimeout time.Duration  `json:"ready_timeout"`
+	DrainTimeout time.Duration  `json:"drain_timeout"`
+	StopSignal   syscall.Signal `json:"stop_signal"`
+	// Watchdog is the WATCHDOG_USEC given to workers; 0 is off.
+	Watchdog time.Duration `json:"watchdog"`
 }
 
 // ReadyKind is how a new worker shows it is ready.
@@ -78,6 +89,20 @@ func (r Ready) String() string {
 		return r.URL
 	}
 	return "notify"
+}
+
+// MarshalJSON writes r as its --ready value.
+func (r Ready) MarshalJSON() ([]byte, error) { return json.Marshal(r.String()) }
+
+// UnmarshalJSON reads a --ready value.
+func (r *Ready) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := ParseReady(s)
+	*r = v
+	return err
 }
 
 // ProbeURL returns the probe URL for one worker.

@@ -62,15 +62,11 @@ type handoffListener struct {
 	Source string `json:"source"`
 }
 
-// handoffGen is what a generation's workers were started with.
+// handoffGen is a generation and what its workers were started with (the
+// JSON of protocol 1, which listed the same fields one by one).
 type handoffGen struct {
-	Gen          int           `json:"gen"`
-	Command      []string      `json:"command"`
-	Ready        string        `json:"ready"`
-	ReadyTimeout time.Duration `json:"ready_timeout"`
-	DrainTimeout time.Duration `json:"drain_timeout"`
-	StopSignal   int           `json:"stop_signal"`
-	Watchdog     time.Duration `json:"watchdog"`
+	Gen int `json:"gen"`
+	GenSettings
 }
 
 type handoffSlot struct {
@@ -293,9 +289,7 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 			Failed: w.failed, Status: w.status, Watchdog: w.wdInterval})
 	}
 	for _, g := range gens {
-		c := g.cfg
-		st.Gens = append(st.Gens, handoffGen{Gen: g.gen, Command: c.Command, Ready: c.Ready.String(),
-			ReadyTimeout: c.ReadyTimeout, DrainTimeout: c.DrainTimeout, StopSignal: int(c.StopSignal), Watchdog: c.Watchdog})
+		st.Gens = append(st.Gens, handoffGen{Gen: g.gen, GenSettings: g.cfg.GenSettings})
 	}
 	if s.ctl != nil {
 		fd, err := s.ctl.Dup()
@@ -355,15 +349,8 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	}
 	gens := map[int]*genSpec{}
 	for _, g := range st.Gens {
-		cfg := s.cfg // the settings of this image, with what the workers were started with
-		cfg.Command = g.Command
-		cfg.ReadyTimeout, cfg.DrainTimeout, cfg.Watchdog = g.ReadyTimeout, g.DrainTimeout, g.Watchdog
-		cfg.StopSignal = syscall.Signal(g.StopSignal)
-		ready, err := ParseReady(g.Ready)
-		if err != nil {
-			return fmt.Errorf("adopt generation %d: %w", g.Gen, err)
-		}
-		cfg.Ready = ready
+		cfg := s.cfg // this image's process settings, the generation's own
+		cfg.GenSettings = g.GenSettings
 		gens[g.Gen] = &genSpec{gen: g.Gen, cfg: cfg}
 	}
 	s.lastGen, s.serving = st.LastGen, gens[st.Serving]
