@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -64,7 +65,8 @@ func TestShellShimLeavesUnsetVariablesUnset(t *testing.T) {
 	}
 	cmd = exec.Command(ShellShim, append(ShellShimArgv[1:], "/nonexistent/worker")...)
 	b, err = cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 127 || !strings.Contains(string(b), "baton-shim") {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 127 || !strings.Contains(string(b), "baton-shim") {
 		t.Errorf("missing command: %v, output %q", err, b)
 	}
 }
