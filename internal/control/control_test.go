@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -216,4 +217,45 @@ func TestFind(t *testing.T) {
 	if got, err := Find(e); err != nil || got != live {
 		t.Errorf("Find with one live among three = %q, %v", got, err)
 	}
+}
+
+// TestServerLeavesNoGoroutine: Close ends the accept loop and every
+// connection's goroutine, including one blocked waiting for a request and
+// one blocked in a handler.
+func TestServerLeavesNoGoroutine(t *testing.T) {
+	before := runtime.NumGoroutine()
+	path := filepath.Join(shortDir(t), "c.sock")
+	srv, err := Listen(path, blockingHandler{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle, err := net.Dial("unix", path) // never sends its request
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	busy := make(chan error, 1)
+	go func() { _, err := Call(context.Background(), path, Request{Command: CmdReload}); busy <- err }()
+	if _, err := Call(context.Background(), path, Request{Command: CmdStatus}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	if err := <-busy; err == nil {
+		t.Error("a reload blocked in its handler got an answer after Close")
+	}
+	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > before; {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines left after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// blockingHandler's reloads wait for their context: Close cancels it.
+type blockingHandler struct{ fakeHandler }
+
+func (blockingHandler) Reload(ctx context.Context) (Rollout, error) {
+	<-ctx.Done()
+	return Rollout{}, ctx.Err()
 }

@@ -40,6 +40,9 @@ type Server struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+
+	mu      sync.Mutex
+	reading map[*net.UnixConn]bool // connections whose request is not in yet
 }
 
 // Listen creates the control socket at path with mode 0600 and serves it
@@ -86,7 +89,7 @@ func serve(path string, ln *net.UnixListener, h Handler, log *slog.Logger) *Serv
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{path: path, ln: ln, handler: h, log: log, ctx: ctx, cancel: cancel}
+	s := &Server{path: path, ln: ln, handler: h, log: log, ctx: ctx, cancel: cancel, reading: map[*net.UnixConn]bool{}}
 	// The accept loop is counted in wg, so the connections it adds to wg
 	// never race with Close's Wait.
 	s.wg.Go(s.accept)
@@ -185,12 +188,33 @@ func (s *Server) accept() {
 
 // Close stops accepting, cancels requests in flight, waits for their
 // goroutines and removes the socket file.
+//
+// A client still sending its request is cut off (it used to hold Close for
+// up to requestTimeout, and baton's stop with it); requests in flight see
+// their context cancelled and answer with that.
 func (s *Server) Close() error {
 	err := s.ln.Close()
 	s.cancel()
+	s.mu.Lock()
+	for c := range s.reading {
+		c.Close()
+	}
+	s.mu.Unlock()
 	s.wg.Wait()
 	os.Remove(s.path) // best effort: a missing file is what we want anyway
 	return err
+}
+
+// startReading registers c as waiting for its request, unless the server
+// is closing.
+func (s *Server) startReading(c *net.UnixConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return false
+	}
+	s.reading[c] = true
+	return true
 }
 
 // requestTimeout bounds how long a client may take to send its request.
@@ -201,9 +225,15 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	enc := json.NewEncoder(c)
 	// The request is read before the peer check answers, so that a refused
 	// client gets the reason and not a reset of its unread request.
+	if !s.startReading(c) {
+		return // closing
+	}
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
 	line, err := readLine(bufio.NewReaderSize(c, 4096))
 	c.SetReadDeadline(time.Time{})
+	s.mu.Lock()
+	delete(s.reading, c)
+	s.mu.Unlock()
 	if err := checkPeer(c); err != nil {
 		s.log.Warn("control connection refused", "err", err)
 		enc.Encode(Response{Error: err.Error()}) // the peer may be gone; nothing to do then

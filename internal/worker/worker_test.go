@@ -1,7 +1,12 @@
 package worker
 
 import (
+	"runtime"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -14,5 +19,46 @@ func TestEnvDropsPerProcessVariables(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"PATH=/bin", "JOURNAL_STREAM=8:9", "HOME=/root"}, Env(in, false)); diff != "" {
 		t.Errorf("inherited (-want +got):\n%s", diff)
+	}
+}
+
+// TestWorkerLeavesNoGoroutine: once a worker has exited and been reaped,
+// its output readers, notify reader and exec-pipe watcher all end.
+func TestWorkerLeavesNoGoroutine(t *testing.T) {
+	runtime.LockOSThread() // Start wants the forking thread to outlive the worker
+	defer runtime.UnlockOSThread()
+	before := runtime.NumGoroutine()
+	var lines atomic.Int32
+	p, err := Start(Spec{
+		ShimPath:  ShellShim,
+		ShimArgv:  ShellShimArgv,
+		Command:   []string{"/bin/sh", "-c", "echo out; echo err >&2"},
+		Env:       []string{"PATH=/usr/bin:/bin"},
+		NotifyDir: t.TempDir(),
+		Output:    func(*Process, Stream, []byte) { lines.Add(1) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(p.PID, &ws, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.Exited()
+	select {
+	case <-p.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("output not read to its end")
+	}
+	<-p.Execd()
+	if lines.Load() != 2 {
+		t.Errorf("%d output lines, want 2", lines.Load())
+	}
+	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > before; {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
