@@ -75,20 +75,34 @@ func (s *Supervisor) boundDraining() {
 	if s.stopping {
 		return // every worker drains, and nothing new starts: no fd is added
 	}
+	// A worker already killed holds its fds until it is reaped and its
+	// output read: it counts, but cannot be killed again; so does one
+	// reaped whose output is still being read.
 	var draining []*proc
+	held := 0
 	for _, w := range s.workers {
-		if w.state == stateDraining && !w.killed {
-			draining = append(draining, w)
+		if w.state == stateDraining {
+			held++
+			if !w.killed {
+				draining = append(draining, w)
+			}
 		}
 	}
-	over := len(draining) - s.drainingBudget()
+	for _, p := range s.exited { // reaped, output not read to its end yet
+		select {
+		case <-p.Done():
+		default:
+			held++
+		}
+	}
+	over := min(held-s.drainingBudget(), len(draining))
 	if over <= 0 {
 		return
 	}
 	slices.SortFunc(draining, func(a, b *proc) int { return a.drainStart.Compare(b.drainStart) })
 	for _, w := range draining[:over] {
 		s.log.Warn("too many draining workers for RLIMIT_NOFILE: killing the one draining longest",
-			"slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation, "draining", len(draining), "budget", s.drainingBudget(), "limit", s.fdLimit)
+			"slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation, "draining", held, "budget", s.drainingBudget(), "limit", s.fdLimit)
 		w.killed = true
 		w.p.Kill()
 	}
