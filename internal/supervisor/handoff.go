@@ -45,8 +45,9 @@ type handoffState struct {
 	ReadySent bool              `json:"ready_sent"`
 	ReplyFD   int               `json:"reply_fd"`   // the upgrade caller's connection, or -1
 	ControlFD int               `json:"control_fd"` // the control socket's listener, or -1
-	// Signals were caught by the old image and not yet acted on.
-	Signals   []int              `json:"signals,omitempty"`
+	// Signals were caught by the old image and not yet acted on: read from
+	// signalsEnv, not written in the state (see reexec).
+	Signals   []int              `json:"-"`
 	NotifyDir string             `json:"notify_dir"`
 	Old       handoffPredecessor `json:"old"`
 }
@@ -212,26 +213,31 @@ func (s *Supervisor) reexec(conn *net.UnixConn) error {
 	for _, kv := range os.Environ() {
 		// The sockets come in the state now; a stale LISTEN_FDS would name fds
 		// that are gone.
-		if !strings.HasPrefix(kv, "LISTEN_") && !strings.HasPrefix(kv, handoffEnv+"=") {
+		if !strings.HasPrefix(kv, "LISTEN_") && !strings.HasPrefix(kv, handoffEnv+"=") && !strings.HasPrefix(kv, signalsEnv+"=") {
 			env = append(env, kv)
 		}
 	}
 	env = append(env, fmt.Sprintf("%s=%d", handoffEnv, mfd))
 	s.pingSystemd() // before and after: the exec must not look like a hang
 	s.log.Info("re-executing in place", "exe", s.exe, "workers", len(st.Workers))
-	// Last, the signals: from here on they stay pending for the new image,
-	// and those caught already go in the state (signals.go).
-	st.Signals = s.collectSignals()
 	if err := writeState(f, st); err != nil {
-		s.releaseSignals(st.Signals)
 		closeFDs()
 		return err
+	}
+	// Last, the signals: from here on they stay pending for the new image
+	// (blocked on this thread), and those the Go runtime caught already go
+	// in the environment, which takes microseconds where the state took a
+	// millisecond to write (a signal caught by another thread in between
+	// would be lost: signals.go).
+	caught := s.collectSignals()
+	if len(caught) > 0 {
+		env = append(env, signalsEnv+"="+joinInts(caught))
 	}
 	// This runs on the loop's thread, the main thread: the workers' parent-
 	// death signal is tied to the thread that forked them, and execve keeps
 	// the calling thread.
 	err = syscall.Exec(s.exe, os.Args, env)
-	s.releaseSignals(st.Signals)
+	s.releaseSignals(caught)
 	closeFDs()
 	return fmt.Errorf("exec %s: %w; the running baton goes on", s.exe, err)
 }
@@ -330,6 +336,7 @@ func readHandoff() (*handoffState, error) {
 	if err := json.NewDecoder(bufio.NewReader(f)).Decode(&st); err != nil {
 		return nil, fmt.Errorf("read handoff state: %w", err)
 	}
+	st.Signals = handedSignals()
 	if st.Protocol < oldestHandoff || st.Protocol > HandoffProtocol {
 		return nil, fmt.Errorf("handoff state of protocol %d, this baton speaks %d", st.Protocol, HandoffProtocol)
 	}
@@ -397,6 +404,31 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	}
 	s.actOn(st.Signals)
 	return nil
+}
+
+// signalsEnv lists, in the new image's environment, the signals the old
+// image caught during the exec and did not act on ("10,12").
+const signalsEnv = "BATON_HANDOFF_SIGNALS"
+
+func joinInts(ns []int) string {
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ",")
+}
+
+// handedSignals reads signalsEnv, and unsets it.
+func handedSignals() []int {
+	v := os.Getenv(signalsEnv)
+	os.Unsetenv(signalsEnv)
+	var sigs []int
+	for f := range strings.SplitSeq(v, ",") {
+		if n, err := strconv.Atoi(f); err == nil && n > 0 && n < 65 {
+			sigs = append(sigs, n)
+		}
+	}
+	return sigs
 }
 
 // answerUpgrade tells the `baton upgrade` caller, on the connection the old

@@ -8,7 +8,7 @@ package supervisor
 //   - The old image blocks the signals it acts on (heldSignals) on the
 //     exec thread, then collects what its Go handlers already caught (a
 //     marker signal flushes the runtime's queue, see collectSignals) and
-//     hands those over in the state; the new image acts on them after it
+//     hands those over (BATON_HANDOFF_SIGNALS); the new image acts on them after it
 //     has adopted the workers.
 //   - Signals arriving after that stay pending across execve (the blocked
 //     mask and pending signals survive it). The new image installs its
