@@ -51,6 +51,9 @@ func call(ctx context.Context, path string, req Request) (Response, error) {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	if err := json.NewEncoder(c).Encode(req); err != nil {
+		if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) {
+			err = errUnanswered // closed before it could even read the request
+		}
 		return Response{}, fmt.Errorf("control socket %s: send: %w", path, err)
 	}
 	line, err := readLine(bufio.NewReader(c))
