@@ -157,6 +157,26 @@ func boot(t *testing.T, version int) *box {
 	return b
 }
 
+// copyIn copies a file or directory of the host into the container.
+func (b *box) copyIn(src, dst string) {
+	b.t.Helper()
+	if out, err := exec.Command("./testbed.sh", "copy-in", b.name, src, dst).CombinedOutput(); err != nil {
+		b.t.Fatalf("copy-in %s: %v\n%s", src, err, out)
+	}
+}
+
+// exposure is systemd-analyze security's overall rating of unit; a rating
+// above 2.5 (worse than OK) fails the test.
+func (b *box) exposure(unit string) float64 {
+	b.t.Helper()
+	sec := b.must("systemd-analyze security " + unit + " 2>&1 | grep 'Overall exposure level'")
+	var e float64
+	if _, err := fmt.Sscanf(sec[strings.LastIndex(sec, ": ")+2:], "%g", &e); err != nil || e > 2.5 {
+		b.t.Errorf("systemd-analyze security %s: %q, want 2.5 or lower", unit, sec)
+	}
+	return e
+}
+
 // sh runs a bash script inside the container.
 func (b *box) sh(script string) (string, error) {
 	out, err := exec.Command("./testbed.sh", "exec", b.name, "--", "bash", "-c", script).CombinedOutput()
@@ -263,9 +283,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	}
 
 	// Install the .deb and the units, as a user would.
-	if out, err := exec.Command("./testbed.sh", "copy-in", b.name, deb, "/tmp/baton.deb").CombinedOutput(); err != nil {
-		t.Fatalf("copy-in: %v\n%s", err, out)
-	}
+	b.copyIn(deb, "/tmp/baton.deb")
 	b.must("dpkg -i /tmp/baton.deb")
 	// The app's own binary, not the package's: a package upgrade replaces
 	// baton's files, not the app's (needrestart below tells them apart).
@@ -281,12 +299,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	// The default sandbox, as this systemd rates it.
-	sec := b.must("systemd-analyze security myapp.service 2>&1 | grep 'Overall exposure level'")
-	var exposure float64
-	if _, err := fmt.Sscanf(sec[strings.LastIndex(sec, ": ")+2:], "%g", &exposure); err != nil || exposure > 2.5 {
-		t.Errorf("systemd-analyze security myapp.service: %q, want 2.5 or lower", sec)
-	}
-	t.Logf("systemd %d: %s", version, strings.TrimSpace(sec))
+	t.Logf("systemd %d: myapp.service exposure %.1f", version, b.exposure("myapp.service"))
 	b.must("systemctl start myapp.socket myapp.service")
 
 	// Socket-activated myapp starts and answers, on its .socket unit's socket
@@ -420,9 +433,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 // and the restarted baton journals each old worker's last line with its
 // slot and generation.
 func plainWorkerSurvivesKill9(t *testing.T, b *box, version int) {
-	if out, err := exec.Command("./testbed.sh", "copy-in", b.name, plain, "/usr/local/bin/plainworker").CombinedOutput(); err != nil {
-		t.Fatalf("copy-in: %v\n%s", err, out)
-	}
+	b.copyIn(plain, "/usr/local/bin/plainworker")
 	b.must("baton units --name plain --listen http=127.0.0.1:8090 --workers 3 --drain-timeout 10s --install -- /usr/local/bin/plainworker 300ms")
 	b.must("systemctl start plain.socket plain.service")
 	b.waitFor("plain ready", "baton status plain | grep -q '3/3 ready'", 20*time.Second)
@@ -501,9 +512,7 @@ func repack(tmp, version, protocol string) (string, error) {
 // protocol leaves it running its old binary and says what to do.
 func packageUpgrade(t *testing.T, b *box, version int) {
 	for _, d := range []string{debV2, debOther} {
-		if out, err := exec.Command("./testbed.sh", "copy-in", b.name, d, "/tmp/"+filepath.Base(d)).CombinedOutput(); err != nil {
-			t.Fatalf("copy-in: %v\n%s", err, out)
-		}
+		b.copyIn(d, "/tmp/"+filepath.Base(d))
 	}
 	b.waitFor("4 ready workers", "baton status myapp | grep -q '4/4 ready'", 20*time.Second)
 	before := b.status()
@@ -611,9 +620,7 @@ func contribWorkersUnderSandbox(t *testing.T, b *box, version int) {
 				continue
 			}
 		}
-		if out, err := exec.Command("./testbed.sh", "copy-in", b.name, "../contrib/"+name, "/srv/"+name).CombinedOutput(); err != nil {
-			t.Fatalf("copy-in: %v\n%s", err, out)
-		}
+		b.copyIn("../contrib/"+name, "/srv/"+name)
 		b.must("baton units --name " + name + " " + flags + " --install -- " + command)
 		b.must("systemctl start " + name + ".socket " + name + ".service")
 		_, addr, _ := strings.Cut(flags[strings.Index(flags, "--listen ")+len("--listen "):], "=")
@@ -622,11 +629,7 @@ func contribWorkersUnderSandbox(t *testing.T, b *box, version int) {
 		b.must("curl -sf http://" + addr + "/")
 		b.must("systemctl reload " + name)
 		b.must("curl -sf http://" + addr + "/ && baton status --json " + name + " | grep -q '\"generation\": 2'")
-		sec := b.must("systemd-analyze security " + name + ".service 2>&1 | grep 'Overall exposure level'")
-		var exposure float64
-		if _, err := fmt.Sscanf(sec[strings.LastIndex(sec, ": ")+2:], "%g", &exposure); err != nil || exposure > 2.5 {
-			t.Errorf("systemd-analyze security %s: %q", name, sec)
-		}
+		exposure := b.exposure(name + ".service")
 		b.must("systemctl stop " + name + ".service " + name + ".socket")
 		t.Logf("systemd %d: %s under the default sandbox: served, rolled out, exposure %.1f", version, name, exposure)
 	}

@@ -33,21 +33,18 @@ import (
 const handoffEnv = "BATON_HANDOFF_FD"
 
 type handoffState struct {
-	Protocol  int               `json:"protocol"`
-	Listeners []handoffListener `json:"listeners"`
-	LastGen   int               `json:"last_gen"`
-	Serving   int               `json:"serving"`
-	Gens      []handoffGen      `json:"gens"`
-	Slots     []handoffSlot     `json:"slots"`
-	Workers   []handoffWorker   `json:"workers"`
-	Crashes   []time.Time       `json:"crashes"`
-	Last      *control.Rollout  `json:"last,omitempty"`
-	ReadySent bool              `json:"ready_sent"`
-	ReplyFD   int               `json:"reply_fd"`   // the upgrade caller's connection, or -1
-	ControlFD int               `json:"control_fd"` // the control socket's listener, or -1
-	// Signals were caught by the old image and not yet acted on: read from
-	// signalsEnv, not written in the state (see reexec).
-	Signals   []int              `json:"-"`
+	Protocol  int                `json:"protocol"`
+	Listeners []handoffListener  `json:"listeners"`
+	LastGen   int                `json:"last_gen"`
+	Serving   int                `json:"serving"`
+	Gens      []handoffGen       `json:"gens"`
+	Slots     []handoffSlot      `json:"slots"`
+	Workers   []handoffWorker    `json:"workers"`
+	Crashes   []time.Time        `json:"crashes"`
+	Last      *control.Rollout   `json:"last,omitempty"`
+	ReadySent bool               `json:"ready_sent"`
+	ReplyFD   int                `json:"reply_fd"`   // the upgrade caller's connection, or -1
+	ControlFD int                `json:"control_fd"` // the control socket's listener, or -1
 	NotifyDir string             `json:"notify_dir"`
 	Old       handoffPredecessor `json:"old"`
 }
@@ -97,21 +94,28 @@ func (s *Supervisor) Upgrade(ctx context.Context, conn *net.UnixConn) error {
 // then re-executes it. reply, if not nil, gets why it did not happen.
 func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 	fail := func(err error) {
+		s.upgrading = false
 		s.log.Error("upgrade refused", "err", err)
 		if reply != nil {
 			reply <- err
 		}
 	}
-	if err := s.upgradeBlocker(); err != nil {
-		if reply == nil && !s.stopping {
-			// A signal has nobody to tell "try later": it waits for the
-			// rollout (or the start) to end instead.
+	// blocked fails the upgrade if something is in its way; one a signal
+	// asked for, which has nobody to tell "try later", waits for the rollout
+	// (or the start) to end instead.
+	blocked := func() bool {
+		err := s.upgradeBlocker()
+		switch {
+		case err == nil:
+			return false
+		case reply == nil && !s.stopping:
+			s.upgrading = false
 			s.log.Info("upgrade deferred until the rollout or start has ended", "reason", err)
 			s.upgradeDeferred = true
-			return
+		default:
+			fail(err)
 		}
-		fail(err)
-		return
+		return true
 	}
 	if s.upgrading {
 		// The one on its way execs the binary on disk, as this one would.
@@ -121,14 +125,10 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 		s.log.Info("upgrade requested while one is in progress: joined it")
 		return
 	}
-	s.upgrading = true
-	fail = func(err error) {
-		s.upgrading = false
-		s.log.Error("upgrade refused", "err", err)
-		if reply != nil {
-			reply <- err
-		}
+	if blocked() {
+		return
 	}
+	s.upgrading = true
 	s.log.Info("upgrade requested: asking the binary on disk for its handoff protocol", "exe", s.exe)
 	s.runHelper([]string{s.exe, "version"}, 10*time.Second, func(ok bool, out string) {
 		if !ok {
@@ -145,14 +145,7 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 				"run systemctl restart instead (the FD store keeps the sockets)", s.exe, proto, HandoffProtocol))
 			return
 		}
-		if err := s.upgradeBlocker(); err != nil { // things may have moved meanwhile
-			if reply == nil && !s.stopping {
-				s.upgrading = false
-				s.log.Info("upgrade deferred until the rollout has ended", "reason", err)
-				s.upgradeDeferred = true
-				return
-			}
-			fail(err)
+		if blocked() { // things may have moved meanwhile
 			return
 		}
 		fail(s.reexec(conn))
@@ -336,7 +329,6 @@ func readHandoff() (*handoffState, error) {
 	if err := json.NewDecoder(bufio.NewReader(f)).Decode(&st); err != nil {
 		return nil, fmt.Errorf("read handoff state: %w", err)
 	}
-	st.Signals = handedSignals()
 	if st.Protocol < oldestHandoff || st.Protocol > HandoffProtocol {
 		return nil, fmt.Errorf("handoff state of protocol %d, this baton speaks %d", st.Protocol, HandoffProtocol)
 	}
@@ -402,7 +394,7 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	if st.ReplyFD >= 0 {
 		s.answerUpgrade(st.ReplyFD)
 	}
-	s.actOn(st.Signals)
+	s.actOn(handedSignals())
 	return nil
 }
 

@@ -8,8 +8,8 @@ package supervisor
 //   - The old image blocks the signals it acts on (heldSignals) on the
 //     exec thread, then collects what its Go handlers already caught (a
 //     marker signal flushes the runtime's queue, see collectSignals) and
-//     hands those over (BATON_HANDOFF_SIGNALS); the new image acts on them after it
-//     has adopted the workers.
+//     hands those over in its environment (signalsEnv); the new image acts
+//     on them after it has adopted the workers.
 //   - Signals arriving after that stay pending across execve (the blocked
 //     mask and pending signals survive it). The new image installs its
 //     handlers in a package init, before main, and only then unblocks them.
@@ -20,7 +20,10 @@ package supervisor
 // installs its handlers, so one of those pending across execve, or sent in
 // the first milliseconds of the new image, still kills it. SIGUSR1 and
 // SIGUSR2 stay blocked through the runtime's start and are delivered once
-// the handlers are in place: never lost, never fatal. That is why SIGUSR1
+// the handlers are in place: never fatal, and lost only when another thread
+// of the old image catches one between collectSignals and execve (no API
+// blocks a signal on every thread of a cgo binary: AllThreadsSyscall
+// refuses). That is why SIGUSR1
 // is a rollout signal like SIGHUP, and why the units baton writes for
 // notify-reload make systemd send SIGUSR1 (ReloadSignal=); ExecReload= on
 // systemd 252 and `baton reload` use the control socket, whose listening

@@ -14,11 +14,11 @@ package supervisor
 //   - O_NONBLOCK set by a Go, Node or asyncio worker stays set for the next
 //     generation, whose blocking accept() would then fail with EAGAIN (and
 //     spin, or crash). baton cannot own that flag, but it reports it in
-//     status --json and warns when it changes.
+//     status --json and logs when it changes.
 
 import (
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/batonsd/baton/activation"
@@ -75,7 +75,7 @@ func (s *Supervisor) checkListeners() []string {
 		}
 		s.sockets[l] = next
 	}
-	if strings.Join(problems, "") != strings.Join(s.socketProblems, "") {
+	if !slices.Equal(problems, s.socketProblems) {
 		s.socketProblems = problems
 		s.updateStatus()
 	}

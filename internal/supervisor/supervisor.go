@@ -322,6 +322,15 @@ func (s *Supervisor) post(f func()) bool {
 	}
 }
 
+// tell sends state to systemd (nothing without a service manager) and logs
+// a failure: systemd not hearing a STATUS= or READY=1 is worth a line, never
+// worth stopping for.
+func (s *Supervisor) tell(state string) {
+	if err := s.sd.Send(state); err != nil {
+		s.log.Error("notify systemd", "err", err)
+	}
+}
+
 // ErrShuttingDown answers requests that arrive after the loop has ended.
 var ErrShuttingDown = errors.New("baton is shutting down")
 

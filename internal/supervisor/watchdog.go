@@ -86,15 +86,6 @@ func (s *Supervisor) watchdogExpired(w *proc, triggered bool) {
 	}))
 }
 
-// tell sends state to systemd (nothing without a service manager) and logs
-// a failure: systemd not hearing a STATUS= or READY=1 is worth a line, never
-// worth stopping for.
-func (s *Supervisor) tell(state string) {
-	if err := s.sd.Send(state); err != nil {
-		s.log.Error("notify systemd", "err", err)
-	}
-}
-
 // pingSystemd sends baton's own WATCHDOG=1. It is called from the event
 // loop, so a wedged loop stops the pings and systemd's WatchdogSec= acts.
 func (s *Supervisor) pingSystemd() {
