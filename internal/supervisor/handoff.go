@@ -19,6 +19,8 @@ import (
 	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/worker"
 	"golang.org/x/sys/unix"
+
+	"github.com/batonsd/baton/internal/sigrelay"
 )
 
 // An in-place upgrade (SIGUSR2, `baton upgrade`) re-executes the binary now
@@ -206,7 +208,7 @@ func (s *Supervisor) reexec(conn *net.UnixConn) error {
 	for _, kv := range os.Environ() {
 		// The sockets come in the state now; a stale LISTEN_FDS would name fds
 		// that are gone.
-		if !strings.HasPrefix(kv, "LISTEN_") && !strings.HasPrefix(kv, handoffEnv+"=") && !strings.HasPrefix(kv, signalsEnv+"=") {
+		if !strings.HasPrefix(kv, "LISTEN_") && !strings.HasPrefix(kv, handoffEnv+"=") && !strings.HasPrefix(kv, sigrelay.Env+"=") {
 			env = append(env, kv)
 		}
 	}
@@ -217,20 +219,19 @@ func (s *Supervisor) reexec(conn *net.UnixConn) error {
 		closeFDs()
 		return err
 	}
-	// Last, the signals: from here on they stay pending for the new image
-	// (blocked on this thread), and those the Go runtime caught already go
-	// in the environment, which takes microseconds where the state took a
-	// millisecond to write (a signal caught by another thread in between
-	// would be lost: signals.go).
-	caught := s.collectSignals()
-	if len(caught) > 0 {
-		env = append(env, signalsEnv+"="+joinInts(caught))
+	// Last, the signals: from here on they go to the relay (signals.go).
+	relay, err := sigrelay.Open()
+	if err != nil {
+		closeFDs()
+		return err
 	}
+	s.holdSignals(relay)
+	env = append(env, relay.Export())
 	// This runs on the loop's thread, the main thread: the workers' parent-
 	// death signal is tied to the thread that forked them, and execve keeps
 	// the calling thread.
 	err = syscall.Exec(s.exe, os.Args, env)
-	s.releaseSignals(caught)
+	s.releaseSignals(relay)
 	closeFDs()
 	return fmt.Errorf("exec %s: %w; the running baton goes on", s.exe, err)
 }
@@ -394,33 +395,12 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	if st.ReplyFD >= 0 {
 		s.answerUpgrade(st.ReplyFD)
 	}
-	s.actOn(handedSignals())
+	sigs, err := sigrelay.Received()
+	if err != nil {
+		s.log.Warn("signals sent during the re-exec may be lost", "err", err)
+	}
+	s.actOn(sigs)
 	return nil
-}
-
-// signalsEnv lists, in the new image's environment, the signals the old
-// image caught during the exec and did not act on ("10,12").
-const signalsEnv = "BATON_HANDOFF_SIGNALS"
-
-func joinInts(ns []int) string {
-	parts := make([]string, len(ns))
-	for i, n := range ns {
-		parts[i] = strconv.Itoa(n)
-	}
-	return strings.Join(parts, ",")
-}
-
-// handedSignals reads signalsEnv, and unsets it.
-func handedSignals() []int {
-	v := os.Getenv(signalsEnv)
-	os.Unsetenv(signalsEnv)
-	var sigs []int
-	for f := range strings.SplitSeq(v, ",") {
-		if n, err := strconv.Atoi(f); err == nil && n > 0 && n < 65 {
-			sigs = append(sigs, n)
-		}
-	}
-	return sigs
 }
 
 // answerUpgrade tells the `baton upgrade` caller, on the connection the old

@@ -2,33 +2,21 @@ package supervisor
 
 // Signals across an in-place re-exec. execve resets every handled signal to
 // its default action, and for SIGHUP, SIGINT, SIGTERM and SIGUSR2 that
-// action is to die: a `systemctl reload` (SIGHUP) a few milliseconds after
-// an upgrade (SIGUSR2) took the whole service down. What baton does:
+// action is to die: a `systemctl reload` or `stop` a few milliseconds after
+// an upgrade took the whole service down. The old image blocks the held
+// signals on the exec thread and hands what arrives from then on to the new
+// image through package sigrelay (a pipe both images hold and a recorder
+// that runs before the Go runtime starts, see there for what is left); what
+// its Go handlers caught before goes in the same pipe (collectSignals). The
+// new image asks for the signals in a package init, hands them back to the
+// Go runtime, and acts on what the relay carried once it has adopted the
+// workers.
 //
-//   - The old image blocks the signals it acts on (heldSignals) on the
-//     exec thread, then collects what its Go handlers already caught (a
-//     marker signal flushes the runtime's queue, see collectSignals) and
-//     hands those over in its environment (signalsEnv); the new image acts
-//     on them after it has adopted the workers.
-//   - Signals arriving after that stay pending across execve (the blocked
-//     mask and pending signals survive it). The new image installs its
-//     handlers in a package init, before main, and only then unblocks them.
-//
-// What the Go runtime does not allow (found by experiment, see
-// runtime.blockableSig): it unblocks SIGHUP, SIGINT and SIGTERM on every
-// thread in its own start-up, before any Go code runs and before it
-// installs its handlers, so one of those pending across execve, or sent in
-// the first milliseconds of the new image, still kills it. SIGUSR1 and
-// SIGUSR2 stay blocked through the runtime's start and are delivered once
-// the handlers are in place: never fatal, and lost only when another thread
-// of the old image catches one between collectSignals and execve (no API
-// blocks a signal on every thread of a cgo binary: AllThreadsSyscall
-// refuses). That is why SIGUSR1
-// is a rollout signal like SIGHUP, and why the units baton writes for
-// notify-reload make systemd send SIGUSR1 (ReloadSignal=); ExecReload= on
-// systemd 252 and `baton reload` use the control socket, whose listening
-// socket is handed over too, so a connection made during the exec waits in
-// its backlog.
+// The units baton writes for notify-reload still make systemd reload with
+// SIGUSR1, never fatal even to a Go binary built without cgo (the runtime
+// keeps it blocked through its start-up); ExecReload= on systemd 252 and
+// `baton reload` use the control socket, whose listening socket is handed
+// over too, so a connection made during the exec waits in its backlog.
 
 import (
 	"os"
@@ -37,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonsd/baton/internal/sigrelay"
 )
 
 // handledSignals are what the event loop receives. SIGWINCH is only the
@@ -46,7 +36,7 @@ var handledSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SI
 // heldSignals are blocked across a re-exec.
 var heldSignals = func() *unix.Sigset_t {
 	var set unix.Sigset_t
-	for _, sig := range []syscall.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGUSR1, unix.SIGUSR2} {
+	for _, sig := range sigrelay.Held {
 		set.Val[(sig-1)/64] |= 1 << ((sig - 1) % 64)
 	}
 	return &set
@@ -58,8 +48,9 @@ var heldSignals = func() *unix.Sigset_t {
 var earlySignals chan os.Signal
 
 func init() {
-	if os.Getenv(handoffEnv) != "" {
+	if os.Getenv(handoffEnv) != "" || sigrelay.Inherited() {
 		earlySignals = signalChannel()
+		sigrelay.HandBack()
 	}
 }
 
@@ -85,14 +76,23 @@ func signals() chan os.Signal {
 // markerWait bounds the wait for collectSignals' marker.
 const markerWait = 200 * time.Millisecond
 
-// collectSignals blocks the held signals on this (the exec) thread and
-// returns those the Go runtime already caught, for the new image. A
-// signal's handler may have run on another thread with its delivery to the
-// channel still on its way; the marker, sent after, comes out of the
-// channel after it (the runtime delivers a batch in signal-number order,
-// and SIGWINCH's is above every held one).
-func (s *Supervisor) collectSignals() []int {
+// holdSignals blocks the held signals on this (the exec) thread, has the
+// relay record those sent from now on, and adds to it those the Go runtime
+// caught before.
+func (s *Supervisor) holdSignals(relay *sigrelay.Relay) {
 	unix.PthreadSigmask(unix.SIG_BLOCK, heldSignals, nil) // cannot fail for a valid set
+	if err := relay.Catch(); err != nil {
+		s.log.Warn("signals sent during the re-exec may be lost", "err", err)
+	}
+	relay.Add(s.collectSignals())
+}
+
+// collectSignals returns the signals the Go runtime caught and the loop has
+// not received yet. A signal's handler may have run on another thread with
+// its delivery to the channel still on its way; the marker, sent after,
+// comes out of the channel after it (the runtime delivers a batch in
+// signal-number order, and SIGWINCH's is above every held one).
+func (s *Supervisor) collectSignals() []int {
 	if err := unix.Kill(os.Getpid(), unix.SIGWINCH); err != nil {
 		return s.drainSignals(nil)
 	}
@@ -125,9 +125,10 @@ func (s *Supervisor) drainSignals(got []int) []int {
 	}
 }
 
-// releaseSignals undoes collectSignals when the exec failed: the signals
-// are unblocked and those collected acted on.
-func (s *Supervisor) releaseSignals(got []int) {
+// releaseSignals undoes holdSignals when the exec failed: the Go runtime
+// has the signals again, and those the relay holds are acted on.
+func (s *Supervisor) releaseSignals(relay *sigrelay.Relay) {
+	got := relay.Abort()
 	unix.PthreadSigmask(unix.SIG_UNBLOCK, heldSignals, nil)
 	s.actOn(got)
 }

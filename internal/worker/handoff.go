@@ -33,8 +33,13 @@ func (p *Process) Handoff() (Handoff, error) {
 		return h, fmt.Errorf("hand off worker %d: %w", p.PID, err)
 	}
 	h.NotifyFD = fd
-	for _, r := range p.outputs {
+	for i, r := range p.outputs {
 		fd, err := dupFile(r)
+		if err != nil && p.ended[i].Load() {
+			// Read to its end (the worker exited, its exit not reaped yet):
+			// an empty pipe keeps the streams' places.
+			fd, err = endedPipe()
+		}
 		if err != nil {
 			CloseHandoff(h)
 			return h, fmt.Errorf("hand off worker %d: %w", p.PID, err)
@@ -51,6 +56,16 @@ func CloseHandoff(h Handoff) {
 			unix.Close(fd)
 		}
 	}
+}
+
+// endedPipe returns the read end of a pipe whose write end is closed.
+func endedPipe() (int, error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return -1, err
+	}
+	unix.Close(p[1])
+	return p[0], nil
 }
 
 // dupFile duplicates f's fd without touching its mode (Fd would make it
@@ -93,7 +108,7 @@ func Adopt(h Handoff, spec Spec) (*Process, error) {
 		r := os.NewFile(uintptr(fd), "output")
 		p.outputs = append(p.outputs, r)
 		stream := []Stream{Stdout, Stderr}[i%2]
-		p.wg.Go(func() { p.readLines(r, stream, spec.Output) })
+		p.wg.Go(func() { p.readLines(r, stream, spec.Output, &p.ended[i]) })
 	}
 	p.wg.Go(func() { p.readNotify(spec.OnNotify) })
 	go func() { p.wg.Wait(); close(p.done) }()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // maxLine splits longer output lines, so one runaway line cannot grow
@@ -46,8 +47,9 @@ func (p *Process) Tail() []string {
 // and closes r: left to the garbage collector's finalizer, a pipe per worker
 // stays open for an unknown while (the fd-leak test saw 63 after 1000
 // rollouts).
-func (p *Process) readLines(r *os.File, stream Stream, out OutputFunc) {
+func (p *Process) readLines(r *os.File, stream Stream, out OutputFunc, ended *atomic.Bool) {
 	defer r.Close()
+	defer ended.Store(true) // before the close: Handoff relies on the order
 	br := bufio.NewReaderSize(r, maxLine)
 	for {
 		line, err := br.ReadSlice('\n')
@@ -101,9 +103,10 @@ func Orphan(pid, slot, gen int, log *slog.Logger) *Process {
 // the number of lines.
 func (p *Process) ReadOutput(r *os.File, stream Stream, out OutputFunc) int {
 	n := 0
+	var ended atomic.Bool
 	p.readLines(r, stream, func(p *Process, s Stream, line []byte) {
 		n++
 		out(p, s, line)
-	})
+	}, &ended)
 	return n
 }

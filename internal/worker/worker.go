@@ -78,6 +78,7 @@ type Process struct {
 
 	notify  *notify.Socket
 	outputs []*os.File
+	ended   [2]atomic.Bool // outputs[i] was read to its end (and is closed, or about to be)
 	wg      sync.WaitGroup
 	done    chan struct{}
 	log     *slog.Logger
@@ -200,7 +201,7 @@ func Start(spec Spec) (*Process, error) {
 	p.Started = time.Now()
 	for i, r := range p.outputs {
 		stream := []Stream{Stdout, Stderr}[i]
-		p.wg.Go(func() { p.readLines(r, stream, spec.Output) })
+		p.wg.Go(func() { p.readLines(r, stream, spec.Output, &p.ended[i]) })
 	}
 	p.wg.Go(func() { p.readNotify(spec.OnNotify) })
 	go func() { p.wg.Wait(); close(p.done) }()

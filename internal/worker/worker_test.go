@@ -62,3 +62,50 @@ func TestWorkerLeavesNoGoroutine(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestHandoffAfterOutputEnded: a worker whose stdout was read to its end
+// (closed by the worker, or the worker exited and its exit not yet reaped)
+// is still handed over, the ended stream as an empty pipe, so that an
+// upgrade at that moment is not refused ("use of closed file", seen in a
+// stress run of the faults suite).
+func TestHandoffAfterOutputEnded(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var lines atomic.Int32
+	p, err := Start(Spec{
+		ShimPath:  ShellShim,
+		ShimArgv:  ShellShimArgv,
+		Command:   []string{"/bin/sh", "-c", "echo out; exec 1>&-; echo err >&2; exec sleep 30"},
+		Env:       []string{"PATH=/usr/bin:/bin"},
+		NotifyDir: t.TempDir(),
+		Output:    func(*Process, Stream, []byte) { lines.Add(1) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		unix.Kill(p.PID, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(p.PID, &ws, 0, nil)
+		p.Exited()
+	}()
+	for deadline := time.Now().Add(5 * time.Second); !p.ended[0].Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("stdout not read to its end")
+		}
+	}
+	h, err := p.Handoff()
+	if err != nil {
+		t.Fatalf("handoff with stdout ended: %v", err)
+	}
+	defer CloseHandoff(h)
+	if len(h.OutputFDs) != 2 {
+		t.Fatalf("%d output fds handed over, want 2 (stdout, stderr)", len(h.OutputFDs))
+	}
+	if n, err := unix.Read(h.OutputFDs[0], make([]byte, 8)); n != 0 || err != nil {
+		t.Errorf("the ended stdout reads %d bytes, %v; want end of file", n, err)
+	}
+	if n, err := unix.IoctlGetInt(h.OutputFDs[1], unix.TIOCINQ); err != nil || n < 0 {
+		t.Errorf("stderr handed over unusable: %v", err)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !cgo
+
+package sigrelay
+
+const cgoEnabled = false
