@@ -124,19 +124,3 @@ func TestReloadDuringReexec(t *testing.T) {
 		}
 	}
 }
-
-// waitGeneration polls status until generation gen is ready, or ctx ends;
-// it returns the last status.
-func waitGeneration(ctx context.Context, ctl string, gen int) control.Status {
-	var last control.Status
-	for ctx.Err() == nil {
-		if resp, err := control.Call(ctx, ctl, control.Request{Command: control.CmdStatus}); err == nil {
-			last = *resp.Status
-			if last.Generation == gen && last.State == "ready" && last.Rollout == nil {
-				return last
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return last
-}
