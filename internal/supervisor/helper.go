@@ -23,7 +23,7 @@ type helper struct {
 	r      *os.File // the read end of its output
 	out    *bytes.Buffer
 	read   sync.WaitGroup // the output reader
-	timer  *time.Timer
+	timer  timer
 	onExit func(ok bool, reason string)
 }
 

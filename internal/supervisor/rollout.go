@@ -1,279 +1,261 @@
 package supervisor
 
 import (
-	"cmp"
-	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
-	"golang.org/x/sys/unix"
 )
 
-// A rollout replaces every slot's worker with one of a new generation:
+// A rollout replaces the worker of each of its target slots with one of a
+// new generation. It is a state machine; every change of phase goes through
+// enter, and the events that drive it are its exported-in-spirit methods
+// below (checked, workerReady, workerFailed, failureExplained,
+// canaryElapsed, stop). What it does to the world goes through its host
+// (the supervisor; a fake in the tests), so the races between events can be
+// played in any order without processes or time.
 //
 //	checking     the config is re-read and its --check runs; then the new
 //	             generation is made
-//	rolling      batches of --max-surge slots (all slots for blue-green):
+//	rolling      batches of --max-surge targets (all of them for blue-green):
 //	             start the new workers, wait until all are ready, then send
 //	             the old ones the stop signal (they drain in the background
 //	             under their own deadline) and go on with the next batch
 //	canary       after the first batch is ready, watch it for --canary
 //	             before its old workers are stopped
 //	rolling back a new worker failed: new workers not yet serving are
-//	             stopped, slots already moved get a worker of the previous
+//	             stopped, targets already moved get a worker of the previous
 //	             generation again, ready before the new one is stopped
+//	ok, failed   the end states: the rollout reports to its host once, and
+//	             nothing moves it any more
 //
-// It ends ok or failed; systemd hears READY=1 either way. A request that
-// arrives during a rollout is coalesced: when the rollout ends, one more
-// runs (to the newest config and binary), and every caller waiting gets
-// that final result.
+// A failure aborts at once; only the rollout's report waits until the
+// failed worker's last output is read, because the reason quotes it.
 type rollout struct {
+	host     rolloutHost
 	from, to *genSpec
-	phase    string
+	phase    phase
 	started  time.Time
-	waiters  []chan<- rolloutResult
-	again    bool    // another request arrived: roll out once more
-	pending  int     // failures of new workers not yet handed to onFailure
-	pos      int     // slots[:pos] have moved to the new generation
-	batch    []*slot // slots whose new workers are starting
-	canary   *time.Timer
+	targets  []*slot // the slots to move, in order
+	moved    []*slot // targets serving the new generation
+	batch    []*slot // targets whose new workers are starting
+	canary   timer   // armed in the canary phase
 	canaried bool
-	err      error // why it is being rolled back
+	err      error // why it failed
+	failed   *proc // whose failure err describes, until its output is read
 	// sameConfig: a new generation of the serving configuration, neither
 	// re-read nor checked (the workers must be replaced, nothing deployed).
 	sameConfig bool
+
+	// Requests attached to it, for the host: callers waiting for the
+	// result, and whether another request came (one more rollout follows).
+	waiters []chan<- rolloutResult
+	again   bool
 }
 
-type rolloutResult struct {
-	r   control.Rollout
-	err error
-}
+// phase is where a rollout is; String is what `baton status` shows.
+type phase int
 
-// Rollout phases, as `baton status` shows them.
 const (
-	phaseChecking    = "checking"
-	phaseRolling     = "rolling"
-	phaseCanary      = "canary"
-	phaseRollingBack = "rolling back"
+	phaseNew phase = iota
+	phaseChecking
+	phaseRolling
+	phaseCanary
+	phaseRollingBack
+	phaseOK
+	phaseFailed
 )
 
-// Reload answers the control socket's reload request: it runs a rollout and
-// returns when it has ended.
-func (s *Supervisor) Reload(ctx context.Context) (control.Rollout, error) {
-	return s.rolloutResult(ctx, s.requestRollout)
+var phaseNames = [...]string{"new", "checking", "rolling", "canary", "rolling back", "ok", "failed"}
+
+func (p phase) String() string { return phaseNames[p] }
+
+// ended reports whether p is an end state.
+func (p phase) ended() bool { return p >= phaseOK }
+
+// transitions are the phase changes a rollout may make.
+var transitions = map[phase][]phase{
+	phaseNew:         {phaseChecking},
+	phaseChecking:    {phaseRolling, phaseFailed},
+	phaseRolling:     {phaseCanary, phaseRollingBack, phaseOK, phaseFailed},
+	phaseCanary:      {phaseRolling, phaseRollingBack, phaseFailed},
+	phaseRollingBack: {phaseFailed},
 }
 
-// rolloutResult runs ask on the loop with a reply channel and waits for
-// the rollout result it delivers.
-func (s *Supervisor) rolloutResult(ctx context.Context, f func(chan<- rolloutResult)) (control.Rollout, error) {
-	res, err := ask(ctx, s, f)
-	return res.r, cmp.Or(err, res.err)
+// rolloutHost is what a rollout needs of the supervisor: effects, not
+// state. The slots and workers it is handed are the supervisor's; the
+// rollout changes only which worker a target slot has (w, next) and its
+// generation (spec).
+type rolloutHost interface {
+	// load re-reads and checks the configuration to roll out.
+	load() (Config, error)
+	// runCheck runs cfg's --check, if any, and calls done on the loop.
+	runCheck(cfg Config, done func(error))
+	// newGen makes the next generation of cfg.
+	newGen(cfg Config) *genSpec
+	// startWorker starts a worker of spec in sl; nil if it could not.
+	startWorker(sl *slot, spec *genSpec) *proc
+	// drain sends a worker the stop signal under its drain deadline.
+	drain(w *proc)
+	// restartSlot starts a worker in an empty slot after its backoff.
+	restartSlot(sl *slot)
+	// afterOutput calls f on the loop once w's output is read to its end,
+	// or after a bound.
+	afterOutput(w *proc, f func())
+	// after calls f on the loop after d.
+	after(d time.Duration, f func()) timer
+	// listenerProblems says why a listener does not listen, if one does not.
+	listenerProblems() []string
+	// progressed tells systemd and `baton status` that the rollout moved.
+	progressed()
+	// ended takes the result, once, when the rollout reaches an end state.
+	ended(r *rollout, res control.Rollout, err error)
+	logger() *slog.Logger
+	now() time.Time
 }
 
-// awaitSignalled is how long AwaitReload waits for a rollout to begin, and
-// how recently one may have ended to count as the one it waits for.
-const awaitSignalled = 10 * time.Second
-
-// AwaitReload answers the control socket's await-reload request: the
-// result of the rollout a reload signal started. systemd runs ExecReload=
-// right after sending the signal, so the rollout is running, or about to
-// begin (the signal is still on its way through the loop), or, if it failed
-// at once, has just ended.
-func (s *Supervisor) AwaitReload(ctx context.Context) (control.Rollout, error) {
-	return s.rolloutResult(ctx, s.awaitRollout)
+func newRollout(h rolloutHost, from *genSpec, targets []*slot, sameConfig bool) *rollout {
+	return &rollout{host: h, from: from, started: h.now(), targets: slices.Clone(targets), sameConfig: sameConfig}
 }
 
-func (s *Supervisor) awaitRollout(reply chan<- rolloutResult) {
-	switch {
-	case s.rollout != nil:
-		s.rollout.waiters = append(s.rollout.waiters, reply)
-		return
-	case s.last != nil && time.Since(s.lastEnded) < 2*time.Second:
-		var err error
-		if s.last.Error != "" {
-			err = errors.New(s.last.Error)
-		}
-		reply <- rolloutResult{r: *s.last, err: err}
-		return
+// enter is every phase change, with what the new phase begins with.
+func (r *rollout) enter(p phase) {
+	if !slices.Contains(transitions[r.phase], p) {
+		panic(fmt.Sprintf("rollout: %s to %s", r.phase, p)) // a bug in this file
 	}
-	s.awaiting = append(s.awaiting, reply)
-	s.after(awaitSignalled, func() {
-		if i := slices.Index(s.awaiting, reply); i >= 0 {
-			s.awaiting = slices.Delete(s.awaiting, i, i+1)
-			reply <- rolloutResult{err: fmt.Errorf("no rollout began within %s: was the reload signal sent?", awaitSignalled)}
-		}
-	})
-}
-
-// requestRollout starts a rollout, or joins the running one. reply, if not
-// nil, gets the result.
-func (s *Supervisor) requestRollout(reply chan<- rolloutResult) { s.startRollout(reply, false) }
-
-// requestReplace rolls every worker over to a new generation of the
-// serving configuration, as a rollout does (new ready before old drains),
-// without re-reading the configuration: for workers that cannot be trusted
-// any more (their listener was shut down under them).
-func (s *Supervisor) requestReplace(why string) {
-	s.log.Warn("replacing every worker", "reason", why)
-	s.startRollout(nil, true)
-}
-
-func (s *Supervisor) startRollout(reply chan<- rolloutResult, replace bool) {
-	refuse := func(why string) {
-		s.log.Warn("rollout refused", "reason", why)
-		if reply != nil {
-			reply <- rolloutResult{err: errors.New(why)}
-		}
-	}
-	switch {
-	case s.stopping:
-		refuse("baton is stopping")
-		return
-	case !s.readySent:
-		refuse("baton is still starting: a rollout needs every slot ready first")
-		return
-	}
-	if r := s.rollout; r != nil {
-		if reply != nil {
-			r.waiters = append(r.waiters, reply)
-		}
-		r.again = true
-		s.log.Info("rollout requested during a rollout: one more follows when this one ends")
-		return
-	}
-	r := &rollout{from: s.serving, started: time.Now(), waiters: s.awaiting, sameConfig: replace}
-	s.awaiting = nil
-	if reply != nil {
-		r.waiters = append(r.waiters, reply)
-	}
-	s.rollout = r
-	s.tell(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
-	r.begin(s)
-}
-
-// begin re-reads the configuration (a bad one ends the rollout before
-// anything changed), then runs its --check: the check that guards a deploy
-// is the one that comes with it.
-func (r *rollout) begin(s *Supervisor) {
-	r.phase = phaseChecking
-	s.extendTimeout()
-	s.updateStatus()
-	if r.sameConfig {
-		r.roll(s, s.serving.cfg)
-		return
-	}
-	cfg, err := s.reload()
-	if err == nil {
-		err = cfg.check()
-	}
-	if err != nil {
-		r.finish(s, err) // it names the file, key or flag already
-		return
-	}
-	if cfg.Workers != len(s.slots) {
-		s.log.Warn("--workers changed: takes effect at the next restart", "now", len(s.slots), "configured", cfg.Workers)
-		cfg.Workers = len(s.slots)
-	}
-	if !slices.Equal(specStrings(cfg), specStrings(s.cfg)) {
-		s.log.Warn("--listen changed: sockets are kept until the next restart")
-	}
-	if cfg.Check == "" {
-		r.roll(s, cfg)
-		return
-	}
-	s.log.Info("running --check", "command", cfg.Check)
-	s.runHelper([]string{"/bin/sh", "-c", cfg.Check}, cfg.ReadyTimeout, func(ok bool, reason string) {
-		if s.rollout != r {
-			return // ended meanwhile (baton is stopping)
-		}
-		if !ok {
-			r.finish(s, fmt.Errorf("--check %q failed: %s", cfg.Check, reason))
+	r.phase = p
+	log := r.host.logger()
+	switch p {
+	case phaseChecking:
+		r.host.progressed()
+		if r.sameConfig {
+			r.checked(r.from.cfg, nil)
 			return
 		}
-		r.roll(s, cfg)
-	})
-}
-
-// roll makes the new generation from cfg and starts the first batch.
-func (r *rollout) roll(s *Supervisor, cfg Config) {
-	s.cfg = cfg
-	s.lastGen++
-	r.to = &genSpec{gen: s.lastGen, cfg: cfg}
-	r.phase = phaseRolling
-	s.log.Info("rollout begun", "from", r.from.gen, "to", r.to.gen, "command", cfg.Command, "surge", r.surge(s))
-	r.nextBatch(s)
-}
-
-func specStrings(c Config) []string {
-	out := make([]string, len(c.Listen))
-	for i, l := range c.Listen {
-		out[i] = l.String()
+		cfg, err := r.host.load()
+		if err != nil {
+			r.checked(cfg, err) // it names the file, key or flag already
+			return
+		}
+		r.host.runCheck(cfg, func(err error) { r.checked(cfg, err) })
+	case phaseRolling:
+		if r.batchReady() {
+			r.promote() // the canary batch stayed up
+			return
+		}
+		r.nextBatch()
+	case phaseCanary:
+		r.canaried = true
+		log.Info("canary: watching the first batch", "gen", r.to.gen, "slots", len(r.batch), "for", r.to.cfg.Canary)
+		r.canary = r.host.after(r.to.cfg.Canary, r.canaryElapsed)
+		r.host.progressed()
+	case phaseRollingBack:
+		r.stopCanary()
+		log.Error("rollout aborted", "from", r.from.gen, "to", r.to.gen, "err", r.err)
+		for _, sl := range r.targets {
+			if n := sl.next; n != nil {
+				sl.next = nil
+				r.host.drain(n)
+			}
+		}
+		r.batch = nil
+		for _, sl := range r.moved {
+			sl.spec = r.from // crash restarts from now on use the previous generation
+			if sl.next = r.host.startWorker(sl, r.from); sl.next == nil && sl.w == nil {
+				r.host.restartSlot(sl)
+			}
+		}
+		r.host.progressed()
+		r.maybeEnd()
+	case phaseOK, phaseFailed:
+		r.stopCanary()
+		res := r.describe()
+		if r.err != nil {
+			res.Error = r.err.Error()
+		}
+		r.host.ended(r, res, r.err)
 	}
-	return out
 }
 
-func (r *rollout) surge(s *Supervisor) int {
-	if s.cfg.BlueGreen {
-		return len(s.slots)
+// begin starts the rollout: the configuration is checked first.
+func (r *rollout) begin() { r.enter(phaseChecking) }
+
+// checked is the end of the checking phase: err from re-reading the
+// configuration or from its --check.
+func (r *rollout) checked(cfg Config, err error) {
+	if r.phase != phaseChecking {
+		return // ended meanwhile (baton is stopping)
 	}
-	return s.cfg.MaxSurge
+	if err != nil {
+		r.end(err)
+		return
+	}
+	r.to = r.host.newGen(cfg)
+	r.host.logger().Info("rollout begun", "from", r.from.gen, "to", r.to.gen, "command", cfg.Command, "surge", r.surge())
+	r.enter(phaseRolling)
+}
+
+func (r *rollout) surge() int {
+	if r.to.cfg.BlueGreen {
+		return len(r.targets)
+	}
+	return r.to.cfg.MaxSurge
 }
 
 // nextBatch starts the new workers of the next batch, or ends the rollout
-// when every slot has moved.
-func (r *rollout) nextBatch(s *Supervisor) {
-	if r.pos >= len(s.slots) {
-		if r.pending == 0 {
-			r.finish(s, nil)
+// when every target has moved.
+func (r *rollout) nextBatch() {
+	var todo []*slot
+	for _, sl := range r.targets {
+		if !slices.Contains(r.moved, sl) {
+			todo = append(todo, sl)
 		}
-		return // else a new worker failed: its abort is on its way
 	}
-	r.batch = s.slots[r.pos:min(r.pos+r.surge(s), len(s.slots))]
-	s.extendTimeout()
+	if len(todo) == 0 {
+		r.end(nil)
+		return
+	}
+	r.batch = todo[:min(r.surge(), len(todo))]
+	r.host.progressed()
 	for _, sl := range r.batch {
-		w := s.startWorker(sl, r.to)
-		if w == nil {
-			r.abort(s, fmt.Errorf("worker %d of generation %d could not be started", sl.index, r.to.gen))
+		if sl.next = r.host.startWorker(sl, r.to); sl.next == nil {
+			r.abort(fmt.Errorf("worker %d of generation %d could not be started", sl.index, r.to.gen), nil)
 			return
 		}
-		sl.next = w
 	}
-	s.updateStatus()
 }
 
-// onReady is told of each new worker that became ready.
-func (r *rollout) onReady(s *Supervisor, w *proc) {
+// workerReady is told of each incoming worker (a target's next) that
+// became ready.
+func (r *rollout) workerReady(w *proc) {
 	switch r.phase {
 	case phaseRolling:
 		if !r.batchReady() {
 			return
 		}
-		if s.cfg.Canary > 0 && !r.canaried {
-			r.canaried = true
-			r.phase = phaseCanary
-			s.log.Info("canary: watching the first batch", "gen", r.to.gen, "slots", len(r.batch), "for", s.cfg.Canary)
-			s.extendTimeout()
-			r.canary = s.after(s.cfg.Canary, func() {
-				if s.rollout == r && r.phase == phaseCanary && r.batchReady() {
-					r.phase = phaseRolling
-					r.promote(s)
-				}
-				// Otherwise a canary failed and its abort is on its way.
-			})
-			s.updateStatus()
+		if r.to.cfg.Canary > 0 && !r.canaried {
+			r.enter(phaseCanary)
 			return
 		}
-		r.promote(s)
+		r.promote()
 	case phaseRollingBack:
-		r.replace(s, w.slot, r.from)
-		if r.rolledBack(s) {
-			r.finish(s, r.err)
-		}
+		r.replace(w.slot, r.from)
+		r.maybeEnd()
 	}
+	// In the canary phase the timer decides.
+}
+
+// canaryElapsed: the canary batch stayed up for --canary.
+func (r *rollout) canaryElapsed() {
+	if r.phase != phaseCanary || !r.batchReady() {
+		return // a canary failed meanwhile: its abort came first
+	}
+	r.canary = nil
+	r.enter(phaseRolling)
 }
 
 // batchReady reports whether every slot of the batch has a ready new
@@ -284,23 +266,23 @@ func (r *rollout) batchReady() bool {
 			return false
 		}
 	}
-	return true
+	return len(r.batch) > 0
 }
 
 // promote puts the batch's new workers in place and stops the old ones.
-func (r *rollout) promote(s *Supervisor) {
+func (r *rollout) promote() {
 	for _, sl := range r.batch {
-		r.replace(s, sl, r.to)
+		r.replace(sl, r.to)
 	}
-	r.pos += len(r.batch)
+	r.moved = append(r.moved, r.batch...)
 	r.batch = nil
-	s.log.Info("rollout step", "gen", r.to.gen, "moved", r.pos, "of", len(s.slots))
-	r.nextBatch(s)
+	r.host.logger().Info("rollout step", "gen", r.to.gen, "moved", len(r.moved), "of", len(r.targets))
+	r.nextBatch()
 }
 
 // replace makes sl's incoming worker its serving one, of spec's generation,
-// and sends the one it replaces the stop signal.
-func (r *rollout) replace(s *Supervisor, sl *slot, spec *genSpec) {
+// and drains the one it replaces.
+func (r *rollout) replace(sl *slot, spec *genSpec) {
 	old := sl.w
 	sl.w, sl.next, sl.spec = sl.next, nil, spec
 	if sl.restart != nil {
@@ -308,125 +290,122 @@ func (r *rollout) replace(s *Supervisor, sl *slot, spec *genSpec) {
 		sl.restart = nil
 	}
 	if old != nil {
-		s.drain(old)
+		r.host.drain(old)
 	}
 }
 
-// onFailure is told of a worker of the new generation that exited or was
-// killed for not being ready, or of a rollback worker that did.
-func (r *rollout) onFailure(s *Supervisor, w *proc, reason string) {
-	if r.phase != phaseRollingBack {
-		msg := fmt.Sprintf("worker %d (pid %d, generation %d): %s", w.slot.index, w.p.PID, w.spec.gen, reason)
-		if tail := w.p.Tail(); len(tail) > 0 {
-			msg += "; last output: " + strings.Join(tail, " | ")
+// workerFailed is told of a worker of the new generation (or, rolling
+// back, of the previous one in a target) that exited or was killed before
+// it was ready, with why. The caller has taken it out of its slot.
+func (r *rollout) workerFailed(w *proc, reason string) {
+	switch r.phase {
+	case phaseRolling, phaseCanary:
+		r.abort(fmt.Errorf("worker %d (pid %d, generation %d): %s", w.slot.index, w.p.PID, w.spec.gen, reason), w)
+	case phaseRollingBack:
+		// A new-generation worker in a target being rolled back is simply
+		// gone; a target left with no worker at all restarts in the
+		// previous generation as after any crash.
+		sl := w.slot
+		if w.spec == r.from {
+			r.host.logger().Error("rollback worker failed", "slot", sl.index, "pid", w.p.PID, "reason", reason)
 		}
-		r.abort(s, errors.New(msg))
+		if sl.w == nil && sl.next == nil {
+			r.host.restartSlot(sl)
+		}
+		r.maybeEnd()
+	}
+}
+
+// abort rolls back because of err; failed, if not nil, is the worker whose
+// last output err is still to quote.
+func (r *rollout) abort(err error, failed *proc) {
+	r.err = err
+	r.failed = failed
+	if failed != nil {
+		r.host.afterOutput(failed, func() { r.failureExplained(failed) })
+	}
+	r.enter(phaseRollingBack)
+}
+
+// failureExplained: the failed worker's output is read; the reason quotes
+// its last lines, and the rollout may end.
+func (r *rollout) failureExplained(w *proc) {
+	if r.failed != w || r.phase.ended() {
 		return
 	}
-	// Rolling back already. A new-generation worker in a slot that is
-	// being rolled back is simply gone; a slot left with no worker at all
-	// is restarted in the previous generation as after any crash.
-	sl := w.slot
-	if w.spec == r.from {
-		s.log.Error("rollback worker failed", "slot", sl.index, "pid", w.p.PID, "reason", reason)
+	if tail := w.p.Tail(); len(tail) > 0 {
+		r.err = fmt.Errorf("%w; last output: %s", r.err, strings.Join(tail, " | "))
 	}
-	if sl.w == nil && sl.next == nil {
-		s.onCrash(sl, 0)
-	}
-	if r.rolledBack(s) {
-		r.finish(s, r.err)
-	}
+	r.failed = nil
+	r.maybeEnd()
 }
 
-// abort stops the new workers not yet serving and moves the slots that
-// already moved back to the previous generation, ready before drain.
-func (r *rollout) abort(s *Supervisor, err error) {
-	r.err = err
-	r.phase = phaseRollingBack
-	r.batch = nil
-	if r.canary != nil {
-		r.canary.Stop()
+// maybeEnd ends a rollback once no worker of the previous generation is
+// still coming up and the reason is complete.
+func (r *rollout) maybeEnd() {
+	if r.phase != phaseRollingBack || r.failed != nil {
+		return
 	}
-	s.log.Error("rollout aborted", "from", r.from.gen, "to", r.to.gen, "err", err)
-	for _, sl := range s.slots {
+	for _, sl := range r.targets {
 		if sl.next != nil {
-			n := sl.next
-			sl.next = nil
-			s.drain(n)
+			return
 		}
 	}
-	for _, sl := range s.slots[:r.pos] {
-		sl.spec = r.from // crash restarts from now on use the previous generation
-		if sl.next = s.startWorker(sl, r.from); sl.next == nil && sl.w == nil {
-			s.retryStart(sl)
-		}
-	}
-	if r.rolledBack(s) {
-		r.finish(s, err)
-	}
-	s.updateStatus()
+	r.end(r.err)
 }
 
-// rolledBack reports whether no rollback worker is still coming up.
-func (r *rollout) rolledBack(s *Supervisor) bool {
-	for _, sl := range s.slots {
-		if sl.next != nil {
-			return false
-		}
-	}
-	return true
-}
-
-// finish ends the rollout: err nil means the new generation serves in every
-// slot. Unless another request came meanwhile, systemd hears READY=1, on
-// every path, and every waiting caller gets the result.
-func (r *rollout) finish(s *Supervisor, err error) {
-	if r.canary != nil {
-		r.canary.Stop()
+// end moves the rollout to its end state. A rollout that moved every
+// target but left nothing listening did not succeed.
+func (r *rollout) end(err error) {
+	if r.phase.ended() {
+		return
 	}
 	if err == nil {
-		s.serving = r.to
-		if problems := s.checkListeners(); len(problems) > 0 {
-			// Every slot moved, but nothing new can connect: not a success.
+		if problems := r.host.listenerProblems(); len(problems) > 0 {
 			err = fmt.Errorf("generation %d serves, but %s", r.to.gen, strings.Join(problems, "; "))
 		}
 	}
-	res := r.describe(s)
-	res.State = "ok"
+	r.err = err
 	if err != nil {
-		res.State = "failed"
-		res.Error = err.Error()
-	}
-	s.last, s.lastEnded = &res, time.Now()
-	s.rollout = nil
-	if err != nil {
-		s.log.Error("rollout failed", "from", res.From, "to", res.To, "err", err, "took", time.Since(r.started).Round(time.Millisecond))
-	} else {
-		s.log.Info("rollout done", "gen", res.To, "took", time.Since(r.started).Round(time.Millisecond))
-	}
-	if r.again && !s.stopping {
-		next := &rollout{from: s.serving, started: time.Now(), waiters: r.waiters}
-		s.rollout = next
-		s.log.Info("rolling out once more for requests that came during the last rollout")
-		next.begin(s)
+		r.enter(phaseFailed)
 		return
 	}
-	s.status = s.statusLine()
-	s.tell("READY=1\nSTATUS=" + s.status)
-	for _, w := range r.waiters {
-		w <- rolloutResult{r: res, err: err}
-	}
-	s.runDeferredUpgrade()
+	r.enter(phaseOK)
 }
 
-func (r *rollout) describe(s *Supervisor) control.Rollout {
+// stop ends the rollout because baton stops: workers stay as they are, to
+// be drained with the rest.
+func (r *rollout) stop() {
+	if !r.phase.ended() {
+		r.failed = nil
+		r.err = errors.New("baton is stopping")
+		r.enter(phaseFailed)
+	}
+}
+
+func (r *rollout) stopCanary() {
+	if r.canary != nil {
+		r.canary.Stop()
+		r.canary = nil
+	}
+}
+
+// serving is the generation the targets serve when the rollout has ended.
+func (r *rollout) serving() *genSpec {
+	if r.phase == phaseOK {
+		return r.to
+	}
+	return r.from
+}
+
+func (r *rollout) describe() control.Rollout {
 	res := control.Rollout{
 		From:            r.from.gen,
-		State:           r.phase,
-		Moved:           r.pos,
-		Slots:           len(s.slots),
+		State:           r.phase.String(),
+		Moved:           len(r.moved),
+		Slots:           len(r.targets),
 		Started:         r.started,
-		DurationSeconds: time.Since(r.started).Seconds(),
+		DurationSeconds: r.host.now().Sub(r.started).Seconds(),
 	}
 	if r.to != nil {
 		res.To = r.to.gen
@@ -435,17 +414,4 @@ func (r *rollout) describe(s *Supervisor) control.Rollout {
 		res.Error = r.err.Error()
 	}
 	return res
-}
-
-// extendTimeout asks systemd for more time while a rollout progresses: a
-// reload is bounded by TimeoutStartSec, and N slow workers may need more.
-func (s *Supervisor) extendTimeout() {
-	d := s.cfg.ReadyTimeout + s.cfg.Canary + 10*time.Second
-	s.tell(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds()))
-}
-
-func monotonicUsec() int64 {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) // cannot fail for CLOCK_MONOTONIC
-	return ts.Nano() / 1000
 }

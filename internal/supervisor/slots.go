@@ -23,7 +23,7 @@ type slot struct {
 	spec     *genSpec // the generation this slot serves; crash restarts use it
 	restarts int
 	backoff  time.Duration
-	restart  *time.Timer
+	restart  timer
 	// startErr is why the last start of a worker in this slot failed in
 	// baton itself (fork, pipes, sockets), until a start succeeds.
 	startErr string
@@ -51,13 +51,13 @@ type proc struct {
 	// SIGKILLed it early (too many draining for the fd budget).
 	drainStart time.Time
 	killed     bool
-	timers     []*time.Timer
+	timers     []timer
 	cancel     context.CancelFunc // stops a readiness probe
 
 	pendingSig syscall.Signal // held until the worker has exec'd (see signal)
 
 	wdInterval time.Duration // the worker's watchdog; 0 is off
-	wdTimer    *time.Timer
+	wdTimer    timer
 	lastPing   time.Time
 }
 
@@ -173,7 +173,7 @@ func (s *Supervisor) onReady(w *proc) {
 	s.log.Info("worker ready", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation,
 		"after", time.Since(w.p.Started).Round(time.Millisecond))
 	if w.slot.next == w && s.rollout != nil {
-		s.rollout.onReady(s, w)
+		s.rollout.workerReady(w)
 	}
 	if !s.readySent && !s.stopping && s.readyCount() == len(s.slots) {
 		s.readySent = true
@@ -232,24 +232,7 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 		// the rollout, and never counts against the serving generation's
 		// crash limit.
 		s.log.Error("new worker failed", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation, "exit", how, "reason", reason)
-		// The reason quotes the worker's last output lines, which may still
-		// be in the pipe when the exit is reaped: give them a moment.
-		r := s.rollout
-		r.pending++ // the rollout cannot end ok while this is on its way
-		go func() {
-			select {
-			case <-w.p.Done():
-			case <-time.After(tailGrace):
-			}
-			s.post(func() {
-				r.pending--
-				if s.rollout == r {
-					r.onFailure(s, w, reason)
-				} else if sl.w == nil && sl.next == nil && !s.stopping {
-					s.onCrash(sl, time.Since(w.p.Started)) // the rollout was ended by a stop
-				}
-			})
-		}()
+		s.rollout.workerFailed(w, reason)
 	default:
 		s.log.Error("worker exited unexpectedly", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation,
 			"exit", how, "reason", reason, "uptime", time.Since(w.p.Started).Round(time.Millisecond))

@@ -25,7 +25,7 @@ func (s *Supervisor) statusLine() string {
 		case phaseChecking:
 			return line + ", reloading: checking"
 		case phaseRolling:
-			return line + fmt.Sprintf(", rollout %d/%d to generation %d", r.pos+len(r.batch), len(s.slots), r.to.gen)
+			return line + fmt.Sprintf(", rollout %d/%d to generation %d", len(r.moved)+len(r.batch), len(r.targets), r.to.gen)
 		case phaseCanary:
 			return line + fmt.Sprintf(", canary of generation %d for %s", r.to.gen, s.cfg.Canary)
 		case phaseRollingBack:
@@ -98,7 +98,7 @@ func (s *Supervisor) snapshot() control.Status {
 		st.Workers = append(st.Workers, s.describe(sl.w, now))
 	}
 	if s.rollout != nil {
-		r := s.rollout.describe(s)
+		r := s.rollout.describe()
 		st.Rollout = &r
 	}
 	st.LastRollout = s.last

@@ -355,9 +355,18 @@ func ask[T any](ctx context.Context, s *Supervisor, f func(reply chan<- T)) (T, 
 func (s *Supervisor) soon(f func()) { s.later = append(s.later, f) }
 
 // after runs f on the loop after d, unless the loop has ended.
-func (s *Supervisor) after(d time.Duration, f func()) *time.Timer {
+func (s *Supervisor) after(d time.Duration, f func()) timer {
 	return time.AfterFunc(d, func() { s.post(f) })
 }
+
+// timer is a call of after to come; Stop cancels it (it reports false when
+// the call is already on its way), Reset makes it come d from now.
+type timer interface {
+	Stop() bool
+	Reset(d time.Duration) bool
+}
+
+func (s *Supervisor) now() time.Time { return time.Now() }
 
 func (s *Supervisor) onSignal(sig syscall.Signal) {
 	switch sig {
@@ -417,7 +426,7 @@ func (s *Supervisor) beginStop() {
 	s.stopping = true
 	s.toStart = nil
 	if s.rollout != nil {
-		s.rollout.finish(s, errors.New("baton is stopping"))
+		s.rollout.stop()
 	}
 	s.tell("STOPPING=1")
 	s.log.Info("stopping", "workers", len(s.workers), "drain_timeout", s.cfg.DrainTimeout)

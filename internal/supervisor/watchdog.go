@@ -20,12 +20,12 @@ func (s *Supervisor) armWatchdog(w *proc) {
 	if w.wdInterval <= 0 || w.exited {
 		return
 	}
-	w.lastPing = time.Now()
+	w.lastPing = s.now()
 	if w.wdTimer != nil {
 		w.wdTimer.Reset(w.wdInterval)
 		return
 	}
-	w.wdTimer = time.AfterFunc(w.wdInterval, func() { s.post(func() { s.watchdogExpired(w, false) }) })
+	w.wdTimer = s.after(w.wdInterval, func() { s.watchdogExpired(w, false) })
 	w.timers = append(w.timers, w.wdTimer)
 }
 
