@@ -70,7 +70,7 @@ func (s *Supervisor) stopEscapees(w *proc) {
 			continue
 		}
 		sig := w.spec.cfg.StopSignal
-		s.log.Warn("stopping a process the worker left behind", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation,
+		s.log.Warn("stopping a process the worker left behind", "slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen,
 			"left", pid, "sig", sig.String())
 		unix.Kill(pid, sig) // gone already: nothing to stop
 		s.after(escapeeGrace, func() {

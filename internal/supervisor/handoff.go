@@ -204,8 +204,9 @@ func (s *Supervisor) reexec(conn *net.UnixConn) error {
 	}
 	f := os.NewFile(uintptr(mfd), "handoff")
 	defer f.Close() // reached only when the exec failed
-	env := make([]string, 0, len(os.Environ())+1)
-	for _, kv := range os.Environ() {
+	environ := s.world.environ()
+	env := make([]string, 0, len(environ)+1)
+	for _, kv := range environ {
 		// The sockets come in the state now; a stale LISTEN_FDS would name fds
 		// that are gone.
 		if !strings.HasPrefix(kv, "LISTEN_") && !strings.HasPrefix(kv, handoffEnv+"=") && !strings.HasPrefix(kv, sigrelay.Env+"=") {
@@ -273,7 +274,7 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 		gens[sl.spec.gen] = sl.spec
 		pid := 0
 		if sl.w != nil {
-			pid = sl.w.p.PID
+			pid = sl.w.pid
 		}
 		st.Slots = append(st.Slots, handoffSlot{Index: sl.index, Restarts: sl.restarts, Backoff: sl.backoff, Gen: sl.spec.gen, PID: pid})
 	}
@@ -314,8 +315,8 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 
 // readHandoff reads the state a previous image left, if this image is the
 // result of an in-place upgrade.
-func readHandoff() (*handoffState, error) {
-	v := os.Getenv(handoffEnv)
+func readHandoff(getenv func(string) string) (*handoffState, error) {
+	v := getenv(handoffEnv)
 	if v == "" {
 		return nil, nil
 	}
@@ -368,9 +369,9 @@ func (s *Supervisor) adopt(st *handoffState) error {
 			unix.Kill(-hw.PID, unix.SIGKILL) // its exit is reaped and handled as a crash
 			continue
 		}
-		w := &proc{p: p, slot: sl, spec: spec, state: hw.State, failed: hw.Failed, status: hw.Status,
-			deadline: hw.Deadline, wdInterval: hw.Watchdog}
-		s.workers[p.PID] = w
+		w := newProc(p, sl, spec)
+		w.state, w.failed, w.status, w.deadline, w.wdInterval = hw.State, hw.Failed, hw.Status, hw.Deadline, hw.Watchdog
+		s.workers[w.pid] = w
 		for _, hs := range st.Slots {
 			if hs.Index == hw.Slot && hs.PID == hw.PID {
 				sl.w = w

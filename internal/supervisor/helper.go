@@ -44,7 +44,7 @@ func (s *Supervisor) runHelper(argv []string, timeout time.Duration, onExit func
 		onExit(false, fmt.Sprintf("run %q: %v", command, err))
 		return
 	}
-	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
+	pid, err := s.world.forkExec(argv[0], argv, &syscall.ProcAttr{
 		Env:   s.baseEnv,
 		Files: []uintptr{devnull.Fd(), w.Fd(), w.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},

@@ -102,7 +102,7 @@ func (s *Supervisor) boundDraining() {
 	slices.SortFunc(draining, func(a, b *proc) int { return a.drainStart.Compare(b.drainStart) })
 	for _, w := range draining[:over] {
 		s.log.Warn("too many draining workers for RLIMIT_NOFILE: killing the one draining longest",
-			"slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation, "draining", held, "budget", s.drainingBudget(), "limit", s.fdLimit)
+			"slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen, "draining", held, "budget", s.drainingBudget(), "limit", s.fdLimit)
 		w.killed = true
 		w.p.Kill()
 	}

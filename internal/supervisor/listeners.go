@@ -22,7 +22,7 @@ const storePrefix = "baton."
 //     --listen claims any more is dropped from the store (FDSTOREREMOVE=1);
 //   - every other --listen is opened, and later stored.
 func (s *Supervisor) openListeners() error {
-	fds, err := activation.Parse(os.Getenv, os.Getpid())
+	fds, err := activation.Parse(s.world.getenv, os.Getpid())
 	if err != nil {
 		return err
 	}

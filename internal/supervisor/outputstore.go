@@ -26,8 +26,8 @@ import (
 // baton-out.SLOT.GEN.PID.STREAM. Not "baton.", which is the listeners'.
 const outputPrefix = "baton-out."
 
-func outputName(p *worker.Process, stream worker.Stream) string {
-	return fmt.Sprintf("%s%d.%d.%d.%s", outputPrefix, p.Slot, p.Generation, p.PID, stream)
+func outputName(w *proc, stream worker.Stream) string {
+	return fmt.Sprintf("%s%d.%d.%d.%s", outputPrefix, w.slot.index, w.spec.gen, w.pid, stream)
 }
 
 // parseOutputName reads a name outputName made.
@@ -53,14 +53,14 @@ func parseOutputName(name string) (slot, gen, pid int, stream worker.Stream, ok 
 }
 
 // storeOutput puts a new worker's output pipes in the FD store.
-func (s *Supervisor) storeOutput(p *worker.Process) {
+func (s *Supervisor) storeOutput(w *proc) {
 	if s.sd == nil {
 		return
 	}
-	p.OutputFDs(func(stream worker.Stream, fd int) {
-		msg := fmt.Sprintf("FDSTORE=1\nFDNAME=%s\nFDPOLL=0", outputName(p, stream))
+	w.p.OutputFDs(func(stream worker.Stream, fd int) {
+		msg := fmt.Sprintf("FDSTORE=1\nFDNAME=%s\nFDPOLL=0", outputName(w, stream))
 		if err := s.sd.SendFDs(msg, fd); err != nil {
-			s.log.Warn("FD store: worker output not stored", "slot", p.Slot, "pid", p.PID, "err", err)
+			s.log.Warn("FD store: worker output not stored", "slot", w.slot.index, "pid", w.pid, "err", err)
 		}
 	})
 }
@@ -68,12 +68,12 @@ func (s *Supervisor) storeOutput(p *worker.Process) {
 // unstoreOutput removes an exited worker's pipes from the FD store once its
 // output has been read to the end. It may run off the loop: the notify
 // client is safe for concurrent use.
-func (s *Supervisor) unstoreOutput(p *worker.Process) {
+func (s *Supervisor) unstoreOutput(w *proc) {
 	if s.sd == nil {
 		return
 	}
-	for _, stream := range p.OutputStreams() {
-		s.removeStored(outputName(p, stream))
+	for _, stream := range w.p.OutputStreams() {
+		s.removeStored(outputName(w, stream))
 	}
 }
 

@@ -208,10 +208,13 @@ func (s *Supervisor) restartSlot(sl *slot) { s.onCrash(sl, 0) }
 // worker's last lines, which may still be in the pipe when its exit is
 // reaped.
 func (s *Supervisor) afterOutput(w *proc, f func()) {
+	expired := make(chan struct{})
+	t := s.world.afterFunc(tailGrace, func() { close(expired) })
 	go func() {
 		select {
 		case <-w.p.Done():
-		case <-time.After(tailGrace):
+			t.Stop()
+		case <-expired:
 		}
 		s.post(f)
 	}()

@@ -300,14 +300,14 @@ func (r *rollout) replace(sl *slot, spec *genSpec) {
 func (r *rollout) workerFailed(w *proc, reason string) {
 	switch r.phase {
 	case phaseRolling, phaseCanary:
-		r.abort(fmt.Errorf("worker %d (pid %d, generation %d): %s", w.slot.index, w.p.PID, w.spec.gen, reason), w)
+		r.abort(fmt.Errorf("worker %d (pid %d, generation %d): %s", w.slot.index, w.pid, w.spec.gen, reason), w)
 	case phaseRollingBack:
 		// A new-generation worker in a target being rolled back is simply
 		// gone; a target left with no worker at all restarts in the
 		// previous generation as after any crash.
 		sl := w.slot
 		if w.spec == r.from {
-			r.host.logger().Error("rollback worker failed", "slot", sl.index, "pid", w.p.PID, "reason", reason)
+			r.host.logger().Error("rollback worker failed", "slot", sl.index, "pid", w.pid, "reason", reason)
 		}
 		if sl.w == nil && sl.next == nil {
 			r.host.restartSlot(sl)

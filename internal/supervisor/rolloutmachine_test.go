@@ -2,16 +2,13 @@ package supervisor
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
-	"github.com/batonsd/baton/internal/worker"
 )
 
 // The rollout state machine driven through its host seam: no processes, no
@@ -26,8 +23,7 @@ type fakeHost struct {
 	loadErr error
 	check   func(error) // the --check in progress
 	gen     int
-	clock   time.Time
-	timers  []*fakeTimer
+	clock   fakeClock
 	queue   []func() // posted to "the loop", not run yet
 	pid     int
 	started []*proc
@@ -41,26 +37,6 @@ type fakeEnd struct {
 	res   control.Rollout
 	err   error
 	again bool
-}
-
-type fakeTimer struct {
-	h       *fakeHost
-	at      time.Time
-	f       func()
-	stopped bool
-	fired   bool
-}
-
-func (t *fakeTimer) Stop() bool {
-	was := !t.stopped && !t.fired
-	t.stopped = true
-	return was
-}
-
-func (t *fakeTimer) Reset(d time.Duration) bool {
-	was := t.Stop()
-	t.stopped, t.fired, t.at = false, false, t.h.clock.Add(d)
-	return was
 }
 
 func (h *fakeHost) load() (Config, error) { return h.cfg, h.loadErr }
@@ -80,7 +56,8 @@ func (h *fakeHost) newGen(cfg Config) *genSpec {
 
 func (h *fakeHost) startWorker(sl *slot, spec *genSpec) *proc {
 	h.pid++
-	w := &proc{p: worker.Orphan(h.pid, sl.index, spec.gen, nil), slot: sl, spec: spec, state: stateStarting}
+	w := newProc(newFakeProcess(h.pid, sl.index, spec.gen, h.clock.now), sl, spec)
+	w.state = stateStarting
 	h.started = append(h.started, w)
 	return w
 }
@@ -95,10 +72,9 @@ func (h *fakeHost) restartSlot(sl *slot) { h.reborn = append(h.reborn, sl) }
 // afterOutput queues f as the supervisor posts it when the output ends.
 func (h *fakeHost) afterOutput(w *proc, f func()) { h.queue = append(h.queue, f) }
 
+// after queues f when its time comes, as the loop gets a posted timer.
 func (h *fakeHost) after(d time.Duration, f func()) timer {
-	t := &fakeTimer{h: h, at: h.clock.Add(d), f: f}
-	h.timers = append(h.timers, t)
-	return t
+	return h.clock.afterFunc(d, func() { h.queue = append(h.queue, f) })
 }
 
 func (h *fakeHost) listenerProblems() []string {
@@ -116,18 +92,10 @@ func (h *fakeHost) ended(r *rollout, res control.Rollout, err error) {
 
 func (h *fakeHost) logger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func (h *fakeHost) now() time.Time { return h.clock }
+func (h *fakeHost) now() time.Time { return h.clock.now }
 
 // advance moves the clock; due timers post their callbacks to the queue.
-func (h *fakeHost) advance(d time.Duration) {
-	h.clock = h.clock.Add(d)
-	for _, t := range h.timers {
-		if !t.stopped && !t.fired && !t.at.After(h.clock) {
-			t.fired = true
-			h.queue = append(h.queue, t.f)
-		}
-	}
-}
+func (h *fakeHost) advance(d time.Duration) { h.clock.advance(d) }
 
 // run runs what is queued, as the loop would.
 func (h *fakeHost) run() {
@@ -147,12 +115,13 @@ type machine struct {
 }
 
 func newMachine(t *testing.T, n int, cfg Config) *machine {
-	h := &fakeHost{t: t, cfg: cfg, gen: 1, clock: time.Unix(1e9, 0), pid: 100}
+	h := &fakeHost{t: t, cfg: cfg, gen: 1, clock: fakeClock{now: time.Unix(1e9, 0)}, pid: 100}
 	from := &genSpec{gen: 1, cfg: cfg}
 	m := &machine{h: h}
 	for i := range n {
 		sl := &slot{index: i, spec: from}
-		sl.w = &proc{p: worker.Orphan(i+1, i, 1, nil), slot: sl, spec: from, state: stateReady}
+		sl.w = newProc(newFakeProcess(i+1, i, 1, h.clock.now), sl, from)
+		sl.w.state = stateReady
 		m.slots = append(m.slots, sl)
 	}
 	m.r = newRollout(h, from, m.slots, false)
@@ -177,13 +146,7 @@ func (m *machine) ready(n int) {
 // first, with its last output.
 func (m *machine) fail(n int, lastLine string) {
 	w := m.newWorker(n)
-	r, wr, err := os.Pipe()
-	if err != nil {
-		m.h.t.Fatal(err)
-	}
-	fmt.Fprintln(wr, lastLine)
-	wr.Close()
-	w.p.ReadOutput(r, worker.Stderr, func(*worker.Process, worker.Stream, []byte) {})
+	w.p.(*fakeProcess).tail = []string{lastLine}
 	if w.slot.next == w {
 		w.slot.next = nil
 	}

@@ -37,9 +37,32 @@ const (
 	stateDraining procState = "draining"
 )
 
+// process is a worker process as the loop drives it: *worker.Process, or
+// a fake in the tests (world.go).
+type process interface {
+	Info() worker.Info
+	Signal(sig syscall.Signal) error
+	Kill() error
+	// Execd is closed once the worker runs its own program, Done once its
+	// output is read to its end.
+	Execd() <-chan struct{}
+	Done() <-chan struct{}
+	// Exited is told that the process was reaped.
+	Exited()
+	Tail() []string
+	Warn(msg string, args ...any)
+	NotifyAddr() string
+	Handoff() (worker.Handoff, error)
+	OutputStreams() []worker.Stream
+	OutputFDs(f func(stream worker.Stream, fd int))
+	CloseOutput()
+}
+
 // proc is the loop's record of one worker process.
 type proc struct {
-	p        *worker.Process
+	p        process
+	pid      int
+	started  time.Time
 	slot     *slot
 	spec     *genSpec
 	state    procState
@@ -80,7 +103,7 @@ func (s *Supervisor) deathSignal(cfg Config) syscall.Signal {
 // process could not be started, which was logged.
 func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 	cfg := spec.cfg
-	p, err := worker.Start(worker.Spec{
+	p, err := s.world.start(worker.Spec{
 		ShimPath:    cfg.ShimPath,
 		ShimArgv:    cfg.ShimArgv,
 		Command:     cfg.Command,
@@ -100,12 +123,18 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		return nil
 	}
 	sl.startErr = ""
-	w := &proc{p: p, slot: sl, spec: spec, state: stateStarting, wdInterval: cfg.Watchdog}
-	s.workers[p.PID] = w
-	s.storeOutput(p)
-	s.log.Info("worker started", "slot", sl.index, "pid", p.PID, "gen", spec.gen)
+	w := newProc(p, sl, spec)
+	w.state, w.wdInterval = stateStarting, cfg.Watchdog
+	s.workers[w.pid] = w
+	s.storeOutput(w)
+	s.log.Info("worker started", "slot", sl.index, "pid", w.pid, "gen", spec.gen)
 	s.awaitReady(w)
 	return w
+}
+
+func newProc(p process, sl *slot, spec *genSpec) *proc {
+	info := p.Info()
+	return &proc{p: p, pid: info.PID, started: info.Started, slot: sl, spec: spec}
 }
 
 // onNotify returns the callback that posts a worker's notifications into
@@ -120,11 +149,11 @@ func (s *Supervisor) onNotifyFunc() func(*worker.Process, notify.Message) {
 // timeout (counted from its start) and its generation's readiness mode.
 func (s *Supervisor) awaitReady(w *proc) {
 	cfg := w.spec.cfg
-	sl, p := w.slot, w.p
-	w.timers = append(w.timers, s.after(time.Until(p.Started.Add(cfg.ReadyTimeout)), func() {
+	sl := w.slot
+	w.timers = append(w.timers, s.after(w.started.Add(cfg.ReadyTimeout).Sub(s.now()), func() {
 		if w.state == stateStarting && !w.exited {
 			w.failed = fmt.Sprintf("not ready within --ready-timeout %s", cfg.ReadyTimeout)
-			s.log.Error("worker not ready in time: killing it", "slot", sl.index, "pid", p.PID, "gen", w.spec.gen, "timeout", cfg.ReadyTimeout)
+			s.log.Error("worker not ready in time: killing it", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, "timeout", cfg.ReadyTimeout)
 			w.p.Kill()
 		}
 	}))
@@ -133,11 +162,11 @@ func (s *Supervisor) awaitReady(w *proc) {
 		// Deferred, not called: the caller has not put the worker in place yet.
 		s.soon(func() { s.onReady(w) })
 	case ReadyDelay:
-		w.timers = append(w.timers, s.after(time.Until(p.Started.Add(cfg.Ready.Delay)), func() { s.onReady(w) }))
+		w.timers = append(w.timers, s.after(w.started.Add(cfg.Ready.Delay).Sub(s.now()), func() { s.onReady(w) }))
 	case ReadyHTTP:
 		ctx, cancel := context.WithCancel(context.Background())
 		w.cancel = cancel
-		url := cfg.Ready.ProbeURL(sl.index, p.PID)
+		url := cfg.Ready.ProbeURL(sl.index, w.pid)
 		go probe(ctx, url, func() { s.post(func() { s.onReady(w) }) })
 	}
 }
@@ -170,8 +199,8 @@ func (s *Supervisor) onReady(w *proc) {
 		w.cancel()
 	}
 	s.armWatchdog(w)
-	s.log.Info("worker ready", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation,
-		"after", time.Since(w.p.Started).Round(time.Millisecond))
+	s.log.Info("worker ready", "slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen,
+		"after", s.now().Sub(w.started).Round(time.Millisecond))
 	if w.slot.next == w && s.rollout != nil {
 		s.rollout.workerReady(w)
 	}
@@ -197,7 +226,7 @@ func (s *Supervisor) readyCount() int {
 
 func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 	w.exited = true
-	delete(s.workers, w.p.PID)
+	delete(s.workers, w.pid)
 	for _, t := range w.timers {
 		t.Stop()
 	}
@@ -209,7 +238,7 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 	s.stopEscapees(w)
 	go func() {
 		<-w.p.Done()
-		s.unstoreOutput(w.p)
+		s.unstoreOutput(w)
 	}()
 	sl := w.slot
 	wasNext := sl.next == w
@@ -226,24 +255,24 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 	}
 	switch {
 	case w.state == stateDraining:
-		s.log.Info("worker stopped", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation, "exit", how)
+		s.log.Info("worker stopped", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, "exit", how)
 	case s.rollout != nil && (wasNext || w.spec == s.rollout.to):
 		// A worker of the generation being rolled out failed: that aborts
 		// the rollout, and never counts against the serving generation's
 		// crash limit.
-		s.log.Error("new worker failed", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation, "exit", how, "reason", reason)
+		s.log.Error("new worker failed", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, "exit", how, "reason", reason)
 		s.rollout.workerFailed(w, reason)
 	default:
-		s.log.Error("worker exited unexpectedly", "slot", sl.index, "pid", w.p.PID, "gen", w.p.Generation,
-			"exit", how, "reason", reason, "uptime", time.Since(w.p.Started).Round(time.Millisecond))
-		s.onCrash(sl, time.Since(w.p.Started))
+		s.log.Error("worker exited unexpectedly", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen,
+			"exit", how, "reason", reason, "uptime", s.now().Sub(w.started).Round(time.Millisecond))
+		s.onCrash(sl, s.now().Sub(w.started))
 	}
 	s.updateStatus()
 }
 
 // onCrash counts a crash against the limit and schedules the slot's restart.
 func (s *Supervisor) onCrash(sl *slot, uptime time.Duration) {
-	now := time.Now()
+	now := s.now()
 	kept := s.crashes[:0]
 	for _, t := range s.crashes {
 		if now.Sub(t) < s.cfg.CrashLimit.Per {
@@ -308,7 +337,7 @@ func (s *Supervisor) drain(w *proc) {
 		return
 	}
 	w.state = stateDraining
-	w.drainStart = time.Now()
+	w.drainStart = s.now()
 	w.deadline = w.drainStart.Add(w.spec.cfg.DrainTimeout)
 	s.signal(w, w.spec.cfg.StopSignal)
 	s.armDrainDeadline(w)
@@ -336,23 +365,23 @@ func (s *Supervisor) signal(w *proc, sig syscall.Signal) {
 		return
 	}
 	if err := w.p.Signal(sig); err != nil {
-		s.log.Warn("signal worker", "slot", w.slot.index, "pid", w.p.PID, "sig", sig.String(), "err", err)
+		s.log.Warn("signal worker", "slot", w.slot.index, "pid", w.pid, "sig", sig.String(), "err", err)
 	}
 }
 
 // armDrainDeadline SIGKILLs a draining worker at its deadline. Each worker
 // drains under its own generation's settings.
 func (s *Supervisor) armDrainDeadline(w *proc) {
-	w.timers = append(w.timers, s.after(time.Until(w.deadline), func() {
+	w.timers = append(w.timers, s.after(w.deadline.Sub(s.now()), func() {
 		if !w.exited {
-			s.log.Warn("drain deadline passed: killing worker", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation, "timeout", w.spec.cfg.DrainTimeout)
+			s.log.Warn("drain deadline passed: killing worker", "slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen, "timeout", w.spec.cfg.DrainTimeout)
 			w.p.Kill()
 		}
 	}))
 }
 
 // keepForOutput remembers an exited worker until its output is drained.
-func (s *Supervisor) keepForOutput(p *worker.Process) {
+func (s *Supervisor) keepForOutput(p process) {
 	kept := s.exited[:0]
 	for _, q := range s.exited {
 		select {

@@ -67,7 +67,7 @@ func (s *Supervisor) Status(ctx context.Context) (control.Status, error) {
 }
 
 func (s *Supervisor) snapshot() control.Status {
-	now := time.Now()
+	now := s.now()
 	st := control.Status{
 		PID:         os.Getpid(),
 		Exe:         s.exe,
@@ -125,10 +125,10 @@ func (s *Supervisor) snapshot() control.Status {
 func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {
 	return control.Worker{
 		Slot:          w.slot.index,
-		PID:           w.p.PID,
-		Generation:    w.p.Generation,
+		PID:           w.pid,
+		Generation:    w.spec.gen,
 		State:         string(w.state),
-		UptimeSeconds: now.Sub(w.p.Started).Seconds(),
+		UptimeSeconds: now.Sub(w.started).Seconds(),
 		Restarts:      w.slot.restarts,
 		Status:        w.status,
 	}

@@ -49,6 +49,7 @@ const tailGrace = 200 * time.Millisecond
 
 // Supervisor is one `baton run`.
 type Supervisor struct {
+	world     world                  // the environment, the clock, process start
 	cfg       Config                 // the newest configuration
 	reload    func() (Config, error) // re-reads it for a rollout
 	log       *slog.Logger
@@ -84,7 +85,7 @@ type Supervisor struct {
 	lastEnded time.Time
 	awaiting  []chan<- rolloutResult // await-reload callers, for the next rollout
 	toStart   []*slot                // slots of a fresh start not started yet
-	exited    []*worker.Process
+	exited    []process
 	crashes   []time.Time
 	readySent bool
 	// upgradeDeferred: SIGUSR2 came during a rollout or the start; the
@@ -104,7 +105,9 @@ type Supervisor struct {
 // New returns a Supervisor ready to Run. load gives the configuration, at
 // start and again at every rollout (a config file is re-read, say); an error
 // at start is returned, an error at a rollout aborts the rollout.
-func New(load func() (Config, error)) (*Supervisor, error) {
+func New(load func() (Config, error)) (*Supervisor, error) { return newIn(realWorld(), load) }
+
+func newIn(wd world, load func() (Config, error)) (*Supervisor, error) {
 	cfg, err := load()
 	if err != nil {
 		return nil, err
@@ -121,13 +124,14 @@ func New(load func() (Config, error)) (*Supervisor, error) {
 		return nil, fmt.Errorf("find baton's own binary: %w", err)
 	}
 	return &Supervisor{
+		world:        wd,
 		exe:          exe,
 		cfg:          cfg,
 		reload:       load,
 		log:          log,
 		source:       map[*activation.Listener]string{},
-		baseEnv:      worker.Env(os.Environ(), cfg.Output != nil),
-		underSystemd: os.Getenv("INVOCATION_ID") != "",
+		baseEnv:      worker.Env(wd.environ(), cfg.Output != nil),
+		underSystemd: wd.getenv("INVOCATION_ID") != "",
 		fdLimit:      openFileLimit(),
 		events:       make(chan func(), 64),
 		done:         make(chan struct{}),
@@ -149,8 +153,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.sigs = signals()
 	defer signal.Stop(s.sigs)
 
-	s.started = time.Now()
-	handoff, err := readHandoff()
+	s.started = s.now()
+	handoff, err := readHandoff(s.world.getenv)
 	if err != nil {
 		return err
 	}
@@ -161,7 +165,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.sd = sd
 	var wdTick <-chan time.Time
 	if sd != nil {
-		interval, err := notify.WatchdogInterval(os.Getenv, os.Getpid())
+		interval, err := notify.WatchdogInterval(s.world.getenv, os.Getpid())
 		if err != nil {
 			return err
 		}
@@ -193,7 +197,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer s.closeListeners()
 	if handoff != nil {
 		s.notifyDir = handoff.NotifyDir
-	} else if s.notifyDir, err = makeNotifyDir(); err != nil {
+	} else if s.notifyDir, err = makeNotifyDir(s.world.getenv); err != nil {
 		return err
 	}
 	defer os.RemoveAll(s.notifyDir) // not reached by an exec in place, which keeps it
@@ -255,8 +259,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // sockets: under systemd's RuntimeDirectory= when there is one, else in the
 // temporary directory. Path sockets, as systemd's own NOTIFY_SOCKET is:
 // some libraries cannot address an abstract socket.
-func makeNotifyDir() (string, error) {
-	if rd := os.Getenv("RUNTIME_DIRECTORY"); rd != "" {
+func makeNotifyDir(getenv func(string) string) (string, error) {
+	if rd := getenv("RUNTIME_DIRECTORY"); rd != "" {
 		first, _, _ := strings.Cut(rd, ":")
 		dir := filepath.Join(first, "notify")
 		os.RemoveAll(dir) // a crashed predecessor's sockets
@@ -282,6 +286,12 @@ func (s *Supervisor) start() error {
 		return err
 	}
 	s.storeListeners()
+	s.makeSlots()
+	return nil
+}
+
+// makeSlots makes generation 1 and its slots, queued to start.
+func (s *Supervisor) makeSlots() {
 	s.lastGen = 1
 	s.serving = &genSpec{gen: 1, cfg: s.cfg}
 	s.slots = make([]*slot, s.cfg.Workers)
@@ -290,7 +300,6 @@ func (s *Supervisor) start() error {
 	}
 	s.log.Info("starting", "workers", s.cfg.Workers, "gen", 1, "command", s.cfg.Command, "ready", s.cfg.Ready.String())
 	s.toStart = append(s.toStart, s.slots...)
-	return nil
 }
 
 // startBatch is how many queued slots the loop starts before it looks at
@@ -356,7 +365,7 @@ func (s *Supervisor) soon(f func()) { s.later = append(s.later, f) }
 
 // after runs f on the loop after d, unless the loop has ended.
 func (s *Supervisor) after(d time.Duration, f func()) timer {
-	return time.AfterFunc(d, func() { s.post(f) })
+	return s.world.afterFunc(d, func() { s.post(f) })
 }
 
 // timer is a call of after to come; Stop cancels it (it reports false when
@@ -366,7 +375,7 @@ type timer interface {
 	Reset(d time.Duration) bool
 }
 
-func (s *Supervisor) now() time.Time { return time.Now() }
+func (s *Supervisor) now() time.Time { return s.world.now() }
 
 func (s *Supervisor) onSignal(sig syscall.Signal) {
 	switch sig {

@@ -43,7 +43,7 @@ func (s *Supervisor) onWatchdogMessage(w *proc, m notify.Message) {
 			if w.wdInterval == 0 && w.wdTimer != nil {
 				w.wdTimer.Stop()
 			}
-			s.log.Info("worker changed its watchdog", "slot", w.slot.index, "pid", w.p.PID, "interval", w.wdInterval)
+			s.log.Info("worker changed its watchdog", "slot", w.slot.index, "pid", w.pid, "interval", w.wdInterval)
 		}
 	}
 	switch m["WATCHDOG"] {
@@ -66,7 +66,7 @@ func (s *Supervisor) watchdogExpired(w *proc, triggered bool) {
 	if w.exited || w.state == stateDraining || w.failed != "" {
 		return
 	}
-	late := time.Since(w.lastPing)
+	late := s.now().Sub(w.lastPing)
 	if !triggered && (w.wdInterval <= 0 || late < w.wdInterval) {
 		return // a ping came after the timer fired
 	}
@@ -75,12 +75,12 @@ func (s *Supervisor) watchdogExpired(w *proc, triggered bool) {
 	} else {
 		w.failed = fmt.Sprintf("watchdog: no WATCHDOG=1 for %s (--watchdog %s)", late.Round(time.Millisecond), w.wdInterval)
 	}
-	s.log.Error("worker watchdog expired: SIGABRT", "slot", w.slot.index, "pid", w.p.PID, "gen", w.p.Generation,
+	s.log.Error("worker watchdog expired: SIGABRT", "slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen,
 		"late", (late - w.wdInterval).Round(time.Millisecond), "reason", w.failed)
 	s.signal(w, unix.SIGABRT)
 	w.timers = append(w.timers, s.after(abortGrace, func() {
 		if !w.exited {
-			s.log.Warn("worker still there after SIGABRT: killing it", "slot", w.slot.index, "pid", w.p.PID)
+			s.log.Warn("worker still there after SIGABRT: killing it", "slot", w.slot.index, "pid", w.pid)
 			w.p.Kill()
 		}
 	}))

@@ -241,6 +241,17 @@ func (p *Process) readNotify(onNotify func(*Process, notify.Message)) {
 // its children inherit in NOTIFY_SOCKET.
 func (p *Process) NotifyAddr() string { return p.notify.Addr() }
 
+// Info is who a worker process is.
+type Info struct {
+	PID, Slot, Generation int
+	Started               time.Time
+}
+
+// Info returns who p is.
+func (p *Process) Info() Info {
+	return Info{PID: p.PID, Slot: p.Slot, Generation: p.Generation, Started: p.Started}
+}
+
 // Signal sends sig to the worker process itself.
 func (p *Process) Signal(sig syscall.Signal) error {
 	return unix.Kill(p.PID, sig)

@@ -1,0 +1,274 @@
+package supervisor
+
+import (
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/internal/worker"
+	"github.com/batonsd/baton/notify"
+	"golang.org/x/sys/unix"
+)
+
+// The whole supervisor in a fake world: workers and helper commands are
+// fakes, time moves when the test says, and the test is the event loop
+// (what Run's select would run, it runs in the order the race needs).
+
+type fakeWorld struct {
+	clock   fakeClock
+	pid     int
+	procs   map[int]*fakeProcess
+	helpers [][]string // the argv of each helper command started
+}
+
+func (fw *fakeWorld) world() world {
+	return world{
+		getenv:    func(string) string { return "" },
+		environ:   func() []string { return nil },
+		now:       func() time.Time { return fw.clock.now },
+		afterFunc: fw.clock.afterFunc,
+		start: func(spec worker.Spec) (process, error) {
+			fw.pid++
+			p := newFakeProcess(fw.pid, spec.Slot, spec.Generation, fw.clock.now)
+			fw.procs[fw.pid] = p
+			return p, nil
+		},
+		forkExec: func(_ string, argv []string, _ *syscall.ProcAttr) (int, error) {
+			fw.pid++
+			fw.helpers = append(fw.helpers, argv)
+			return fw.pid, nil
+		},
+	}
+}
+
+type testSupervisor struct {
+	*Supervisor
+	t  *testing.T
+	fw *fakeWorld
+}
+
+// newTestSupervisor starts cfg's slots in a fake world and makes them
+// ready: generation 1 serves, READY=1 was sent.
+func newTestSupervisor(t *testing.T, cfg Config) *testSupervisor {
+	fw := &fakeWorld{clock: fakeClock{now: time.Unix(1e9, 0)}, pid: 1000, procs: map[int]*fakeProcess{}}
+	cfg.Command = []string{"worker"}
+	cfg.ShimPath, cfg.ShimArgv = "/bin/true", []string{"shim"}
+	cfg.ReadyTimeout, cfg.DrainTimeout = time.Minute, 10*time.Second
+	cfg.MaxSurge = max(cfg.MaxSurge, 1)
+	cfg.RestartBackoff = Backoff{Min: 100 * time.Millisecond, Max: time.Second}
+	cfg.CrashLimit = CrashLimit{N: 10, Per: time.Minute}
+	s, err := newIn(fw.world(), func() (Config, error) { return cfg, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testSupervisor{Supervisor: s, t: t, fw: fw}
+	ts.makeSlots()
+	ts.startQueued()
+	for _, sl := range ts.slots {
+		ts.ready(sl.w)
+	}
+	if !ts.readySent {
+		t.Fatal("the fake workers' READY=1 did not make the service ready")
+	}
+	return ts
+}
+
+// settle runs what the loop has queued until nothing is.
+func (ts *testSupervisor) settle() {
+	for {
+		for len(ts.later) > 0 {
+			f := ts.later[0]
+			ts.later = ts.later[1:]
+			f()
+		}
+		select {
+		case f := <-ts.events:
+			f()
+		default:
+			if len(ts.later) == 0 {
+				return
+			}
+		}
+	}
+}
+
+// await runs the next event a goroutine posts (a helper's exit, a failed
+// worker's output read), then settles.
+func (ts *testSupervisor) await(what string) {
+	ts.t.Helper()
+	select {
+	case f := <-ts.events:
+		f()
+	case <-time.After(10 * time.Second):
+		ts.t.Fatalf("%s never reached the loop", what)
+	}
+	ts.settle()
+}
+
+func (ts *testSupervisor) ready(w *proc) {
+	ts.onNotify(w.pid, notify.Message{"READY": "1"})
+	ts.settle()
+}
+
+func (ts *testSupervisor) exit(w *proc, code int) {
+	ts.onExit(w, unix.WaitStatus(code<<8))
+	ts.settle()
+}
+
+// helperExits ends the one helper command running.
+func (ts *testSupervisor) helperExits(code int) {
+	ts.t.Helper()
+	if len(ts.helpers) != 1 {
+		ts.t.Fatalf("%d helper commands running, want 1", len(ts.helpers))
+	}
+	for _, h := range ts.helpers {
+		ts.onHelperExit(h, unix.WaitStatus(code<<8))
+	}
+	ts.await("the helper's exit")
+}
+
+// incoming is the worker coming up in slot i.
+func (ts *testSupervisor) incoming(i int) *proc {
+	ts.t.Helper()
+	if w := ts.slots[i].next; w != nil {
+		return w
+	}
+	ts.t.Fatalf("slot %d has no incoming worker", i)
+	return nil
+}
+
+// drainedOut: the workers told to drain exit, as they would.
+func (ts *testSupervisor) drainedOut() {
+	for _, w := range ts.workers {
+		if w.state == stateDraining {
+			ts.exit(w, 0)
+		}
+	}
+}
+
+func (ts *testSupervisor) gens() []int {
+	var g []int
+	for _, sl := range ts.slots {
+		g = append(g, sl.spec.gen)
+	}
+	return g
+}
+
+func (ts *testSupervisor) result(reply chan rolloutResult) rolloutResult {
+	ts.t.Helper()
+	select {
+	case res := <-reply:
+		return res
+	default:
+		ts.t.Fatal("no rollout result yet")
+	}
+	return rolloutResult{}
+}
+
+// TestUpgradeWhileChecking: SIGUSR2 while a rollout's --check runs is
+// deferred, not refused and not run alongside: it asks the binary on disk
+// only once the rollout has ended, and the rollout ends as it would have.
+func TestUpgradeWhileChecking(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 2, Check: "./check-config"})
+	reply := make(chan rolloutResult, 1)
+	ts.requestRollout(reply)
+	if ts.rollout == nil || ts.rollout.phase != phaseChecking {
+		t.Fatalf("rollout %+v, want it checking", ts.rollout)
+	}
+	ts.onSignal(unix.SIGUSR2)
+	if !ts.upgradeDeferred || ts.upgrading || len(ts.fw.helpers) != 1 {
+		t.Fatalf("SIGUSR2 while checking: deferred %v, upgrading %v, helpers %v; want deferred alone", ts.upgradeDeferred, ts.upgrading, ts.fw.helpers)
+	}
+	ts.helperExits(0) // the check passed
+	for i := range 2 {
+		ts.ready(ts.incoming(i))
+	}
+	ts.drainedOut()
+	res := ts.result(reply)
+	if res.err != nil || res.r.State != "ok" {
+		t.Fatalf("rollout %+v, %v; want ok", res.r, res.err)
+	}
+	if got := ts.gens(); !slices.Equal(got, []int{2, 2}) {
+		t.Errorf("slots serve %v, want [2 2]", got)
+	}
+	if len(ts.fw.helpers) != 2 || !slices.Equal(ts.fw.helpers[1], []string{ts.exe, "version"}) {
+		t.Fatalf("helpers %q, want the check, then the upgrade's version question", ts.fw.helpers)
+	}
+	if !ts.upgrading || ts.upgradeDeferred {
+		t.Errorf("after the rollout: upgrading %v, deferred %v; want the upgrade running", ts.upgrading, ts.upgradeDeferred)
+	}
+}
+
+// TestStopWhileFailureIsExplained: a new worker fails and its last output
+// is still on its way when baton is told to stop. The rollout ends once,
+// as stopped; the late output changes nothing; nothing restarts.
+func TestStopWhileFailureIsExplained(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 2})
+	reply := make(chan rolloutResult, 1)
+	ts.requestRollout(reply)
+	failed := ts.incoming(0)
+	failed.p.(*fakeProcess).tail = []string{"panic: boom"}
+	ts.exit(failed, 2)
+	if ts.rollout == nil || ts.rollout.phase != phaseRollingBack {
+		t.Fatalf("rollout %+v, want it rolling back at once", ts.rollout)
+	}
+	ts.onSignal(unix.SIGTERM)
+	res := ts.result(reply)
+	if res.err == nil || !strings.Contains(res.err.Error(), "baton is stopping") {
+		t.Fatalf("rollout ended with %v, want it stopped", res.err)
+	}
+	failed.p.(*fakeProcess).outputEnds()
+	ts.await("the failed worker's output") // its afterOutput callback
+	if ts.last.Error != res.r.Error {
+		t.Errorf("the late output changed the result to %q", ts.last.Error)
+	}
+	for _, sl := range ts.slots {
+		if sl.restart != nil || sl.next != nil {
+			t.Errorf("slot %d: restart %v, next %v after a stop", sl.index, sl.restart != nil, sl.next)
+		}
+	}
+	for _, w := range ts.workers {
+		if w.state != stateDraining {
+			t.Errorf("worker %d is %s, want draining", w.pid, w.state)
+		}
+	}
+}
+
+// TestReloadDuringRollback: SIGHUP while a failed rollout rolls back makes
+// one more rollout once it has ended; the caller waiting on the first gets
+// the result of the last, which here succeeds.
+func TestReloadDuringRollback(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 2})
+	reply := make(chan rolloutResult, 1)
+	ts.requestRollout(reply)
+	ts.ready(ts.incoming(0)) // slot 0 moved to generation 2
+	failed := ts.incoming(1)
+	ts.exit(failed, 1)
+	ts.onSignal(unix.SIGHUP)
+	if !ts.rollout.again {
+		t.Fatal("SIGHUP during the rollback was not kept for after it")
+	}
+	back := ts.incoming(0) // generation 1 again in slot 0
+	if back.spec.gen != 1 {
+		t.Fatalf("slot 0 rolls back to generation %d, want 1", back.spec.gen)
+	}
+	ts.ready(back)
+	if ts.rollout.phase.ended() {
+		t.Fatal("the rollout ended before the failed worker's output was read")
+	}
+	failed.p.(*fakeProcess).outputEnds()
+	ts.await("the failed worker's output")
+	if ts.last == nil || ts.last.State != "failed" || ts.rollout == nil {
+		t.Fatalf("after the rollback: last %+v, rollout %+v; want it failed and the next one running", ts.last, ts.rollout)
+	}
+	for i := range 2 {
+		ts.ready(ts.incoming(i))
+	}
+	ts.drainedOut()
+	res := ts.result(reply)
+	if res.err != nil || res.r.To != 3 {
+		t.Fatalf("the waiting caller got %+v, %v; want the second rollout's success (to generation 3)", res.r, res.err)
+	}
+}

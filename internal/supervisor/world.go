@@ -1,0 +1,43 @@
+package supervisor
+
+import (
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/batonsd/baton/internal/worker"
+)
+
+// world is what the supervisor takes from outside itself, in one place
+// (the seams tableflip has): the environment, the clock, and how a worker
+// process starts. New uses the real one; tests pass fakes to play races
+// without processes or time (fakeworld_test.go).
+type world struct {
+	getenv  func(string) string
+	environ func() []string
+	now     func() time.Time
+	// afterFunc calls f on its own goroutine after d; Supervisor.after
+	// posts it into the loop.
+	afterFunc func(d time.Duration, f func()) timer
+	start     func(worker.Spec) (process, error)
+	// forkExec starts a helper command (--check, the upgrade's version
+	// question); the loop reaps it.
+	forkExec func(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error)
+}
+
+func realWorld() world {
+	return world{
+		getenv:    os.Getenv,
+		environ:   os.Environ,
+		now:       time.Now,
+		afterFunc: func(d time.Duration, f func()) timer { return time.AfterFunc(d, f) },
+		start: func(spec worker.Spec) (process, error) {
+			p, err := worker.Start(spec)
+			if err != nil {
+				return nil, err // not a typed nil in the interface
+			}
+			return p, nil
+		},
+		forkExec: syscall.ForkExec,
+	}
+}
