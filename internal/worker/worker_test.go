@@ -29,17 +29,7 @@ func TestWorkerLeavesNoGoroutine(t *testing.T) {
 	defer runtime.UnlockOSThread()
 	before := runtime.NumGoroutine()
 	var lines atomic.Int32
-	p, err := Start(Spec{
-		ShimPath:  ShellShim,
-		ShimArgv:  ShellShimArgv,
-		Command:   []string{"/bin/sh", "-c", "echo out; echo err >&2"},
-		Env:       []string{"PATH=/usr/bin:/bin"},
-		NotifyDir: t.TempDir(),
-		Output:    func(*Process, Stream, []byte) { lines.Add(1) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startShell(t, "echo out; echo err >&2", &lines)
 	var ws unix.WaitStatus
 	if _, err := unix.Wait4(p.PID, &ws, 0, nil); err != nil {
 		t.Fatal(err)
@@ -72,17 +62,7 @@ func TestHandoffAfterOutputEnded(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var lines atomic.Int32
-	p, err := Start(Spec{
-		ShimPath:  ShellShim,
-		ShimArgv:  ShellShimArgv,
-		Command:   []string{"/bin/sh", "-c", "echo out; exec 1>&-; echo err >&2; exec sleep 30"},
-		Env:       []string{"PATH=/usr/bin:/bin"},
-		NotifyDir: t.TempDir(),
-		Output:    func(*Process, Stream, []byte) { lines.Add(1) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startShell(t, "echo out; exec 1>&-; echo err >&2; exec sleep 30", &lines)
 	defer func() {
 		unix.Kill(p.PID, unix.SIGKILL)
 		var ws unix.WaitStatus
@@ -108,4 +88,21 @@ func TestHandoffAfterOutputEnded(t *testing.T) {
 	if n, err := unix.IoctlGetInt(h.OutputFDs[1], unix.TIOCINQ); err != nil || n < 0 {
 		t.Errorf("stderr handed over unusable: %v", err)
 	}
+}
+
+// startShell starts script as a worker whose output lines are counted.
+func startShell(t *testing.T, script string, lines *atomic.Int32) *Process {
+	t.Helper()
+	p, err := Start(Spec{
+		ShimPath:  ShellShim,
+		ShimArgv:  ShellShimArgv,
+		Command:   []string{"/bin/sh", "-c", script},
+		Env:       []string{"PATH=/usr/bin:/bin"},
+		NotifyDir: t.TempDir(),
+		Output:    func(*Process, Stream, []byte) { lines.Add(1) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
