@@ -35,7 +35,7 @@ func runFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "worker slots"},
 		&cli.StringSliceFlag{Name: "listen", Usage: "`[NAME=]ADDR` to open when systemd passed no socket of that name: 127.0.0.1:8080, [::]:443, unix:/run/app.sock"},
-		&cli.StringFlag{Name: "ready", Value: "notify", Usage: "when a new worker is ready: notify, exec, delay:DUR, http://HOST:PORT/PATH ({slot}, {pid})"},
+		&cli.StringFlag{Name: "ready", Value: "notify", Usage: "when a new worker is ready: notify, exec, listening (it accepts on a shared socket), delay:DUR, http://HOST:PORT/PATH ({slot}, {pid})"},
 		&cli.DurationFlag{Name: "ready-timeout", Value: 60 * time.Second, Usage: "a worker not ready by then is killed"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 30 * time.Second, Usage: "SIGKILL a draining worker at this deadline"},
 		&cli.StringFlag{Name: "stop-signal", Value: "TERM", Usage: "the signal that tells a worker to drain"},

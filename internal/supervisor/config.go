@@ -66,10 +66,11 @@ type ReadyKind int
 
 // The readiness modes of --ready.
 const (
-	ReadyNotify ReadyKind = iota // the worker's own READY=1
-	ReadyExec                    // as soon as it was started
-	ReadyDelay                   // a fixed delay after the start
-	ReadyHTTP                    // a probe URL answers 2xx
+	ReadyNotify    ReadyKind = iota // the worker's own READY=1
+	ReadyExec                       // as soon as it was started
+	ReadyDelay                      // a fixed delay after the start
+	ReadyHTTP                       // a probe URL answers 2xx
+	ReadyListening                  // it accepts on a shared socket (internal/listening)
 )
 
 // Ready is a parsed --ready value.
@@ -87,6 +88,8 @@ func (r Ready) String() string {
 		return "delay:" + r.Delay.String()
 	case ReadyHTTP:
 		return r.URL
+	case ReadyListening:
+		return "listening"
 	}
 	return "notify"
 }
@@ -110,13 +113,16 @@ func (r Ready) ProbeURL(slot, pid int) string {
 	return strings.NewReplacer("{slot}", strconv.Itoa(slot), "{pid}", strconv.Itoa(pid)).Replace(r.URL)
 }
 
-// ParseReady parses notify, exec, delay:DUR or http://HOST:PORT/PATH.
+// ParseReady parses notify, exec, listening, delay:DUR or
+// http://HOST:PORT/PATH.
 func ParseReady(s string) (Ready, error) {
 	switch {
 	case s == "notify":
 		return Ready{Kind: ReadyNotify}, nil
 	case s == "exec":
 		return Ready{Kind: ReadyExec}, nil
+	case s == "listening":
+		return Ready{Kind: ReadyListening}, nil
 	case strings.HasPrefix(s, "delay:"):
 		d, err := time.ParseDuration(strings.TrimPrefix(s, "delay:"))
 		if err != nil || d < 0 {
@@ -130,7 +136,7 @@ func ParseReady(s string) (Ready, error) {
 		}
 		return Ready{Kind: ReadyHTTP, URL: s}, nil
 	}
-	return Ready{}, fmt.Errorf("--ready %q: want notify, exec, delay:DUR or http://HOST:PORT/PATH", s)
+	return Ready{}, fmt.Errorf("--ready %q: want notify, exec, listening, delay:DUR or http://HOST:PORT/PATH", s)
 }
 
 // Backoff is the crash-restart delay: Min, doubling up to Max.

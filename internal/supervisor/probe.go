@@ -5,10 +5,51 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/batonsd/baton/internal/listening"
 )
 
 // probeInterval is the pause between readiness probes of one worker.
 const probeInterval = 100 * time.Millisecond
+
+// acceptingInterval is the pause between looks at whether a worker accepts
+// (a few small reads in /proc: cheap, so often, for a rollout step that
+// takes about the server's own start time).
+const acceptingInterval = 10 * time.Millisecond
+
+// watchAccepting calls ready once pid, or a process it started, waits for
+// connections on one of socks; it gives up when ctx ends.
+func watchAccepting(ctx context.Context, pid int, socks listening.Sockets, ready func()) {
+	tick := time.NewTicker(acceptingInterval)
+	defer tick.Stop()
+	for {
+		if listening.Accepting(pid, socks) {
+			ready()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// socketInodes are the shared sockets, as --ready listening looks for them.
+func (s *Supervisor) socketInodes() listening.Sockets {
+	if s.inodes == nil {
+		var fds []int
+		for _, l := range s.listeners {
+			fds = append(fds, l.FD())
+		}
+		socks, err := listening.Inodes(fds...)
+		if err != nil {
+			s.log.Error("--ready listening: cannot read the listeners' inodes", "err", err)
+		}
+		s.inodes = socks
+	}
+	return s.inodes
+}
 
 // probe asks url until it answers 2xx, then calls ready once; it gives up
 // when ctx ends (the worker exited, or its ready timeout killed it).

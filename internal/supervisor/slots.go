@@ -168,6 +168,11 @@ func (s *Supervisor) awaitReady(w *proc) {
 		w.cancel = cancel
 		url := cfg.Ready.ProbeURL(sl.index, w.pid)
 		go probe(ctx, url, func() { s.post(func() { s.onReady(w) }) })
+	case ReadyListening:
+		ctx, cancel := context.WithCancel(context.Background())
+		w.cancel = cancel
+		socks := s.socketInodes()
+		go watchAccepting(ctx, w.pid, socks, func() { s.post(func() { s.onReady(w) }) })
 	}
 }
 

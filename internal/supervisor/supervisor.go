@@ -24,6 +24,7 @@ import (
 
 	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/listening"
 	"github.com/batonsd/baton/internal/worker"
 	"github.com/batonsd/baton/notify"
 	"golang.org/x/sys/unix"
@@ -98,6 +99,7 @@ type Supervisor struct {
 	// sockets is what the listeners last said of themselves; socketProblems
 	// the listeners that do not listen (sockets.go).
 	sockets        map[*activation.Listener]sockState
+	inodes         listening.Sockets // the listeners' inodes, for --ready listening
 	socketProblems []string
 	exitErr        error
 }

@@ -1,0 +1,67 @@
+package compat
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/activation"
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/testsd"
+)
+
+// sleepyServer takes fd 3, sleeps as long as its first argument says, then
+// answers in a blocking accept loop, as a server with a slow start and no
+// sd_notify does.
+const sleepyServer = `
+import os, socket, sys, time
+s = socket.socket(fileno=3)
+time.sleep(float(sys.argv[1]))
+body = ("sleepy slot %s pid %d\n" % (os.environ["BATON_WORKER"], os.getpid())).encode()
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    c.close()
+`
+
+// TestReadyListeningWaitsForAccept: under --ready listening a worker that
+// holds the socket and sleeps 2 s before it accepts is not promoted during
+// the sleep, neither at start nor in a rollout; it is soon after.
+func TestReadyListeningWaitsForAccept(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sd := testsd.New(t)
+	spec, _ := activation.ParseSpec("http=127.0.0.1:0")
+	web, err := activation.Listen(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	ctl := testsd.ShortDir(t) + "/c.sock"
+	start := time.Now()
+	svc := sd.Start(bins, []*activation.Listener{web}, nil, "run", "--workers", "2", "--ready", "listening",
+		"--ready-timeout", "20s", "--control", ctl, "--", "/usr/bin/python3", "-c", sleepyServer, "2")
+	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") && d.PID == svc.PID() })
+	if took := time.Since(start); took < 2*time.Second {
+		t.Fatalf("READY=1 %s after start, before the workers' 2 s sleep ended", took)
+	}
+	if body, err := testsd.Get(ctx, "http://"+web.Addr()+"/"); err != nil || !strings.HasPrefix(body, "sleepy slot") {
+		t.Fatalf("right after READY=1: %q, %v", body, err)
+	}
+	resp, err := control.Call(ctx, ctl, control.Request{Command: control.CmdReload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := resp.Rollout
+	// Two slots, one at a time: each step waits out a 2 s sleep.
+	if r.State != "ok" || r.DurationSeconds < 4 || r.DurationSeconds > 10 {
+		t.Fatalf("rollout %+v: want ok in a little over 4 s (two 2 s starts)", r)
+	}
+	for _, line := range strings.Split(svc.Output.String(), "\n") {
+		if strings.Contains(line, "worker ready") && strings.Contains(line, "gen=2") {
+			t.Log(line)
+		}
+	}
+}
