@@ -119,10 +119,13 @@ func formatSockaddr(sa unix.Sockaddr) string {
 // it for everyone, since all copies are one socket) and whether it is in
 // non-blocking mode (O_NONBLOCK, which belongs to the open file description
 // that systemd, baton and every worker share: Go, Node and asyncio servers
-// set it on their copy).
+// set it on their copy), and, for TCP, its accept queue's length (the
+// backlog of the last listen() on it, by anyone holding it; 0 when the
+// kernel does not say, as for unix sockets).
 type SocketState struct {
 	Listening   bool
 	NonBlocking bool
+	Backlog     int
 }
 
 // State reads the socket's state.
@@ -135,7 +138,15 @@ func (l *Listener) State() (SocketState, error) {
 	if err != nil {
 		return SocketState{}, fmt.Errorf("listener %s: F_GETFL: %w", l.Name, err)
 	}
-	return SocketState{Listening: acc != 0, NonBlocking: fl&unix.O_NONBLOCK != 0}, nil
+	st := SocketState{Listening: acc != 0, NonBlocking: fl&unix.O_NONBLOCK != 0}
+	if st.Listening {
+		// For a listening TCP socket the kernel reports its maximum accept
+		// queue in tcpi_sacked (tcp_get_info); other sockets fail here.
+		if info, err := unix.GetsockoptTCPInfo(l.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			st.Backlog = int(info.Sacked)
+		}
+	}
+	return st, nil
 }
 
 // Relisten puts a socket that stopped listening back into the listening

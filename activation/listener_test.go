@@ -2,7 +2,10 @@ package activation
 
 import (
 	"net"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -61,4 +64,42 @@ func TestNetClosesItsFDOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
+}
+
+// TestStateBacklog: a TCP listener reports its accept queue's length, which
+// a worker's own listen() on its copy changes for everyone (hypercorn calls
+// listen(100) on the socket it is given).
+func TestStateBacklog(t *testing.T) {
+	spec, _ := ParseSpec("web=127.0.0.1:0")
+	l, err := Listen(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	somaxconn := 4096
+	if b, err := os.ReadFile("/proc/sys/net/core/somaxconn"); err == nil {
+		somaxconn, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	st, err := l.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := min(backlog, somaxconn); st.Backlog != want {
+		t.Fatalf("backlog %d, want %d", st.Backlog, want)
+	}
+	if err := unix.Listen(l.FD(), 100); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := l.State(); st.Backlog != 100 {
+		t.Fatalf("backlog %d after listen(100) on the socket, want 100", st.Backlog)
+	}
+	uspec, _ := ParseSpec("unix:" + t.TempDir() + "/s.sock")
+	u, err := Listen(uspec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if st, _ := u.State(); st.Backlog != 0 || !st.Listening {
+		t.Fatalf("unix listener state %+v, want listening with backlog 0 (unknown)", st)
+	}
 }

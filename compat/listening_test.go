@@ -2,6 +2,7 @@ package compat
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -63,5 +64,65 @@ func TestReadyListeningWaitsForAccept(t *testing.T) {
 		if strings.Contains(line, "worker ready") && strings.Contains(line, "gen=2") {
 			t.Log(line)
 		}
+	}
+}
+
+// shrinkingServer does to the shared socket what hypercorn 0.13 does: its
+// own listen(100), and non-blocking mode, then serves in an event loop.
+const shrinkingServer = `
+import asyncio, os, socket
+s = socket.socket(fileno=3)
+s.listen(100)
+s.setblocking(False)
+body = ("shrinking slot %s pid %d\n" % (os.environ["BATON_WORKER"], os.getpid())).encode()
+async def handle(r, w):
+    await r.readuntil(b"\r\n\r\n")
+    w.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    await w.drain()
+    w.close()
+async def main():
+    server = await asyncio.start_server(handle, sock=s)
+    await server.serve_forever()
+asyncio.run(main())
+`
+
+// TestSocketHygieneGuard: a worker that shrinks the shared accept queue
+// with its own listen() and sets the socket non-blocking is named, with
+// what it did, in baton's log and in status --json.
+func TestSocketHygieneGuard(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sd := testsd.New(t)
+	spec, _ := activation.ParseSpec("http=127.0.0.1:0")
+	web, err := activation.Listen(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	ctl := testsd.ShortDir(t) + "/c.sock"
+	svc := sd.Start(bins, []*activation.Listener{web}, nil, "run", "--workers", "1", "--ready", "listening",
+		"--control", ctl, "--", "/usr/bin/python3", "-c", shrinkingServer)
+	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") && d.PID == svc.PID() })
+	st := testsd.Status(ctx, t, ctl)
+	pid := st.Workers[0].PID
+	l := st.Listeners[0]
+	if l.Backlog != 100 || !l.NonBlocking {
+		t.Fatalf("listener %+v: want accept queue 100, non-blocking", l)
+	}
+	if len(l.Changes) != 2 {
+		t.Fatalf("changes %q: want the queue and the blocking mode", l.Changes)
+	}
+	worker := fmt.Sprintf("worker 0 (pid %d, generation 1)", pid)
+	for _, c := range l.Changes {
+		if !strings.Contains(c, worker) {
+			t.Errorf("change %q does not name %s", c, worker)
+		}
+	}
+	if !strings.Contains(l.Changes[0], "accept queue 100, was ") {
+		t.Errorf("change %q, want the queue's new and old length", l.Changes[0])
+	}
+	log := svc.Output.String()
+	if !strings.Contains(log, "a worker shrank the accept queue") || !strings.Contains(log, fmt.Sprintf("pid=%d", pid)) {
+		t.Errorf("baton's log does not name the worker that shrank the queue:\n%s", log)
 	}
 }

@@ -115,10 +115,16 @@ func printStatus(w io.Writer, st *control.Status) {
 		if l.Error != "" {
 			fmt.Fprintf(w, " NOT LISTENING: %s", printable(l.Error))
 		}
+		if l.Backlog > 0 {
+			fmt.Fprintf(w, ", accept queue %d", l.Backlog)
+		}
 		if l.NonBlocking {
 			fmt.Fprint(w, ", non-blocking")
 		}
 		fmt.Fprintln(w)
+		if n := len(l.Changes); n > 0 {
+			fmt.Fprintf(w, "    last change: %s\n", printable(l.Changes[n-1]))
+		}
 	}
 }
 

@@ -129,6 +129,11 @@ type Listener struct {
 	// NonBlocking is O_NONBLOCK on the socket's open file description,
 	// which every worker shares: Go, Node and asyncio servers set it.
 	NonBlocking bool `json:"nonblocking"`
+	// Backlog is a TCP listener's accept queue (0: not known); Changes
+	// says what workers did to the socket (its queue, its blocking mode),
+	// naming the worker that had just become ready, the last few.
+	Backlog int      `json:"backlog,omitempty"`
+	Changes []string `json:"changes,omitempty"`
 }
 
 // ParseRequest decodes one request line. Unknown fields are rejected so

@@ -204,6 +204,7 @@ func (s *Supervisor) onReady(w *proc) {
 		w.cancel()
 	}
 	s.armWatchdog(w)
+	s.checkListenersAfter(w) // the hygiene guard (sockets.go)
 	s.log.Info("worker ready", "slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen,
 		"after", s.now().Sub(w.started).Round(time.Millisecond))
 	if w.slot.next == w && s.rollout != nil {

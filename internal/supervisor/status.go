@@ -117,7 +117,7 @@ func (s *Supervisor) snapshot() control.Status {
 	for _, l := range s.listeners {
 		ss := s.sockets[l]
 		st.Listeners = append(st.Listeners, control.Listener{Name: l.Name, Address: l.Addr(), Source: s.source[l],
-			Listening: ss.Listening, NonBlocking: ss.NonBlocking, Error: ss.err})
+			Listening: ss.Listening, NonBlocking: ss.NonBlocking, Backlog: ss.Backlog, Changes: ss.changes, Error: ss.err})
 	}
 	return st
 }
