@@ -8,6 +8,7 @@ package compat
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -36,7 +37,8 @@ func TestWorkers(t *testing.T) {
 		args []string
 		// closesUnread: the server closes, at shutdown, connections whose
 		// request it has not started reading (uvicorn 0.17: Server.shutdown
-		// closes every connection with no request cycle). A fresh request
+		// closes every connection with no request cycle; twistd 22: the
+		// reactor stops, and with it every connection). A fresh request
 		// accepted an instant before the stop signal is then lost, which no
 		// supervisor can prevent: it is reported, bounded, not hidden.
 		closesUnread bool
@@ -46,6 +48,12 @@ func TestWorkers(t *testing.T) {
 		{"gunicorn", []string{"/usr/bin/gunicorn", "--workers", "2", "--chdir", "../contrib/gunicorn", "app:app"}, nil, false},
 		{"uvicorn --fd 3", []string{"/usr/bin/python3", "-m", "uvicorn", "--fd", "3", "--app-dir", "../contrib/uvicorn", "app:app"}, nil, true},
 		{"node {fd: 3}", []string{"node", "../contrib/node/server.js"}, []string{"--watchdog", "2s"}, false},
+		{"puma (cluster)", []string{"/usr/bin/puma", "--config", "../contrib/puma/puma.rb", "--bind", "tcp://{addr}", "--dir", "../contrib/puma", "config.ru"}, nil, false},
+		{"uwsgi (master, processes)", []string{"/usr/bin/uwsgi", "--ini", "../contrib/uwsgi/uwsgi.ini"}, nil, false},
+		{"lighttpd", []string{"/usr/sbin/lighttpd", "-D", "-f", "../contrib/lighttpd/lighttpd.conf"}, []string{"--ready", "listening", "--stop-signal", "INT"}, false},
+		// twistd's shutdown stops the reactor without waiting for requests
+		// it has accepted and not answered: the same race as uvicorn's.
+		{"twistd", []string{"/usr/bin/twistd3", "--nodaemon", "--pidfile=", "web", "--listen", "systemd:domain=INET:index=0", "--path", "../contrib/twisted"}, []string{"--ready", "listening"}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := exec.LookPath(tt.cmd[0]); err != nil {
@@ -73,6 +81,9 @@ func rolloutsUnderLoad(t *testing.T, cmd, args []string, closesUnread bool) {
 	defer os.RemoveAll(dir)
 	ctl := dir + "/c.sock"
 	run := append([]string{"run", "--workers", "2", "--ready-timeout", "30s", "--control", ctl}, args...)
+	for i, a := range cmd {
+		cmd[i] = strings.ReplaceAll(a, "{addr}", web.Addr()) // puma's --bind names the socket it is given
+	}
 	svc := sd.Start(bins, []*activation.Listener{web}, nil, append(append(run, "--"), cmd...)...)
 	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") && d.PID == svc.PID() })
 	url := "http://" + web.Addr() + "/"
@@ -137,8 +148,51 @@ func rolloutsUnderLoad(t *testing.T, cmd, args []string, closesUnread bool) {
 		t.Logf("%d requests across 2 rollouts, none failed", ok)
 	}
 
+	// How long a rollout step took: the new workers' own start.
+	for _, line := range strings.Split(svc.Output.String(), "\n") {
+		if strings.Contains(line, `msg="worker ready"`) && !strings.Contains(line, "gen=1 ") {
+			if _, after, ok := strings.Cut(line, " after="); ok {
+				t.Logf("a new worker was ready after %s", after)
+			}
+		}
+	}
+	if st := testsd.Status(ctx, t, ctl); len(st.Listeners) > 0 && len(st.Listeners[0].Changes) > 0 {
+		t.Logf("what the server did to the shared socket: %q (accept queue now %d)", st.Listeners[0].Changes, st.Listeners[0].Backlog)
+	}
+
 	svc.Signal(t, unix.SIGTERM)
 	if code := svc.Wait(ctx, t); code != 0 {
 		t.Errorf("exit code %d after SIGTERM\n%s", code, svc.Output.String())
 	}
+	if left := holders(t, web); len(left) > 0 {
+		t.Errorf("processes still hold the socket after baton stopped: %v", left)
+	}
+}
+
+// holders lists the processes other than this one that hold l's socket:
+// after a clean stop, no worker (nor a process a worker forked) is left.
+func holders(t *testing.T, l *activation.Listener) []string {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(l.FD(), &st); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("socket:[%d]", st.Ino)
+	procs, _ := os.ReadDir("/proc")
+	var left []string
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		fds, _ := os.ReadDir("/proc/" + p.Name() + "/fd")
+		for _, fd := range fds {
+			if link, _ := os.Readlink("/proc/" + p.Name() + "/fd/" + fd.Name()); link == want {
+				comm, _ := os.ReadFile("/proc/" + p.Name() + "/comm")
+				left = append(left, fmt.Sprintf("%d (%s)", pid, strings.TrimSpace(string(comm))))
+				break
+			}
+		}
+	}
+	return left
 }
