@@ -2,8 +2,8 @@
 // workers unmodified: each starts under a stand-in systemd, answers in every
 // slot, goes through rollouts under load without a failed request, and stops
 // cleanly. The third-party servers come from Debian's packages (gunicorn,
-// python3-systemd, python3-uvicorn) and npm (unix-dgram for Node);
-// scripts/test installs them.
+// python3-systemd, python3-uvicorn, puma, uwsgi, lighttpd, python3-twisted)
+// and npm (unix-dgram for Node); scripts/test installs them.
 package compat
 
 import (

@@ -100,12 +100,8 @@ func have(cmd string) bool {
 func rootfs(t *testing.T, version int) string {
 	t.Helper()
 	dir := filepath.Join(cache, fmt.Sprintf("rootfs-%d", version))
-	if _, err := os.Stat(filepath.Join(dir, "usr/lib/systemd/systemd")); err == nil {
-		return dir
-	}
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
-	args := []string{"build-rootfs", tmp}
+	args := []string{"build-rootfs"}
+	extra := ""
 	switch version {
 	case 252: // Debian 12
 	case 254: // bookworm-backports
@@ -113,10 +109,24 @@ func rootfs(t *testing.T, version int) string {
 	case 257: // Debian 13
 		// Node 20, whose ABI the host's unix-dgram build (Node 20) matches:
 		// the Node example runs here only.
+		extra = ",nodejs"
 		args = append(args, "--suite", "trixie", "--include", "nodejs")
 	default:
 		t.Fatalf("no root filesystem for systemd %d", version)
 	}
+	// A cached root filesystem built with other packages than testbed.sh
+	// lists now is built again.
+	want := testbedPackages(t) + extra
+	if got, err := os.ReadFile(filepath.Join(dir, "etc/baton-e2e-packages")); err == nil && strings.TrimSpace(string(got)) == want {
+		return dir
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Logf("rebuilding the root filesystem for systemd %d: its packages changed", version)
+		os.RemoveAll(dir)
+	}
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	args = append(args, tmp)
 	if out, err := exec.Command("./testbed.sh", args...).CombinedOutput(); err != nil {
 		t.Fatalf("build rootfs for systemd %d: %v\n%s", version, err, out)
 	}
@@ -124,6 +134,23 @@ func rootfs(t *testing.T, version int) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// testbedPackages is the package list testbed.sh builds a root filesystem
+// with.
+func testbedPackages(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("testbed.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), `local pkgs="`); ok {
+			return strings.TrimSuffix(strings.TrimSpace(v), `"`)
+		}
+	}
+	t.Fatal("testbed.sh lists no packages (local pkgs=...)")
+	return ""
 }
 
 // box is a booted container.

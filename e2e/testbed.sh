@@ -70,8 +70,14 @@ cmd_build_rootfs() {
   mkdir -p "$dir"
   # minbase + what a booted systemd and our tests need (dbus is required for systemctl <-> PID1 over the bus,
   # libpam-systemd/logind are optional but avoid noise; netcat/curl for socket checks).
-  local pkgs="systemd,systemd-sysv,dbus,libpam-systemd,procps,iproute2,netcat-openbsd,curl,ca-certificates,less,needrestart,gunicorn,python3-systemd,python3-uvicorn"
+  # The servers of contrib/ run under the sandbox in e2e: gunicorn, python3-systemd, uvicorn,
+  # puma (with ruby-sd-notify), uwsgi, lighttpd, twisted.
+  local pkgs="systemd,systemd-sysv,dbus,libpam-systemd,procps,iproute2,netcat-openbsd,curl,ca-certificates,less,needrestart,gunicorn,python3-systemd,python3-uvicorn,puma,ruby-sd-notify,uwsgi-core,uwsgi-plugin-python3,lighttpd,python3-twisted"
   debootstrap --variant=minbase --include="$pkgs$extra" "$suite" "$dir" "$MIRROR"
+  # lighttpd's own service would start at boot on port 80: the tests run theirs.
+  in_chroot "$dir" systemctl disable lighttpd.service >/dev/null 2>&1 || true
+  # What this root filesystem was built with: e2e rebuilds a cached one that differs.
+  echo "$pkgs$extra" > "$dir/etc/baton-e2e-packages"
   # apt sources inside (deb822 not needed; plain list is fine)
   echo "deb $MIRROR $suite main" > "$dir/etc/apt/sources.list"
   if [ "$backports" = 1 ]; then
