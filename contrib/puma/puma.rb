@@ -2,7 +2,8 @@
 # that serves what is already waiting.
 workers 2
 # At shutdown, first accept and serve the connections already queued on the
-# socket, and every request already read: without it, a connection puma had
-# just accepted could be reset by its SIGTERM (seen in compat/: one fresh
-# request in a run of about 3500 over 2 rollouts; none in 5 runs with it).
+# socket, and every request already read. It narrows, but does not close, a
+# window in which a connection puma had just accepted is closed by its
+# SIGTERM unanswered (compat/: without it, one fresh request lost in the one
+# run of about 3500 requests tried; with it, one in about eight such runs).
 drain_on_shutdown
