@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,25 +71,13 @@ func TestWorkers(t *testing.T) {
 func rolloutsUnderLoad(t *testing.T, cmd, args []string, closesUnread bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	sd := testsd.New(t)
-	spec, _ := activation.ParseSpec("http=127.0.0.1:0")
-	web, err := activation.Listen(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer web.Close()
-	dir, err := os.MkdirTemp("", "bc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	ctl := dir + "/c.sock"
-	run := append([]string{"run", "--workers", "2", "--ready-timeout", "30s", "--control", ctl}, args...)
-	for i, a := range cmd {
-		cmd[i] = strings.ReplaceAll(a, "{addr}", web.Addr()) // puma's --bind names the socket it is given
-	}
-	svc := sd.Start(bins, []*activation.Listener{web}, nil, append(append(run, "--"), cmd...)...)
-	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") && d.PID == svc.PID() })
+	svc, web, ctl := served(ctx, t, func(addr string) []string {
+		run := append([]string{"--workers", "2", "--ready-timeout", "30s"}, args...)
+		for _, a := range cmd {
+			run = append(run, strings.ReplaceAll(a, "{addr}", addr)) // puma's --bind names the socket it is given
+		}
+		return slices.Insert(run, len(run)-len(cmd), "--")
+	})
 	url := "http://" + web.Addr() + "/"
 
 	// Every slot answers through the shared socket, from the pid baton lists.

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/testsd"
 )
@@ -33,18 +32,11 @@ while True:
 func TestReadyListeningWaitsForAccept(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	sd := testsd.New(t)
-	spec, _ := activation.ParseSpec("http=127.0.0.1:0")
-	web, err := activation.Listen(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer web.Close()
-	ctl := testsd.ShortDir(t) + "/c.sock"
 	start := time.Now()
-	svc := sd.Start(bins, []*activation.Listener{web}, nil, "run", "--workers", "2", "--ready", "listening",
-		"--ready-timeout", "20s", "--control", ctl, "--", "/usr/bin/python3", "-c", sleepyServer, "2")
-	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") && d.PID == svc.PID() })
+	svc, web, ctl := served(ctx, t, func(string) []string {
+		return []string{"--workers", "2", "--ready", "listening", "--ready-timeout", "20s", "--",
+			"/usr/bin/python3", "-c", sleepyServer, "2"}
+	})
 	if took := time.Since(start); took < 2*time.Second {
 		t.Fatalf("READY=1 %s after start, before the workers' 2 s sleep ended", took)
 	}
@@ -92,17 +84,9 @@ asyncio.run(main())
 func TestSocketHygieneGuard(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	sd := testsd.New(t)
-	spec, _ := activation.ParseSpec("http=127.0.0.1:0")
-	web, err := activation.Listen(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer web.Close()
-	ctl := testsd.ShortDir(t) + "/c.sock"
-	svc := sd.Start(bins, []*activation.Listener{web}, nil, "run", "--workers", "1", "--ready", "listening",
-		"--control", ctl, "--", "/usr/bin/python3", "-c", shrinkingServer)
-	sd.WaitFor(ctx, "READY=1", func(d testsd.Datagram) bool { return d.Msg.Is("READY", "1") && d.PID == svc.PID() })
+	svc, _, ctl := served(ctx, t, func(string) []string {
+		return []string{"--workers", "1", "--ready", "listening", "--", "/usr/bin/python3", "-c", shrinkingServer}
+	})
 	st := testsd.Status(ctx, t, ctl)
 	pid := st.Workers[0].PID
 	l := st.Listeners[0]

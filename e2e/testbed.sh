@@ -71,8 +71,9 @@ cmd_build_rootfs() {
   # minbase + what a booted systemd and our tests need (dbus is required for systemctl <-> PID1 over the bus,
   # libpam-systemd/logind are optional but avoid noise; netcat/curl for socket checks).
   # The servers of contrib/ run under the sandbox in e2e: gunicorn, python3-systemd, uvicorn,
-  # puma (with ruby-sd-notify), uwsgi, lighttpd, twisted.
-  local pkgs="systemd,systemd-sysv,dbus,libpam-systemd,procps,iproute2,netcat-openbsd,curl,ca-certificates,less,needrestart,gunicorn,python3-systemd,python3-uvicorn,puma,ruby-sd-notify,uwsgi-core,uwsgi-plugin-python3,lighttpd,python3-twisted"
+  # puma (with ruby-sd-notify), uwsgi, lighttpd, twisted (python3-cffi-backend named: debootstrap does
+  # not resolve the virtual packages python3-cryptography depends on).
+  local pkgs="systemd,systemd-sysv,dbus,libpam-systemd,procps,iproute2,netcat-openbsd,curl,ca-certificates,less,needrestart,gunicorn,python3-systemd,python3-uvicorn,puma,ruby-sd-notify,uwsgi-core,uwsgi-plugin-python3,lighttpd,python3-twisted,python3-cffi-backend"
   debootstrap --variant=minbase --include="$pkgs$extra" "$suite" "$dir" "$MIRROR"
   # lighttpd's own service would start at boot on port 80: the tests run theirs.
   in_chroot "$dir" systemctl disable lighttpd.service >/dev/null 2>&1 || true

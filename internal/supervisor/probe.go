@@ -17,13 +17,38 @@ const probeInterval = 100 * time.Millisecond
 // takes about the server's own start time).
 const acceptingInterval = 10 * time.Millisecond
 
+// probe asks url until it answers 2xx, then calls ready once; it gives up
+// when ctx ends (the worker exited, or its ready timeout killed it).
+func probe(ctx context.Context, url string, ready func()) {
+	client := &http.Client{Timeout: time.Second}
+	poll(ctx, probeInterval, ready, func() bool {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false // ParseReady checked the URL; nothing can be probed
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // drain for keep-alive; errors don't matter
+		resp.Body.Close()
+		return resp.StatusCode >= 200 && resp.StatusCode < 300
+	})
+}
+
 // watchAccepting calls ready once pid, or a process it started, waits for
 // connections on one of socks; it gives up when ctx ends.
 func watchAccepting(ctx context.Context, pid int, socks listening.Sockets, ready func()) {
-	tick := time.NewTicker(acceptingInterval)
+	poll(ctx, acceptingInterval, ready, func() bool { return listening.Accepting(pid, socks) })
+}
+
+// poll calls ready once ok reports true, asking every interval, until ctx
+// ends.
+func poll(ctx context.Context, interval time.Duration, ready func(), ok func() bool) {
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
-		if listening.Accepting(pid, socks) {
+		if ok() {
 			ready()
 			return
 		}
@@ -49,31 +74,4 @@ func (s *Supervisor) socketInodes() listening.Sockets {
 		s.inodes = socks
 	}
 	return s.inodes
-}
-
-// probe asks url until it answers 2xx, then calls ready once; it gives up
-// when ctx ends (the worker exited, or its ready timeout killed it).
-func probe(ctx context.Context, url string, ready func()) {
-	client := &http.Client{Timeout: time.Second}
-	tick := time.NewTicker(probeInterval)
-	defer tick.Stop()
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return // ParseReady checked the URL; nothing can be probed
-		}
-		if resp, err := client.Do(req); err == nil {
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // drain for keep-alive; errors don't matter
-			resp.Body.Close()
-			if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-				ready()
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
 }
