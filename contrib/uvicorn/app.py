@@ -1,12 +1,13 @@
-"""An ASGI app served by uvicorn on baton's socket: `uvicorn --fd 3 app:app`.
+"""An ASGI app served by uvicorn on baton's socket: `serve.py --fd 3 app:app`.
 
 uvicorn takes fd 3 as is (it does not read LISTEN_FDS) and has no sd_notify
 of its own, so the app says READY=1 from its lifespan startup, in uvicorn's
 own process (the pid baton accepts it from). Connections that arrive before
 uvicorn accepts wait in the socket's queue. SIGTERM is uvicorn's graceful
-shutdown.
+shutdown; serve.py, next to this file, is uvicorn with a shutdown that answers
+the connections it already accepted (plain uvicorn resets those).
 
-    baton run --workers 4 -- python3 -m uvicorn --fd 3 --app-dir /srv/app app:app
+    baton run --workers 4 -- python3 /srv/uvicorn/serve.py --fd 3 --app-dir /srv/uvicorn app:app
 """
 import os
 import socket
