@@ -39,7 +39,7 @@ func TestWorkers(t *testing.T) {
 		// closesUnread: the server closes, at shutdown, connections whose
 		// request it has not started reading (uvicorn 0.17: Server.shutdown
 		// closes every connection with no request cycle; twistd 22: the
-		// reactor stops, and with it every connection; puma 5.6, rarely). A fresh request
+		// reactor stops, and with it every connection). A fresh request
 		// accepted an instant before the stop signal is then lost, which no
 		// supervisor can prevent: it is reported, bounded, not hidden.
 		closesUnread bool
@@ -61,10 +61,10 @@ func TestWorkers(t *testing.T) {
 		// regression show.
 		{"uvicorn (contrib runner)", []string{"/usr/bin/python3", "../contrib/uvicorn/serve.py", "--fd", "3", "--app-dir", "../contrib/uvicorn", "app:app"}, nil, false, 12, "Graceful stop: "},
 		{"node {fd: 3}", []string{"node", "../contrib/node/server.js"}, []string{"--watchdog", "2s"}, false, 0, ""},
-		// puma 5.6's graceful stop, even with drain_on_shutdown, now and
-		// then closes a connection it has just accepted (about one run in
-		// eight: one fresh request in ~3500).
-		{"puma (cluster)", []string{"/usr/bin/puma", "--config", "../contrib/puma/puma.rb", "--bind", "tcp://{addr}", "--dir", "../contrib/puma", "config.ru"}, nil, true, 0, ""},
+		// puma closes, at its stop, a connection it has parsed nothing
+		// from: contrib/puma/puma.rb answers those that have not served a
+		// request yet (1 to 5 fresh requests lost in 12 rollouts without).
+		{"puma (cluster)", []string{"/usr/bin/puma", "--config", "../contrib/puma/puma.rb", "--bind", "tcp://{addr}", "--dir", "../contrib/puma", "config.ru"}, nil, false, 12, ""},
 		{"uwsgi (master, processes)", []string{"/usr/bin/uwsgi", "--ini", "../contrib/uwsgi/uwsgi.ini"}, nil, false, 0, ""},
 		{"lighttpd", []string{"/usr/sbin/lighttpd", "-D", "-f", "../contrib/lighttpd/lighttpd.conf"}, []string{"--ready", "listening", "--stop-signal", "INT"}, false, 0, ""},
 		// twistd's shutdown stops the reactor without waiting for requests
