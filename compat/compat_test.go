@@ -70,6 +70,10 @@ func TestWorkers(t *testing.T) {
 		// twistd's shutdown stops the reactor without waiting for requests
 		// it has accepted and not answered: the same race as uvicorn's.
 		{"twistd", []string{"/usr/bin/twistd3", "--nodaemon", "--pidfile=", "web", "--listen", "systemd:domain=INET:index=0", "--path", "../contrib/twisted"}, []string{"--ready", "listening"}, true, 0, ""},
+		// contrib/twisted/serve.tac: twistd's web server with a stop that
+		// answers what it accepted (4 to 9 fresh requests lost in 12
+		// rollouts with plain twistd web, 0 with it).
+		{"twistd (contrib serve.tac)", []string{"/usr/bin/twistd3", "--nodaemon", "--pidfile=", "-y", "../contrib/twisted/serve.tac"}, []string{"--ready", "listening"}, false, 12, "Graceful stop: "},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := exec.LookPath(tt.cmd[0]); err != nil {
