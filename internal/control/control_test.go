@@ -24,6 +24,10 @@ func (f fakeHandler) Upgrade(context.Context, *net.UnixConn) error {
 	return errors.New("handoff protocol 2 differs")
 }
 
+func (f fakeHandler) Scale(_ context.Context, n int) (Rollout, error) {
+	return Rollout{From: 1, To: 1, State: "ok", Workers: n}, nil
+}
+
 func (f fakeHandler) Reload(context.Context) (Rollout, error) {
 	return Rollout{From: 1, To: 2, State: "failed"}, errors.New("worker 0 exited")
 }

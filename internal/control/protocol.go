@@ -26,6 +26,9 @@ const (
 	// or for the next one, without asking for one: ExecReload= of a
 	// Type=notify-reload unit, which systemd runs right after the signal.
 	CmdAwaitReload = "await-reload"
+	// CmdScale asks for a number of workers (Request.Workers): a rollout
+	// that adds or removes slots; the response comes when it has ended.
+	CmdScale = "scale"
 	// CmdUpgrade asks baton to re-execute its binary in place. The
 	// connection is handed to the new image, which answers on it.
 	CmdUpgrade = "upgrade"
@@ -34,6 +37,7 @@ const (
 // Request is what a client asks.
 type Request struct {
 	Command string `json:"command"`
+	Workers int    `json:"workers,omitempty"` // CmdScale: how many
 }
 
 // ErrBusy marks a refusal that will pass: baton is starting, rolling out
@@ -65,9 +69,13 @@ type Rollout struct {
 	To   int `json:"to"`   // the generation rolled out; 0 if none was made
 	// State is checking, rolling, canary or rolling back while it runs,
 	// then ok or failed.
-	State           string    `json:"state"`
-	Moved           int       `json:"moved"` // slots moved to the new generation
-	Slots           int       `json:"slots"`
+	State string `json:"state"`
+	Moved int    `json:"moved"` // slots moved to the new generation
+	Slots int    `json:"slots"` // slots it moves
+	// Workers is the number of slots it ends with when ok, WorkersFrom the
+	// number it began with (0 until it began rolling).
+	Workers         int       `json:"workers"`
+	WorkersFrom     int       `json:"workers_from"`
 	Error           string    `json:"error,omitempty"`
 	Started         time.Time `json:"started"`
 	DurationSeconds float64   `json:"duration_seconds"`
@@ -143,8 +151,13 @@ func ParseRequest(line []byte) (Request, error) {
 	if err := decodeStrict(line, &r); err != nil {
 		return Request{}, fmt.Errorf("control request: %w", err)
 	}
-	if r.Command == "" {
+	switch {
+	case r.Command == "":
 		return Request{}, errors.New("control request: no command")
+	case r.Command == CmdScale && r.Workers < 1:
+		return Request{}, fmt.Errorf("control request: scale to %d workers: want 1 or more", r.Workers)
+	case r.Command != CmdScale && r.Workers != 0:
+		return Request{}, fmt.Errorf("control request: workers is for %q only, not %q", CmdScale, r.Command)
 	}
 	return r, nil
 }

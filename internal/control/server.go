@@ -25,6 +25,9 @@ type Handler interface {
 	// AwaitReload waits for the result of the rollout a reload signal
 	// started.
 	AwaitReload(ctx context.Context) (Rollout, error)
+	// Scale changes the number of workers to n by a rollout and returns
+	// when it has ended.
+	Scale(ctx context.Context, n int) (Rollout, error)
 	// Upgrade re-executes the supervisor in place and hands conn to the new
 	// image, which answers on it. It returns only if the upgrade was
 	// refused or failed, with the reason.
@@ -270,13 +273,18 @@ func (s *Server) handle(req Request) Response {
 		if req.Command == CmdAwaitReload {
 			reload = s.handler.AwaitReload
 		}
-		r, err := reload(s.ctx)
-		if err != nil {
-			return Response{Error: err.Error(), Rollout: &r}
-		}
-		return Response{Rollout: &r}
+		return rolloutResponse(reload(s.ctx))
+	case CmdScale:
+		return rolloutResponse(s.handler.Scale(s.ctx, req.Workers))
 	}
 	return Response{Error: fmt.Sprintf("unknown command %q", req.Command)}
+}
+
+func rolloutResponse(r Rollout, err error) Response {
+	if err != nil {
+		return Response{Error: err.Error(), Rollout: &r}
+	}
+	return Response{Rollout: &r}
 }
 
 // checkPeer admits root and the server's own uid.

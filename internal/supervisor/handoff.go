@@ -35,20 +35,23 @@ import (
 const handoffEnv = "BATON_HANDOFF_FD"
 
 type handoffState struct {
-	Protocol  int                `json:"protocol"`
-	Listeners []handoffListener  `json:"listeners"`
-	LastGen   int                `json:"last_gen"`
-	Serving   int                `json:"serving"`
-	Gens      []handoffGen       `json:"gens"`
-	Slots     []handoffSlot      `json:"slots"`
-	Workers   []handoffWorker    `json:"workers"`
-	Crashes   []time.Time        `json:"crashes"`
-	Last      *control.Rollout   `json:"last,omitempty"`
-	ReadySent bool               `json:"ready_sent"`
-	ReplyFD   int                `json:"reply_fd"`   // the upgrade caller's connection, or -1
-	ControlFD int                `json:"control_fd"` // the control socket's listener, or -1
-	NotifyDir string             `json:"notify_dir"`
-	Old       handoffPredecessor `json:"old"`
+	Protocol  int               `json:"protocol"`
+	Listeners []handoffListener `json:"listeners"`
+	LastGen   int               `json:"last_gen"`
+	Serving   int               `json:"serving"`
+	Gens      []handoffGen      `json:"gens"`
+	Slots     []handoffSlot     `json:"slots"`
+	Workers   []handoffWorker   `json:"workers"`
+	Crashes   []time.Time       `json:"crashes"`
+	Last      *control.Rollout  `json:"last,omitempty"`
+	ReadySent bool              `json:"ready_sent"`
+	// ConfiguredWorkers: the configuration's workers at the last reload, so
+	// that a change made before an upgrade still scales at the next reload.
+	ConfiguredWorkers int                `json:"configured_workers,omitempty"`
+	ReplyFD           int                `json:"reply_fd"`   // the upgrade caller's connection, or -1
+	ControlFD         int                `json:"control_fd"` // the control socket's listener, or -1
+	NotifyDir         string             `json:"notify_dir"`
+	Old               handoffPredecessor `json:"old"`
 }
 
 type handoffPredecessor struct {
@@ -252,7 +255,7 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 	var fds []int
 	st := handoffState{
 		Protocol: HandoffProtocol, LastGen: s.lastGen, Serving: s.serving.gen,
-		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, ReplyFD: -1, ControlFD: -1, NotifyDir: s.notifyDir,
+		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, ConfiguredWorkers: s.configuredWorkers, ReplyFD: -1, ControlFD: -1, NotifyDir: s.notifyDir,
 		Old: handoffPredecessor{Exe: s.exe, Version: s.cfg.Version},
 	}
 	dup := func(fd int) (int, error) {
@@ -356,6 +359,9 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	}
 	s.lastGen, s.serving = st.LastGen, gens[st.Serving]
 	s.crashes, s.last, s.readySent = st.Crashes, st.Last, st.ReadySent
+	if st.ConfiguredWorkers > 0 {
+		s.configuredWorkers = st.ConfiguredWorkers
+	}
 	s.slots = make([]*slot, len(st.Slots))
 	for i, hs := range st.Slots {
 		s.slots[i] = &slot{index: hs.Index, restarts: hs.Restarts, backoff: hs.Backoff, spec: gens[hs.Gen]}

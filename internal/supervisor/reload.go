@@ -84,18 +84,11 @@ func (s *Supervisor) requestReplace(why string) {
 }
 
 func (s *Supervisor) startRollout(reply chan<- rolloutResult, replace bool) {
-	refuse := func(why string) {
+	if why := s.rolloutRefused(); why != "" {
 		s.log.Warn("rollout refused", "reason", why)
 		if reply != nil {
 			reply <- rolloutResult{err: errors.New(why)}
 		}
-	}
-	switch {
-	case s.stopping:
-		refuse("baton is stopping")
-		return
-	case !s.readySent:
-		refuse("baton is still starting: a rollout needs every slot ready first")
 		return
 	}
 	if r := s.rollout; r != nil {
@@ -115,8 +108,34 @@ func (s *Supervisor) startRollout(reply chan<- rolloutResult, replace bool) {
 	s.beginRollout(waiters, replace)
 }
 
+// rolloutRefused says why no rollout (or scale) can begin now, if none can.
+func (s *Supervisor) rolloutRefused() string {
+	switch {
+	case s.stopping:
+		return "baton is stopping"
+	case !s.readySent:
+		return "baton is still starting: a rollout needs every slot ready first"
+	}
+	return ""
+}
+
+// beginRollout begins a rollout of the configuration (replace: of the
+// serving one, not re-read) or, with neither that nor a reload asked
+// (scaleOnly), a scale. A scale asked for (wantSize) is carried out by the
+// rollout that begins, whichever it is.
 func (s *Supervisor) beginRollout(waiters []chan<- rolloutResult, replace bool) {
 	r := newRollout(s, s.serving, s.slots, replace)
+	r.size, s.wantSize = s.wantSize, 0
+	r.waiters = waiters
+	s.rollout = r
+	r.begin()
+}
+
+// beginScale begins a rollout that only changes the number of slots.
+func (s *Supervisor) beginScale(waiters []chan<- rolloutResult) {
+	r := newRollout(s, s.serving, nil, false)
+	r.scaleOnly = true
+	r.size, s.wantSize = s.wantSize, 0
 	r.waiters = waiters
 	s.rollout = r
 	r.begin()
@@ -135,9 +154,18 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 	} else {
 		s.log.Info("rollout done", "gen", res.To, "took", took)
 	}
-	if r.again && !s.stopping {
+	if err == nil && !r.scaleOnly && !r.sameConfig {
+		s.configuredWorkers = s.pendingConfigured // applied: a reload scales again only when it changes
+	}
+	switch {
+	case s.stopping:
+	case r.again:
 		s.log.Info("rolling out once more for requests that came during the last rollout")
 		s.soon(func() { s.beginRollout(r.waiters, false) })
+		return
+	case s.wantSize > 0:
+		s.log.Info("scaling, as asked during the last rollout", "workers", s.wantSize)
+		s.soon(func() { s.beginScale(r.waiters) })
 		return
 	}
 	s.status = s.statusLine()
@@ -157,9 +185,8 @@ func (s *Supervisor) load() (Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	if cfg.Workers != len(s.slots) {
-		s.log.Warn("--workers changed: takes effect at the next restart", "now", len(s.slots), "configured", cfg.Workers)
-		cfg.Workers = len(s.slots)
+	if err := s.sizeFor(&cfg); err != nil {
+		return cfg, err
 	}
 	if !slices.Equal(specStrings(cfg), specStrings(s.cfg)) {
 		s.log.Warn("--listen changed: sockets are kept until the next restart")

@@ -33,6 +33,15 @@ import (
 //	ok, failed   the end states: the rollout reports to its host once, and
 //	             nothing moves it any more
 //
+// A rollout may also change the number of slots (`baton scale`, or a
+// changed `workers` in the configuration): slots added to reach the new
+// size are targets like the others, with no old worker to stop; the slots
+// above the new size are not targets, keep serving while it runs, and are
+// removed (their workers drained) when it ends ok. A rollout that fails
+// removes the slots it added: the old size keeps serving. A scale alone
+// (scaleOnly) makes no new generation: its only targets are the added
+// slots, which start workers of the serving generation.
+//
 // A failure aborts at once; only the rollout's report waits until the
 // failed worker's last output is read, because the reason quotes it.
 type rollout struct {
@@ -50,6 +59,12 @@ type rollout struct {
 	// sameConfig: a new generation of the serving configuration, neither
 	// re-read nor checked (the workers must be replaced, nothing deployed).
 	sameConfig bool
+	// scaleOnly: only the number of slots changes, to size; no new
+	// generation, nothing re-read.
+	scaleOnly bool
+	// size is the number of slots when it ends ok (0: as the configuration
+	// rolled out says); fromSize the number when it began rolling.
+	size, fromSize int
 
 	// Requests attached to it, for the host: callers waiting for the
 	// result, and whether another request came (one more rollout follows).
@@ -91,7 +106,8 @@ var transitions = map[phase][]phase{
 // rollout changes only which worker a target slot has (w, next) and its
 // generation (spec).
 type rolloutHost interface {
-	// load re-reads and checks the configuration to roll out.
+	// load re-reads and checks the configuration to roll out; its Workers
+	// is the number of slots the rollout ends with.
 	load() (Config, error)
 	// runCheck runs cfg's --check, if any, and calls done on the loop.
 	runCheck(cfg Config, done func(error))
@@ -103,6 +119,12 @@ type rolloutHost interface {
 	drain(w *proc)
 	// restartSlot starts a worker in an empty slot after its backoff.
 	restartSlot(sl *slot)
+	// slotCount is the number of slots; addSlots appends n empty slots of
+	// spec and returns them; removeSlots drains the workers of the slots
+	// from index keep on and removes those slots.
+	slotCount() int
+	addSlots(n int, spec *genSpec) []*slot
+	removeSlots(keep int)
 	// afterOutput calls f on the loop once w's output is read to its end,
 	// or after a bound.
 	afterOutput(w *proc, f func())
@@ -132,6 +154,10 @@ func (r *rollout) enter(p phase) {
 	switch p {
 	case phaseChecking:
 		r.host.progressed()
+		if r.scaleOnly {
+			r.checked(r.from.cfg, nil)
+			return
+		}
 		if r.sameConfig {
 			r.checked(r.from.cfg, nil)
 			return
@@ -155,7 +181,7 @@ func (r *rollout) enter(p phase) {
 		r.host.progressed()
 	case phaseRollingBack:
 		r.stopCanary()
-		log.Error("rollout aborted", "from", r.from.gen, "to", r.to.gen, "err", r.err)
+		log.Error("rollout aborted", "from", r.from.gen, "to", r.to.gen, "err", r.err, "workers", r.fromSize)
 		for _, sl := range r.targets {
 			if n := sl.next; n != nil {
 				sl.next = nil
@@ -164,6 +190,9 @@ func (r *rollout) enter(p phase) {
 		}
 		r.batch = nil
 		for _, sl := range r.moved {
+			if r.added(sl) {
+				continue // removed when the rollout ends
+			}
 			sl.spec = r.from // crash restarts from now on use the previous generation
 			if sl.next = r.host.startWorker(sl, r.from); sl.next == nil && sl.w == nil {
 				r.host.restartSlot(sl)
@@ -173,6 +202,13 @@ func (r *rollout) enter(p phase) {
 		r.maybeEnd()
 	case phaseOK, phaseFailed:
 		r.stopCanary()
+		switch {
+		case p == phaseOK && r.size < r.fromSize:
+			log.Info("scaled down: stopping the workers above the new size", "workers", r.size, "was", r.fromSize)
+			r.host.removeSlots(r.size)
+		case p == phaseFailed && r.fromSize > 0 && r.host.slotCount() > r.fromSize:
+			r.host.removeSlots(r.fromSize)
+		}
 		res := r.describe()
 		if r.err != nil {
 			res.Error = r.err.Error()
@@ -194,10 +230,42 @@ func (r *rollout) checked(cfg Config, err error) {
 		r.end(err)
 		return
 	}
-	r.to = r.host.newGen(cfg)
-	r.host.logger().Info("rollout begun", "from", r.from.gen, "to", r.to.gen, "command", cfg.Command, "surge", r.surge())
+	if r.scaleOnly {
+		r.to = r.from
+	} else {
+		r.to = r.host.newGen(cfg)
+	}
+	r.resize()
+	if r.scaleOnly {
+		r.host.logger().Info("scaling", "workers", r.size, "was", r.fromSize, "gen", r.to.gen)
+	} else {
+		r.host.logger().Info("rollout begun", "from", r.from.gen, "to", r.to.gen, "command", cfg.Command, "surge", r.surge(),
+			"workers", r.size, "was", r.fromSize)
+	}
 	r.enter(phaseRolling)
 }
+
+// resize adds the slots the new size needs, as targets, and leaves the
+// slots above it out of the targets (they go when the rollout ends ok).
+func (r *rollout) resize() {
+	r.fromSize = r.host.slotCount()
+	switch {
+	case r.size > 0: // asked for
+	case r.sameConfig:
+		r.size = r.fromSize
+	default:
+		r.size = r.to.cfg.Workers
+	}
+	switch {
+	case r.size > r.fromSize:
+		r.targets = append(r.targets, r.host.addSlots(r.size-r.fromSize, r.to)...)
+	case r.size < r.fromSize:
+		r.targets = slices.DeleteFunc(r.targets, func(sl *slot) bool { return sl.index >= r.size })
+	}
+}
+
+// added reports whether the rollout added sl.
+func (r *rollout) added(sl *slot) bool { return sl.index >= r.fromSize }
 
 func (r *rollout) surge() int {
 	if r.to.cfg.BlueGreen {
@@ -309,7 +377,7 @@ func (r *rollout) workerFailed(w *proc, reason string) {
 		if w.spec == r.from {
 			r.host.logger().Error("rollback worker failed", "slot", sl.index, "pid", w.pid, "reason", reason)
 		}
-		if sl.w == nil && sl.next == nil {
+		if sl.w == nil && sl.next == nil && !r.added(sl) {
 			r.host.restartSlot(sl)
 		}
 		r.maybeEnd()
@@ -404,6 +472,8 @@ func (r *rollout) describe() control.Rollout {
 		State:           r.phase.String(),
 		Moved:           len(r.moved),
 		Slots:           len(r.targets),
+		Workers:         r.size,
+		WorkersFrom:     r.fromSize,
 		Started:         r.started,
 		DurationSeconds: r.host.now().Sub(r.started).Seconds(),
 	}

@@ -31,6 +31,8 @@ type fakeHost struct {
 	reborn  []*slot // slots restarted as after a crash
 	broken  bool    // listenerProblems reports one
 	ends    []fakeEnd
+	slots   []*slot // what slotCount, addSlots and removeSlots work on
+	removed []*slot // slots removeSlots took away
 }
 
 type fakeEnd struct {
@@ -68,6 +70,31 @@ func (h *fakeHost) drain(w *proc) {
 }
 
 func (h *fakeHost) restartSlot(sl *slot) { h.reborn = append(h.reborn, sl) }
+
+func (h *fakeHost) slotCount() int { return len(h.slots) }
+
+func (h *fakeHost) addSlots(n int, spec *genSpec) []*slot {
+	var added []*slot
+	for range n {
+		sl := &slot{index: len(h.slots), spec: spec}
+		h.slots = append(h.slots, sl)
+		added = append(added, sl)
+	}
+	return added
+}
+
+func (h *fakeHost) removeSlots(keep int) {
+	for _, sl := range h.slots[keep:] {
+		for _, w := range []*proc{sl.next, sl.w} {
+			if w != nil {
+				h.drain(w)
+			}
+		}
+		sl.w, sl.next = nil, nil
+	}
+	h.removed = append(h.removed, h.slots[keep:]...)
+	h.slots = h.slots[:keep]
+}
 
 // afterOutput queues f as the supervisor posts it when the output ends.
 func (h *fakeHost) afterOutput(w *proc, f func()) { h.queue = append(h.queue, f) }
@@ -115,6 +142,9 @@ type machine struct {
 }
 
 func newMachine(t *testing.T, n int, cfg Config) *machine {
+	if cfg.Workers == 0 {
+		cfg.Workers = n // as the supervisor's load keeps the size
+	}
 	h := &fakeHost{t: t, cfg: cfg, gen: 1, clock: fakeClock{now: time.Unix(1e9, 0)}, pid: 100}
 	from := &genSpec{gen: 1, cfg: cfg}
 	m := &machine{h: h}
@@ -124,6 +154,7 @@ func newMachine(t *testing.T, n int, cfg Config) *machine {
 		sl.w.state = stateReady
 		m.slots = append(m.slots, sl)
 	}
+	h.slots = slices.Clone(m.slots)
 	m.r = newRollout(h, from, m.slots, false)
 	return m
 }
@@ -158,7 +189,7 @@ func (m *machine) fail(n int, lastLine string) {
 
 func (m *machine) gens() []int {
 	var g []int
-	for _, sl := range m.slots {
+	for _, sl := range m.h.slots {
 		if sl.w == nil {
 			g = append(g, 0)
 			continue

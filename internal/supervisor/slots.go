@@ -27,6 +27,8 @@ type slot struct {
 	// startErr is why the last start of a worker in this slot failed in
 	// baton itself (fork, pipes, sockets), until a start succeeds.
 	startErr string
+	// removed: a scale down took the slot away; nothing starts in it.
+	removed bool
 }
 
 type procState string
@@ -262,7 +264,7 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 	switch {
 	case w.state == stateDraining:
 		s.log.Info("worker stopped", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, "exit", how)
-	case s.rollout != nil && (wasNext || w.spec == s.rollout.to):
+	case s.rollout != nil && (wasNext || w.spec == s.rollout.to && s.rollout.to != s.rollout.from):
 		// A worker of the generation being rolled out failed: that aborts
 		// the rollout, and never counts against the serving generation's
 		// crash limit.
@@ -313,7 +315,7 @@ func (s *Supervisor) retryStart(sl *slot) { s.scheduleStart(sl) }
 // scheduleStart starts a worker in sl after the slot's backoff, which then
 // doubles.
 func (s *Supervisor) scheduleStart(sl *slot) {
-	if s.stopping || sl.restart != nil {
+	if s.stopping || sl.removed || sl.restart != nil {
 		return
 	}
 	delay := sl.backoff
@@ -321,8 +323,8 @@ func (s *Supervisor) scheduleStart(sl *slot) {
 	s.log.Info("restarting worker", "slot", sl.index, "in", delay, "restarts", sl.restarts)
 	sl.restart = s.after(delay, func() {
 		sl.restart = nil
-		if s.stopping || sl.w != nil || sl.next != nil {
-			return // stopping, or a rollout has put a worker in the slot since
+		if s.stopping || sl.removed || sl.w != nil || sl.next != nil {
+			return // stopping, scaled away, or a rollout has put a worker in the slot since
 		}
 		s.fillSlot(sl)
 		s.updateStatus()

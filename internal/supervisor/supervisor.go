@@ -76,19 +76,23 @@ type Supervisor struct {
 	later      []func() // run by the loop after the current event
 	done       chan struct{}
 
-	serving   *genSpec // the last generation that served in every slot
-	lastGen   int      // the highest generation number given out
-	slots     []*slot
-	workers   map[int]*proc   // every live worker we started, by pid
-	helpers   map[int]*helper // every live helper command (--check), by pid
-	rollout   *rollout        // the rollout in progress, if any
-	last      *control.Rollout
-	lastEnded time.Time
-	awaiting  []chan<- rolloutResult // await-reload callers, for the next rollout
-	toStart   []*slot                // slots of a fresh start not started yet
-	exited    []process
-	crashes   []time.Time
-	readySent bool
+	serving *genSpec // the last generation that served in every slot
+	lastGen int      // the highest generation number given out
+	slots   []*slot
+	workers map[int]*proc   // every live worker we started, by pid
+	helpers map[int]*helper // every live helper command (--check), by pid
+	rollout *rollout        // the rollout in progress, if any
+	// wantSize is a `baton scale` not begun yet (0: none); configuredWorkers
+	// the configuration's workers at the last reload that ended ok (or the
+	// start), pendingConfigured at the reload in progress (scale.go).
+	wantSize, configuredWorkers, pendingConfigured int
+	last                                           *control.Rollout
+	lastEnded                                      time.Time
+	awaiting                                       []chan<- rolloutResult // await-reload callers, for the next rollout
+	toStart                                        []*slot                // slots of a fresh start not started yet
+	exited                                         []process
+	crashes                                        []time.Time
+	readySent                                      bool
 	// upgradeDeferred: SIGUSR2 came during a rollout or the start; the
 	// upgrade runs when that has ended.
 	upgradeDeferred bool
@@ -126,20 +130,23 @@ func newIn(wd world, load func() (Config, error)) (*Supervisor, error) {
 		return nil, fmt.Errorf("find baton's own binary: %w", err)
 	}
 	return &Supervisor{
-		world:        wd,
-		exe:          exe,
-		cfg:          cfg,
-		reload:       load,
-		log:          log,
-		source:       map[*activation.Listener]string{},
-		baseEnv:      worker.Env(wd.environ(), cfg.Output != nil),
-		underSystemd: wd.getenv("INVOCATION_ID") != "",
-		fdLimit:      openFileLimit(),
-		events:       make(chan func(), 64),
-		done:         make(chan struct{}),
-		workers:      map[int]*proc{},
-		helpers:      map[int]*helper{},
-		sockets:      map[*activation.Listener]sockState{},
+		world: wd,
+		exe:   exe,
+		cfg:   cfg,
+		// What the configuration says of workers at the start; a reload
+		// that says otherwise scales.
+		configuredWorkers: cfg.Workers,
+		reload:            load,
+		log:               log,
+		source:            map[*activation.Listener]string{},
+		baseEnv:           worker.Env(wd.environ(), cfg.Output != nil),
+		underSystemd:      wd.getenv("INVOCATION_ID") != "",
+		fdLimit:           openFileLimit(),
+		events:            make(chan func(), 64),
+		done:              make(chan struct{}),
+		workers:           map[int]*proc{},
+		helpers:           map[int]*helper{},
+		sockets:           map[*activation.Listener]sockState{},
 	}, nil
 }
 
