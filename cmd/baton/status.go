@@ -100,10 +100,18 @@ func printStatus(w io.Writer, st *control.Status) {
 		}
 	}
 	if r := st.Rollout; r != nil {
-		fmt.Fprintf(w, "rollout: %s, generation %d to %d, %d/%d slots moved, %s so far\n", r.State, r.From, r.To, r.Moved, r.Slots, secs(r.DurationSeconds))
+		if r.Kind == "scale" {
+			fmt.Fprintf(w, "scale: %s%s, %s so far\n", r.State, sizes(r), secs(r.DurationSeconds))
+		} else {
+			fmt.Fprintf(w, "rollout: %s, generation %d to %d%s, %d/%d slots moved, %s so far\n", r.State, r.From, r.To, sizes(r), r.Moved, r.Slots, secs(r.DurationSeconds))
+		}
 	}
 	if r := st.LastRollout; r != nil {
-		fmt.Fprintf(w, "last rollout: %s, generation %d to %d, took %s", r.State, r.From, r.To, secs(r.DurationSeconds))
+		if r.Kind == "scale" {
+			fmt.Fprintf(w, "last scale: %s%s, took %s", r.State, sizes(r), secs(r.DurationSeconds))
+		} else {
+			fmt.Fprintf(w, "last rollout: %s, generation %d to %d%s, took %s", r.State, r.From, r.To, sizes(r), secs(r.DurationSeconds))
+		}
 		if r.Error != "" {
 			fmt.Fprintf(w, ": %s", printable(r.Error))
 		}
@@ -176,4 +184,13 @@ func printUnit(c *cli.Context, unit string) {
 	}
 	fmt.Fprintf(c.App.Writer, "systemd: %s %s (%s), main pid %d, %d restarts\n  status: %s\n",
 		u.Name, u.ActiveState, u.SubState, u.MainPID, u.NRestarts, printable(u.StatusText))
+}
+
+// sizes is ", N to M workers" for a rollout that changes the number of
+// workers, and nothing for one that does not.
+func sizes(r *control.Rollout) string {
+	if r.WorkersFrom == 0 || r.Workers == r.WorkersFrom {
+		return ""
+	}
+	return fmt.Sprintf(", %d to %d workers", r.WorkersFrom, r.Workers)
 }

@@ -65,8 +65,11 @@ type Upgrade struct {
 
 // Rollout is a rollout in progress or ended.
 type Rollout struct {
-	From int `json:"from"` // the generation serving when it began
-	To   int `json:"to"`   // the generation rolled out; 0 if none was made
+	// Kind is "reload" (a new generation, perhaps of another size) or
+	// "scale" (only the number of workers changes).
+	Kind string `json:"kind"`
+	From int    `json:"from"` // the generation serving when it began
+	To   int    `json:"to"`   // the generation rolled out; 0 if none was made
 	// State is checking, rolling, canary or rolling back while it runs,
 	// then ok or failed.
 	State string `json:"state"`

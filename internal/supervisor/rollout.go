@@ -468,6 +468,7 @@ func (r *rollout) serving() *genSpec {
 
 func (r *rollout) describe() control.Rollout {
 	res := control.Rollout{
+		Kind:            "reload",
 		From:            r.from.gen,
 		State:           r.phase.String(),
 		Moved:           len(r.moved),
@@ -476,6 +477,9 @@ func (r *rollout) describe() control.Rollout {
 		WorkersFrom:     r.fromSize,
 		Started:         r.started,
 		DurationSeconds: r.host.now().Sub(r.started).Seconds(),
+	}
+	if r.scaleOnly {
+		res.Kind = "scale"
 	}
 	if r.to != nil {
 		res.To = r.to.gen

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -25,10 +26,16 @@ func (s *Supervisor) statusLine() string {
 		case phaseChecking:
 			return line + ", reloading: checking"
 		case phaseRolling:
+			if r.scaleOnly {
+				return line + fmt.Sprintf(", scaling to %d workers", r.size)
+			}
 			return line + fmt.Sprintf(", rollout %d/%d to generation %d", len(r.moved)+len(r.batch), len(r.targets), r.to.gen)
 		case phaseCanary:
 			return line + fmt.Sprintf(", canary of generation %d for %s", r.to.gen, s.cfg.Canary)
 		case phaseRollingBack:
+			if r.scaleOnly {
+				return line + fmt.Sprintf(", scaling to %d workers failed, stopping the added ones", r.size)
+			}
 			return line + fmt.Sprintf(", rollout to generation %d failed, rolling back", r.to.gen)
 		}
 	}
@@ -36,10 +43,11 @@ func (s *Supervisor) statusLine() string {
 		line += ", " + shorten(strings.Join(s.socketProblems, "; "), 120)
 	}
 	if l := s.last; l != nil {
+		kind := cmp.Or(l.Kind, "reload")
 		if l.State == "ok" {
-			return line + ", last reload ok"
+			return line + ", last " + kind + " ok"
 		}
-		return line + ", last reload failed: " + shorten(l.Error, 80)
+		return line + ", last " + kind + " failed: " + shorten(l.Error, 80)
 	}
 	return line
 }
