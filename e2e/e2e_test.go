@@ -365,11 +365,32 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 		}
 	}
 	b.must("cd /opt/myapp && mv example-worker.good example-worker && systemctl reload myapp")
+
+	// Scaling, under the same load: workers edited in the configuration and
+	// systemctl reload (either unit type), then baton scale.
+	b.must(`printf 'listen = ["app=127.0.0.1:8081"]\nworkers = 6\n' > /etc/myapp/baton.toml && systemctl reload myapp`)
+	if st := b.status(); st.Ready != 6 || len(st.Workers) != 6 {
+		t.Fatalf("after workers = 6 and systemctl reload: %+v", st)
+	}
+	if out := b.must("baton scale 3"); !strings.HasPrefix(out, "3 workers serve generation") {
+		t.Errorf("baton scale 3: %q", out)
+	}
+	if st := b.status(); st.Ready != 3 || len(st.Workers) != 3 {
+		t.Fatalf("after baton scale 3: %+v", st)
+	}
+	b.must(`printf 'listen = ["app=127.0.0.1:8081"]\nworkers = 4\n' > /etc/myapp/baton.toml && systemctl reload myapp`)
+	if st := b.status(); st.Ready != 4 || len(st.Workers) != 4 {
+		t.Fatalf("after workers = 4 and systemctl reload: %+v", st)
+	}
+	if journal := b.must("journalctl -u myapp --no-pager"); !strings.Contains(journal, "workers changed in the configuration: the rollout scales") ||
+		!strings.Contains(journal, "scaled down: stopping the workers above the new size") {
+		t.Error("the journal does not say the reloads scaled")
+	}
 	r := l.stop(t)
 	if len(r.Failures) > 0 {
-		t.Errorf("%d failed requests across 4 reloads and a failed one (%d ok): %v", len(r.Failures), r.OK, r.Failures)
+		t.Errorf("%d failed requests across 6 reloads (one aborted, two scaling) and a scale (%d ok): %v", len(r.Failures), r.OK, r.Failures)
 	}
-	t.Logf("systemd %d: %d requests across 5 reloads, one of them aborted; %d failed", version, r.OK, len(r.Failures))
+	t.Logf("systemd %d: %d requests across 6 reloads (one aborted; 4 to 6 and 3 to 4 workers) and baton scale 3; %d failed", version, r.OK, len(r.Failures))
 
 	// Journal fields: a slot's lines, and baton logs following them.
 	lines := strings.Split(strings.TrimSpace(b.must("journalctl -u myapp BATON_WORKER=1 -o json --no-pager")), "\n")

@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -85,7 +86,17 @@ func main() {
 				fmt.Fprintf(w, "slot %s pid %d stops pinging its watchdog\n", slot, os.Getpid())
 				return
 			}
-			time.Sleep(*work)
+			wait := *work
+			if d, ok := strings.CutPrefix(r.URL.Path, "/sleep/"); ok {
+				// A slow request on demand, for tests of draining.
+				var bad error
+				if wait, bad = time.ParseDuration(d); bad != nil || wait < 0 || wait > time.Minute {
+					http.Error(w, "want /sleep/DURATION, up to 1m", http.StatusBadRequest)
+					return
+				}
+				log.Printf("GET %s: answering in %s", r.URL.Path, wait)
+			}
+			time.Sleep(wait)
 			fmt.Fprintf(w, "hello from slot %s pid %d generation %s\n", slot, os.Getpid(), gen)
 		})),
 		ConnState:         d.connState,

@@ -1,0 +1,163 @@
+package supervisor_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/testsd"
+	"golang.org/x/sys/unix"
+)
+
+// Scaling real workers under load: the process layer over scale_test.go's
+// fake-world tests.
+
+func scale(ctx context.Context, ctl string, n int) (control.Rollout, error) {
+	resp, err := control.Call(ctx, ctl, control.Request{Command: control.CmdScale, Workers: n})
+	if resp.Rollout == nil {
+		return control.Rollout{}, err
+	}
+	return *resp.Rollout, err
+}
+
+// TestScaleUnderLoad: 2 to 4 to 1 workers, then a reload and a scale asked
+// together, under load: no request fails, the serving workers a scale up
+// keeps are not replaced, and the reload and the scale end in one state.
+func TestScaleUnderLoad(t *testing.T) {
+	ctx := timeout(t, 120*time.Second)
+	s := startService(t, `command = ["@WORKER@", "-start-delay", "200ms", "-work", "2ms"]`+"\n", "--workers", "2")
+	load := testsd.StartLoad(s.url(), 4, 4, 2*time.Millisecond)
+	defer load.Stop()
+	before := pidsOf(testsd.Status(ctx, t, s.ctl))
+	for _, n := range []int{4, 1} {
+		r, err := scale(ctx, s.ctl, n)
+		if err != nil || r.Workers != n || r.Kind != "scale" || r.State != "ok" {
+			t.Fatalf("scale to %d: %+v, %v", n, r, err)
+		}
+		st := testsd.Status(ctx, t, s.ctl)
+		if len(st.Workers) != n {
+			t.Fatalf("after scaling to %d: %d workers listed", n, len(st.Workers))
+		}
+		kept := 0
+		for _, w := range st.Workers {
+			if w.State != "ready" || w.Generation != 1 {
+				t.Errorf("after scaling to %d: %+v", n, w)
+			}
+			if before[w.PID] {
+				kept++
+			}
+		}
+		if want := min(n, 2); kept != want {
+			t.Errorf("after scaling to %d: %d of the first workers still serve, want %d", n, kept, want)
+		}
+		t.Logf("scaled to %d in %.0f ms, %d requests so far", n, r.DurationSeconds*1000, load.OK())
+	}
+
+	// A reload and a scale together: one consistent end.
+	var wg sync.WaitGroup
+	var reloaded, scaled control.Rollout
+	var reloadErr, scaleErr error
+	wg.Go(func() { reloaded, reloadErr = reload(ctx, s.ctl) })
+	wg.Go(func() { scaled, scaleErr = scale(ctx, s.ctl, 3) })
+	wg.Wait()
+	if reloadErr != nil || scaleErr != nil {
+		t.Fatalf("reload %v, scale %v", reloadErr, scaleErr)
+	}
+	st := testsd.Status(ctx, t, s.ctl)
+	if len(st.Workers) != 3 {
+		t.Fatalf("after a reload and a scale to 3: %d workers", len(st.Workers))
+	}
+	for _, w := range st.Workers {
+		if w.Generation != st.Generation || w.State != "ready" || st.Generation < 2 {
+			t.Errorf("mixed or stale after a reload and a scale: %+v (serving generation %d)", w, st.Generation)
+		}
+	}
+	t.Logf("reload and scale together: the reload's caller got %s to %d workers, the scale's %s to %d", reloaded.Kind, reloaded.Workers, scaled.Kind, scaled.Workers)
+
+	ok, failures := load.Stop()
+	if failures != "" {
+		t.Fatalf("failed requests while scaling (%d ok): %s", ok, failures)
+	}
+	t.Logf("%d requests across 2 to 4 to 1 to 3 workers, none failed", ok)
+	s.svc.Signal(t, unix.SIGTERM)
+	if code := s.svc.Wait(ctx, t); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+}
+
+var answeredBy = regexp.MustCompile(`slot (\d+) pid (\d+)`)
+
+// TestScaleDownFinishesSlowRequests: the workers a scale down removes drain
+// like old workers in a rollout: slow requests they took are answered, not
+// cut.
+func TestScaleDownFinishesSlowRequests(t *testing.T) {
+	ctx := timeout(t, 60*time.Second)
+	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "4")
+	const n = 12
+	type answer struct {
+		body string
+		err  error
+	}
+	answers := make(chan answer, n)
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 20 * time.Second}
+	for range n {
+		go func() {
+			resp, err := c.Get(s.url() + "sleep/1500ms")
+			if err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			answers <- answer{body: string(body), err: err}
+		}()
+	}
+	waitCount(ctx, t, s, "GET /sleep/1500ms: answering in 1.5s", n) // every request is in a worker's hands
+	st := testsd.Status(ctx, t, s.ctl)
+	removed := map[int]bool{}
+	for _, w := range st.Workers[1:] {
+		removed[w.PID] = true
+	}
+	if r, err := scale(ctx, s.ctl, 1); err != nil || r.Workers != 1 {
+		t.Fatalf("scale to 1: %+v, %v", r, err)
+	}
+	fromRemoved := 0
+	for range n {
+		a := <-answers
+		if a.err != nil {
+			t.Errorf("a slow request was cut by the scale down: %v", a.err)
+			continue
+		}
+		m := answeredBy.FindStringSubmatch(a.body)
+		if m == nil {
+			t.Errorf("answer %q", a.body)
+			continue
+		}
+		if pid, _ := strconv.Atoi(m[2]); removed[pid] {
+			fromRemoved++
+		}
+	}
+	if fromRemoved == 0 {
+		t.Fatal("no slow request was in a removed worker's hands: the test proves nothing")
+	}
+	t.Logf("%d of %d slow requests were answered by the 3 workers the scale down removed", fromRemoved, n)
+}
+
+// waitCount waits until text is in the service's output count times.
+func waitCount(ctx context.Context, t *testing.T, s *service, text string, count int) {
+	t.Helper()
+	for strings.Count(s.svc.Output.String(), text) < count {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%q seen %d times, want %d:\n%s", text, strings.Count(s.svc.Output.String(), text), count, s.svc.Output.String())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
