@@ -58,6 +58,12 @@ func TestAsContainerEntrypoint(t *testing.T) {
 	}
 	batonPID := hostPIDOfInit(t, cmd.Process.Pid)
 
+	// docs/fleet.md's readiness probe, as the kubelet runs it.
+	if probe, err := exec.CommandContext(ctx, bins.Baton, "status", "--check", "--control", ctl).CombinedOutput(); err != nil ||
+		!strings.HasPrefix(string(probe), "ok: 2/2 ready") {
+		t.Errorf("the readiness probe: %v: %s", err, probe)
+	}
+
 	// SIGHUP rolls out; the orphans of both generations are reaped.
 	unix.Kill(batonPID, unix.SIGHUP)
 	testsd.WaitStatus(ctx, t, ctl, "generation 2", func(s control.Status) bool { return s.Generation == 2 && s.Ready == 2 && s.Rollout == nil })

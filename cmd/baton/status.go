@@ -34,6 +34,7 @@ func statusCommand() *cli.Command {
 		ArgsUsage: "[UNIT]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "check", Usage: "exit 0 only when every slot has a ready worker and every listener listens, else non-zero with the reason (for probes)"},
 			controlFlag,
 		},
 		Action: func(c *cli.Context) error {
@@ -42,7 +43,7 @@ func statusCommand() *cli.Command {
 				if c.String("control") == "" {
 					path, err = unitControlPath(unit)
 				}
-				if !c.Bool("json") {
+				if !c.Bool("json") && !c.Bool("check") {
 					printUnit(c, unit)
 				}
 			}
@@ -52,6 +53,13 @@ func statusCommand() *cli.Command {
 			resp, err := control.Call(c.Context, path, control.Request{Command: control.CmdStatus})
 			if err != nil {
 				return err
+			}
+			if c.Bool("check") {
+				if err := health(resp.Status); err != nil {
+					return fmt.Errorf("not serving at full strength: %w", err)
+				}
+				fmt.Fprintf(c.App.Writer, "ok: %d/%d ready, generation %d\n", resp.Status.Ready, resp.Status.Slots, resp.Status.Generation)
+				return nil
 			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
