@@ -315,8 +315,10 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	// The app's own binary, not the package's: a package upgrade replaces
 	// baton's files, not the app's (needrestart below tells them apart).
 	b.must("mkdir -p /opt/myapp && cp /usr/lib/baton/example-worker /opt/myapp/")
-	b.must(`mkdir -p /etc/myapp && printf 'listen = ["app=127.0.0.1:8081"]\n' > /etc/myapp/baton.toml`)
-	b.must("baton units --name myapp --listen http=127.0.0.1:8080 --workers 4 --watchdog 2s --ready-timeout 20s " +
+	// workers in the config file, not on the command line (which would win
+	// over the file): scaling below edits it.
+	b.must(`mkdir -p /etc/myapp && printf 'listen = ["app=127.0.0.1:8081"]\nworkers = 4\n' > /etc/myapp/baton.toml`)
+	b.must("baton units --name myapp --listen http=127.0.0.1:8080 --watchdog 2s --ready-timeout 20s " +
 		"--drain-timeout 10s --config /etc/myapp/baton.toml --install -- /opt/myapp/example-worker")
 	svc := b.must("cat /etc/systemd/system/myapp.service")
 	if !strings.Contains(svc, "\n"+wantType+"\n") {

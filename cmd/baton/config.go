@@ -55,6 +55,18 @@ func loadSettings(c *cli.Context) (settings, error) {
 	return s, nil
 }
 
+// shadowed lists the file's keys the command line sets too.
+func (s settings) shadowed() []string {
+	var keys []string
+	for k := range s.file {
+		if k != "command" && s.c.IsSet(k) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 // fromFile returns the file's value for name unless the command line set it.
 func (s settings) fromFile(name string) (any, bool) {
 	if s.c.IsSet(name) {

@@ -82,6 +82,11 @@ func runAction(c *cli.Context) error {
 		if err != nil {
 			return supervisor.Config{}, err
 		}
+		for _, k := range st.shadowed() {
+			// An edit of that key would change nothing, silently.
+			logger.Warn("a key of the config file is also a command-line flag, which wins: edits of the key change nothing",
+				"config", st.path, "key", k, "flag", "--"+k)
+		}
 		cfg, err := runConfig(st, out)
 		cfg.Logger = logger
 		return cfg, err
