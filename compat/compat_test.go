@@ -103,6 +103,18 @@ func rolloutsUnderLoad(t *testing.T, cmd, args []string, closesUnread bool, roll
 
 	// Every slot answers through the shared socket, from the pid baton lists.
 	st := testsd.Status(ctx, t, ctl)
+	for _, w := range st.Workers {
+		// What each costs: a pre-fork server (gunicorn, puma, uwsgi) is a
+		// tree, whose memory is more than its master's.
+		if w.Processes == 0 || w.RSSBytes == 0 || w.TreeRSSBytes < w.RSSBytes {
+			t.Errorf("slot %d: %d processes, %d bytes resident, %d in its tree", w.Slot, w.Processes, w.RSSBytes, w.TreeRSSBytes)
+		}
+		if w.Processes > 1 && w.TreeRSSBytes <= w.RSSBytes {
+			t.Errorf("slot %d: a tree of %d processes holds no more memory (%d) than its root (%d)", w.Slot, w.Processes, w.TreeRSSBytes, w.RSSBytes)
+		}
+		t.Logf("slot %d: %d processes, %.1f MiB resident (its own %.1f MiB), %.1f%% CPU", w.Slot, w.Processes,
+			float64(w.TreeRSSBytes)/(1<<20), float64(w.RSSBytes)/(1<<20), w.CPUPercent)
+	}
 	seen := map[int]bool{}
 	for len(seen) < 2 {
 		body, err := testsd.Get(ctx, url)

@@ -374,11 +374,11 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	if st := b.status(); st.Ready != 6 || len(st.Workers) != 6 {
 		t.Fatalf("after workers = 6 and systemctl reload: %+v", st)
 	}
-	if out := b.must("baton scale 3"); !strings.HasPrefix(out, "3 workers serve generation") {
-		t.Errorf("baton scale 3: %q", out)
+	if out := b.must("baton scale 3 myapp"); !strings.HasPrefix(out, "3 workers serve generation") {
+		t.Errorf("baton scale 3 myapp: %q", out)
 	}
 	if st := b.status(); st.Ready != 3 || len(st.Workers) != 3 {
-		t.Fatalf("after baton scale 3: %+v", st)
+		t.Fatalf("after baton scale 3 myapp: %+v", st)
 	}
 	b.must(`printf 'listen = ["app=127.0.0.1:8081"]\nworkers = 4\n' > /etc/myapp/baton.toml && systemctl reload myapp`)
 	if st := b.status(); st.Ready != 4 || len(st.Workers) != 4 {

@@ -14,21 +14,25 @@ func scaleCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "scale",
 		Usage:     "change the number of workers by a rollout, and wait for the result",
-		ArgsUsage: "N",
+		ArgsUsage: "N [UNIT]",
 		Description: "New slots start workers of the serving generation and count once ready; removed slots\n" +
 			"(the highest) drain like old workers in a rollout. Exits 0 when N workers serve; non-zero,\n" +
 			"with the reason on stderr, when the scale failed and the old number kept serving.\n" +
-			"It lasts until baton restarts; a reload keeps it unless it changes `workers` itself.",
+			"It lasts until baton restarts; a reload keeps it unless it changes `workers` itself.\n" +
+			"With UNIT, the baton that systemd runs as UNIT.",
 		Flags: []cli.Flag{controlFlag},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return fmt.Errorf("scale: want the number of workers, as in `baton scale 4`; got %d arguments", c.NArg())
+			if c.NArg() < 1 || c.NArg() > 2 {
+				return fmt.Errorf("scale: want the number of workers and perhaps a unit, as in `baton scale 4 myapp`; got %d arguments", c.NArg())
 			}
 			n, err := strconv.Atoi(c.Args().First())
 			if err != nil || n < 1 {
 				return fmt.Errorf("scale: %q is not a number of workers (1 or more)", c.Args().First())
 			}
 			path, err := controlPath(c)
+			if unit := c.Args().Get(1); unit != "" && c.String("control") == "" {
+				path, err = unitControlPath(unit)
+			}
 			if err != nil {
 				return err
 			}

@@ -78,6 +78,9 @@ func printStatus(w io.Writer, st *control.Status) {
 		fmt.Fprintf(w, ", %d recent crashes", st.Crashes)
 	}
 	fmt.Fprintln(w)
+	if st.RSSBytes > 0 {
+		fmt.Fprintf(w, "baton itself: %.1f%% CPU, %s resident\n", st.CPUPercent, bytesIEC(st.RSSBytes))
+	}
 	fmt.Fprintf(w, "version %s", printable(st.Version))
 	if version != st.Version {
 		fmt.Fprintf(w, " (this baton command: %s)", version)
@@ -87,7 +90,7 @@ func printStatus(w io.Writer, st *control.Status) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tSTATUS")
+	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tCPU\tMEM\tPROCS\tSTATUS")
 	for _, wk := range st.Workers {
 		printWorker(tw, wk)
 	}
@@ -145,17 +148,32 @@ func printStatus(w io.Writer, st *control.Status) {
 }
 
 func printWorker(w io.Writer, wk control.Worker) {
-	pid, gen, up := "-", "-", "-"
+	pid, gen, up, cpu, rss, procs := "-", "-", "-", "-", "-", "-"
 	if wk.PID != 0 {
 		pid = fmt.Sprint(wk.PID)
 		gen = fmt.Sprint(wk.Generation)
 		up = (time.Duration(wk.UptimeSeconds) * time.Second).String()
 	}
+	if wk.Processes > 0 {
+		cpu, rss, procs = fmt.Sprintf("%.1f%%", wk.CPUPercent), bytesIEC(wk.TreeRSSBytes), fmt.Sprint(wk.Processes)
+	}
 	status := wk.Status
 	if wk.Error != "" {
 		status = "cannot start: " + wk.Error
 	}
-	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, printable(status))
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, cpu, rss, procs, printable(status))
+}
+
+// bytesIEC is n bytes in KiB, MiB or GiB, one decimal, as top shows them.
+func bytesIEC(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
+	}
 }
 
 func secs(s float64) time.Duration {

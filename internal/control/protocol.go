@@ -105,6 +105,9 @@ type Status struct {
 	Incoming  []Worker   `json:"incoming"` // new workers a rollout is bringing up
 	Listeners []Listener `json:"listeners"`
 	Crashes   int        `json:"crashes"` // within the crash-limit window
+	// What baton itself costs, as for a worker (its own process only).
+	CPUPercent float64 `json:"cpu_percent"`
+	RSSBytes   uint64  `json:"rss_bytes"`
 	// Rollout is the rollout in progress; LastRollout the last one ended.
 	Rollout     *Rollout `json:"rollout,omitempty"`
 	LastRollout *Rollout `json:"last_rollout,omitempty"`
@@ -123,6 +126,15 @@ type Worker struct {
 	// pipe failure of its own, such as EMFILE), while it waits to retry.
 	Error    string     `json:"error,omitempty"`
 	Deadline *time.Time `json:"deadline,omitempty"` // when a draining worker is killed
+	// What it costs, read from /proc: CPU in percent of one core since an
+	// earlier status (at least 1 s before; at first since it started), of
+	// the worker and every process it started; resident memory of the
+	// worker itself and of that whole tree (a pre-fork server's master and
+	// its children), and how many processes the tree has.
+	CPUPercent   float64 `json:"cpu_percent"`
+	RSSBytes     uint64  `json:"rss_bytes"`
+	TreeRSSBytes uint64  `json:"tree_rss_bytes"`
+	Processes    int     `json:"processes"`
 }
 
 // Listener is one listening socket that workers get.

@@ -29,6 +29,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonsd/baton/internal/proctree"
 )
 
 // Sockets are the inode numbers of the sockets to look for.
@@ -58,35 +60,12 @@ var acceptCalls = map[string]map[string]bool{
 // connections on one of socks. A process that is gone, or cannot be read,
 // does not count.
 func Accepting(pid int, socks Sockets) bool {
-	for _, p := range tree(pid) {
+	for _, p := range proctree.Tree(pid) {
 		if blockedInAccept(p, socks) || inEpollSet(p, socks) {
 			return true
 		}
 	}
 	return false
-}
-
-// tree is pid and its descendants, parents first.
-func tree(pid int) []int {
-	pids := []int{pid}
-	for i := 0; i < len(pids) && len(pids) < 4096; i++ {
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pids[i]))
-		if err != nil {
-			continue
-		}
-		for _, t := range tasks {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pids[i], t.Name()))
-			if err != nil {
-				continue
-			}
-			for f := range strings.FieldsSeq(string(b)) {
-				if c, err := strconv.Atoi(f); err == nil {
-					pids = append(pids, c)
-				}
-			}
-		}
-	}
-	return pids
 }
 
 // blockedInAccept: a thread of pid sits in accept on one of socks.

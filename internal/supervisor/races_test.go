@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonsd/baton/internal/proctree"
 	"github.com/batonsd/baton/internal/worker"
 	"github.com/batonsd/baton/notify"
 	"golang.org/x/sys/unix"
@@ -40,6 +41,7 @@ func (fw *fakeWorld) world() world {
 			fw.helpers = append(fw.helpers, argv)
 			return fw.pid, nil
 		},
+		usage: func(int) (own, tree proctree.Usage, procs int) { return }, // no processes to read
 	}
 }
 

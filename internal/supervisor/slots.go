@@ -84,6 +84,8 @@ type proc struct {
 	wdInterval time.Duration // the worker's watchdog; 0 is off
 	wdTimer    timer
 	lastPing   time.Time
+
+	cpu cpuLooks // for its CPU share in status (resources.go)
 }
 
 // deathSignal is what a worker gets if baton dies (kill -9, OOM killer).

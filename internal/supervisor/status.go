@@ -92,6 +92,7 @@ func (s *Supervisor) snapshot() control.Status {
 		Listeners:   []control.Listener{},
 		Crashes:     len(s.crashes),
 	}
+	s.addOwnResources(&st, now)
 	switch {
 	case s.stopping:
 		st.State = "stopping"
@@ -131,7 +132,7 @@ func (s *Supervisor) snapshot() control.Status {
 }
 
 func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {
-	return control.Worker{
+	cw := control.Worker{
 		Slot:          w.slot.index,
 		PID:           w.pid,
 		Generation:    w.spec.gen,
@@ -140,6 +141,8 @@ func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {
 		Restarts:      w.slot.restarts,
 		Status:        w.status,
 	}
+	s.addResources(&cw, w, now)
+	return cw
 }
 
 // exeReplaced reports whether the binary this image runs is no longer the

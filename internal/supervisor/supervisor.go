@@ -106,6 +106,7 @@ type Supervisor struct {
 	inodes         listening.Sockets // the listeners' inodes, for --ready listening
 	socketProblems []string
 	exitErr        error
+	cpu            cpuLooks // baton's own, for status (resources.go)
 }
 
 // New returns a Supervisor ready to Run. load gives the configuration, at

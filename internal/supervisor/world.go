@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/batonsd/baton/internal/proctree"
 	"github.com/batonsd/baton/internal/worker"
 )
 
@@ -23,6 +24,8 @@ type world struct {
 	// forkExec starts a helper command (--check, the upgrade's version
 	// question); the loop reaps it.
 	forkExec func(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error)
+	// usage reads what a process costs, and its tree (resources.go).
+	usage func(pid int) (own, tree proctree.Usage, procs int)
 }
 
 func realWorld() world {
@@ -39,5 +42,6 @@ func realWorld() world {
 			return p, nil
 		},
 		forkExec: syscall.ForkExec,
+		usage:    usageOf,
 	}
 }

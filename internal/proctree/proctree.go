@@ -1,0 +1,104 @@
+// Package proctree reads, from /proc, a process and the processes it
+// started: who they are, and what they cost (CPU time, resident memory).
+// Servers that fork their own workers (gunicorn, uwsgi, puma) cost what
+// their whole tree costs.
+package proctree
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxTree bounds a walk: a fork bomb under a worker must not make baton
+// read /proc without end.
+const maxTree = 4096
+
+// Tree is pid and its descendants, parents first (at most 4096), read from
+// each thread's children list; a process that has exited is left out.
+func Tree(pid int) []int {
+	pids := []int{pid}
+	for i := 0; i < len(pids) && len(pids) < maxTree; i++ {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pids[i]))
+		if err != nil {
+			continue
+		}
+		for _, t := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pids[i], t.Name()))
+			if err != nil {
+				continue
+			}
+			for f := range strings.FieldsSeq(string(b)) {
+				if c, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, c)
+				}
+			}
+		}
+	}
+	return pids
+}
+
+// Usage is what processes cost: CPU time used (user and system, of the
+// live processes; children they reaped are not counted) and resident
+// memory.
+type Usage struct {
+	CPU time.Duration
+	RSS uint64 // bytes
+}
+
+// Add returns u plus v.
+func (u Usage) Add(v Usage) Usage { return Usage{CPU: u.CPU + v.CPU, RSS: u.RSS + v.RSS} }
+
+// userHZ is the unit of /proc/PID/stat's times: USER_HZ, 100 on every
+// architecture Linux runs Debian on (sysconf(_SC_CLK_TCK) reports it; it is
+// fixed in the kernel's ABI).
+const userHZ = 100
+
+var pageSize = uint64(os.Getpagesize())
+
+// Of reads one process's usage.
+func Of(pid int) (Usage, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return Usage{}, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces
+	// and parentheses itself: the fields after it follow the last ')'.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return Usage{}, fmt.Errorf("/proc/%d/stat: no ')' in %q", pid, stat)
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	// f[0] is field 3 (state): utime and stime are fields 14 and 15, rss
+	// (pages) field 24.
+	if len(f) < 22 {
+		return Usage{}, fmt.Errorf("/proc/%d/stat: %d fields after the name, want 22 or more", pid, len(f))
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	rss, err3 := strconv.ParseInt(f[21], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return Usage{}, fmt.Errorf("/proc/%d/stat: utime %q, stime %q, rss %q", pid, f[11], f[12], f[21])
+	}
+	return Usage{
+		CPU: time.Duration(utime+stime) * time.Second / userHZ,
+		RSS: uint64(max(rss, 0)) * pageSize,
+	}, nil
+}
+
+// OfTree reads the usage of pid and of its descendants, summed, and how
+// many processes that is. Processes that exit during the walk are left out.
+func OfTree(pid int) (Usage, int) {
+	var sum Usage
+	n := 0
+	for _, p := range Tree(pid) {
+		if u, err := Of(p); err == nil {
+			sum = sum.Add(u)
+			n++
+		}
+	}
+	return sum, n
+}
