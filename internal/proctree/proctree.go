@@ -59,7 +59,11 @@ const userHZ = 100
 
 var pageSize = uint64(os.Getpagesize())
 
-// Of reads one process's usage.
+// Of reads one process's usage: CPU time from /proc/PID/stat, resident
+// memory from /proc/PID/statm. stat's rss field is the kernel's cheap,
+// per-CPU approximation: it read 0 for a process that had run for a while
+// on a 6.x kernel and is hundreds of pages off on others, while statm sums
+// the counters exactly.
 func Of(pid int) (Usage, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -72,20 +76,31 @@ func Of(pid int) (Usage, error) {
 		return Usage{}, fmt.Errorf("/proc/%d/stat: no ')' in %q", pid, stat)
 	}
 	f := strings.Fields(string(stat[i+1:]))
-	// f[0] is field 3 (state): utime and stime are fields 14 and 15, rss
-	// (pages) field 24.
-	if len(f) < 22 {
-		return Usage{}, fmt.Errorf("/proc/%d/stat: %d fields after the name, want 22 or more", pid, len(f))
+	// f[0] is field 3 (state): utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return Usage{}, fmt.Errorf("/proc/%d/stat: %d fields after the name, want 13 or more", pid, len(f))
 	}
 	utime, err1 := strconv.ParseUint(f[11], 10, 64)
 	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	rss, err3 := strconv.ParseInt(f[21], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
-		return Usage{}, fmt.Errorf("/proc/%d/stat: utime %q, stime %q, rss %q", pid, f[11], f[12], f[21])
+	if err1 != nil || err2 != nil {
+		return Usage{}, fmt.Errorf("/proc/%d/stat: utime %q, stime %q", pid, f[11], f[12])
+	}
+	statm, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
+	if err != nil {
+		return Usage{}, err
+	}
+	// statm: size, resident, shared, ... in pages.
+	m := strings.Fields(string(statm))
+	if len(m) < 2 {
+		return Usage{}, fmt.Errorf("/proc/%d/statm: %q, want size and resident", pid, statm)
+	}
+	resident, err := strconv.ParseUint(m[1], 10, 64)
+	if err != nil {
+		return Usage{}, fmt.Errorf("/proc/%d/statm: resident %q", pid, m[1])
 	}
 	return Usage{
 		CPU: time.Duration(utime+stime) * time.Second / userHZ,
-		RSS: uint64(max(rss, 0)) * pageSize,
+		RSS: resident * pageSize,
 	}, nil
 }
 

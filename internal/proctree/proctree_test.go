@@ -69,28 +69,37 @@ func TestTreeAndUsage(t *testing.T) {
 }
 
 // TestOddName: a command name with spaces and parentheses does not shift
-// the fields of /proc/PID/stat.
+// the fields of /proc/PID/stat. Were the name cut at its first ')', the
+// fields read as utime and stime would be two fields earlier (the fault
+// counts, about 0 for a shell in a loop), so CPU time would not grow.
 func TestOddName(t *testing.T) {
-	sleep, err := exec.LookPath("sleep")
+	sh, err := exec.LookPath("sh")
 	if err != nil {
 		t.Fatal(err)
 	}
 	odd := filepath.Join(t.TempDir(), "a) b (c")
-	b, err := os.ReadFile(sleep)
+	b, err := os.ReadFile(sh)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(odd, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := start(t, odd, "60")
+	cmd := start(t, odd, "-c", "while :; do :; done")
+	pid := cmd.Process.Pid
 	waitFor(t, "its name in /proc", func() bool {
-		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/comm")
+		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 		return string(comm) == "a) b (c\n"
 	})
-	u, err := Of(cmd.Process.Pid)
-	if err != nil || u.RSS == 0 || u.RSS > 1<<30 {
-		t.Errorf("Of a process named %q: %+v, %v", "a) b (c", u, err)
+	waitFor(t, "the CPU time of a process named \"a) b (c\" to grow past 50ms", func() bool {
+		u, err := Of(pid)
+		if err != nil {
+			t.Fatalf("Of a process named %q: %v", "a) b (c", err)
+		}
+		return u.CPU >= 50*time.Millisecond
+	})
+	if u, _ := Of(pid); u.RSS == 0 || u.RSS > 1<<30 {
+		t.Errorf("Of a process named %q: %+v, want a resident size above 0 and below 1 GiB", "a) b (c", u)
 	}
 }
 
