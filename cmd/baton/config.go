@@ -21,13 +21,14 @@ type settings struct {
 }
 
 // fileKeys are the settings a config file may hold: "command" for the
-// worker command, and the names of the run flags but --config itself and
-// --control (the socket a running baton serves cannot move at a reload).
+// worker command, and the names of the run flags but --config itself,
+// --control and --metrics (the sockets a running baton serves cannot move
+// at a reload).
 // Derived from the flags, so a new flag is a key too.
 var fileKeys = func() []string {
 	keys := []string{"command"}
 	for _, f := range runFlags() {
-		if name := f.Names()[0]; name != "config" && name != "control" {
+		if name := f.Names()[0]; name != "config" && name != "control" && name != "metrics" {
 			keys = append(keys, name)
 		}
 	}

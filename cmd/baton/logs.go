@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batonsd/baton/internal/control"
 	"github.com/urfave/cli/v2"
 )
 
@@ -117,10 +118,10 @@ func formatEntry(e map[string]any, tty bool) string {
 	// terminal; the lines of a multi-line message keep their columns below.
 	lines := strings.Split(field("MESSAGE"), "\n")
 	for i, l := range lines {
-		lines[i] = printable(l)
+		lines[i] = control.Printable(l)
 	}
 	msg := strings.Join(lines, "\n")
-	slot, gen, pid = printable(slot), printable(gen), printable(pid)
+	slot, gen, pid = control.Printable(slot), control.Printable(gen), control.Printable(pid)
 	source := "w" + slot
 	if field("SYSLOG_IDENTIFIER") == "baton" || field("BATON_EVENT") != "" {
 		source = "baton"

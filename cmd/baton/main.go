@@ -8,6 +8,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/batonsd/baton/internal/control"
 )
 
 func main() {
@@ -18,7 +20,7 @@ func main() {
 		// A stderr nobody reads must not keep baton from exiting.
 		written := make(chan struct{})
 		go func() {
-			fmt.Fprintln(os.Stderr, "baton:", printable(err.Error()))
+			fmt.Fprintln(os.Stderr, "baton:", control.Printable(err.Error()))
 			close(written)
 		}()
 		select {

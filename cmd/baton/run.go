@@ -42,6 +42,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "restart-backoff", Value: "100ms..30s", Usage: "crash restart delay `MIN..MAX`, doubling"},
 		&cli.StringFlag{Name: "crash-limit", Value: "10/60s", Usage: "more crashes than `N/DUR` and baton exits 2"},
 		&cli.StringFlag{Name: "control", Usage: "control socket `PATH` (default $RUNTIME_DIRECTORY/control.sock, else /run/baton/NAME.sock)"},
+		&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics (/metrics) and a health check (/healthz) on TCP `ADDR`, such as 127.0.0.1:9100 (default: none)"},
 		&cli.IntFlag{Name: "max-surge", Value: 1, Usage: "new workers a rollout starts at once"},
 		&cli.StringFlag{Name: "strategy", Value: "rolling", Usage: "rolling, or blue-green: all new workers ready, then all old ones drain"},
 		&cli.DurationFlag{Name: "canary", Usage: "watch a rollout's first batch this long; an exit in that window aborts"},
@@ -167,6 +168,7 @@ func runConfig(st settings, out outputs) (supervisor.Config, error) {
 			return cfg, err
 		}
 	}
+	cfg.Metrics = st.c.String("metrics")
 	cfg.Control = st.c.String("control")
 	if cfg.Control == "" {
 		cgroup, _ := os.ReadFile("/proc/self/cgroup") // without it, the command names the socket

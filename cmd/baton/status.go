@@ -55,10 +55,10 @@ func statusCommand() *cli.Command {
 				return err
 			}
 			if c.Bool("check") {
-				if err := health(resp.Status); err != nil {
+				if err := resp.Status.Health(); err != nil {
 					return fmt.Errorf("not serving at full strength: %w", err)
 				}
-				fmt.Fprintf(c.App.Writer, "ok: %d/%d ready, generation %d\n", resp.Status.Ready, resp.Status.Slots, resp.Status.Generation)
+				fmt.Fprintln(c.App.Writer, resp.Status.Healthy())
 				return nil
 			}
 			if c.Bool("json") {
@@ -81,12 +81,12 @@ func printStatus(w io.Writer, st *control.Status) {
 	if st.RSSBytes > 0 {
 		fmt.Fprintf(w, "baton itself: %.1f%% CPU, %s resident\n", st.CPUPercent, bytesIEC(st.RSSBytes))
 	}
-	fmt.Fprintf(w, "version %s", printable(st.Version))
+	fmt.Fprintf(w, "version %s", control.Printable(st.Version))
 	if version != st.Version {
 		fmt.Fprintf(w, " (this baton command: %s)", version)
 	}
 	if st.ExeReplaced {
-		fmt.Fprintf(w, "; %s was replaced on disk since it started: `baton upgrade` runs the new binary in place", printable(st.Exe))
+		fmt.Fprintf(w, "; %s was replaced on disk since it started: `baton upgrade` runs the new binary in place", control.Printable(st.Exe))
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -124,15 +124,15 @@ func printStatus(w io.Writer, st *control.Status) {
 			fmt.Fprintf(w, "last rollout: %s, generation %d to %d%s, took %s", r.State, r.From, r.To, sizes(r), secs(r.DurationSeconds))
 		}
 		if r.Error != "" {
-			fmt.Fprintf(w, ": %s", printable(r.Error))
+			fmt.Fprintf(w, ": %s", control.Printable(r.Error))
 		}
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w, "listeners:")
 	for _, l := range st.Listeners {
-		fmt.Fprintf(w, "  %s %s (%s)", printable(l.Name), printable(l.Address), l.Source)
+		fmt.Fprintf(w, "  %s %s (%s)", control.Printable(l.Name), control.Printable(l.Address), l.Source)
 		if l.Error != "" {
-			fmt.Fprintf(w, " NOT LISTENING: %s", printable(l.Error))
+			fmt.Fprintf(w, " NOT LISTENING: %s", control.Printable(l.Error))
 		}
 		if l.Backlog > 0 {
 			fmt.Fprintf(w, ", accept queue %d", l.Backlog)
@@ -142,7 +142,7 @@ func printStatus(w io.Writer, st *control.Status) {
 		}
 		fmt.Fprintln(w)
 		if n := len(l.Changes); n > 0 {
-			fmt.Fprintf(w, "    last change: %s\n", printable(l.Changes[n-1]))
+			fmt.Fprintf(w, "    last change: %s\n", control.Printable(l.Changes[n-1]))
 		}
 	}
 }
@@ -161,7 +161,7 @@ func printWorker(w io.Writer, wk control.Worker) {
 	if wk.Error != "" {
 		status = "cannot start: " + wk.Error
 	}
-	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, cpu, rss, procs, printable(status))
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, cpu, rss, procs, control.Printable(status))
 }
 
 // bytesIEC is n bytes in KiB, MiB or GiB, one decimal, as top shows them.
@@ -209,7 +209,7 @@ func printUnit(c *cli.Context, unit string) {
 		return
 	}
 	fmt.Fprintf(c.App.Writer, "systemd: %s %s (%s), main pid %d, %d restarts\n  status: %s\n",
-		u.Name, u.ActiveState, u.SubState, u.MainPID, u.NRestarts, printable(u.StatusText))
+		u.Name, u.ActiveState, u.SubState, u.MainPID, u.NRestarts, control.Printable(u.StatusText))
 }
 
 // sizes is ", N to M workers" for a rollout that changes the number of

@@ -107,7 +107,10 @@ type Status struct {
 	Crashes   int        `json:"crashes"` // within the crash-limit window
 	// What baton itself costs, as for a worker (its own process only).
 	CPUPercent float64 `json:"cpu_percent"`
+	CPUSeconds float64 `json:"cpu_seconds"`
 	RSSBytes   uint64  `json:"rss_bytes"`
+	// Totals count what happened since the service started.
+	Totals Totals `json:"totals"`
 	// Rollout is the rollout in progress; LastRollout the last one ended.
 	Rollout     *Rollout `json:"rollout,omitempty"`
 	LastRollout *Rollout `json:"last_rollout,omitempty"`
@@ -130,8 +133,10 @@ type Worker struct {
 	// earlier status (at least 1 s before; at first since it started), of
 	// the worker and every process it started; resident memory of the
 	// worker itself and of that whole tree (a pre-fork server's master and
-	// its children), and how many processes the tree has.
+	// its children), and how many processes the tree has. CPUSeconds is
+	// the CPU time the tree's live processes have used (a counter).
 	CPUPercent   float64 `json:"cpu_percent"`
+	CPUSeconds   float64 `json:"cpu_seconds"`
 	RSSBytes     uint64  `json:"rss_bytes"`
 	TreeRSSBytes uint64  `json:"tree_rss_bytes"`
 	Processes    int     `json:"processes"`

@@ -44,7 +44,8 @@ const module = "github.com/batonsd/baton"
 //     the standard library and golang.org/x/sys only;
 //   - only internal/systemd talks D-Bus;
 //   - only cmd/baton imports the CLI framework and the TOML parser;
-//   - no binary links the testing package.
+//   - no binary links the testing package, nor Prometheus's libraries
+//     (only tests parse the metrics with them: README, Metrics).
 func TestImportRules(t *testing.T) {
 	std := map[string]bool{}
 	for _, p := range list(t, "std") {
@@ -78,6 +79,11 @@ func TestImportRules(t *testing.T) {
 		}
 		if p.Name == "main" && slices.Contains(p.Deps, "testing") {
 			t.Errorf("the binary %s links the testing package", p.ImportPath)
+		}
+		for _, d := range p.Deps {
+			if p.Name == "main" && strings.HasPrefix(d, "github.com/prometheus/") {
+				t.Errorf("the binary %s links %s", p.ImportPath, d)
+			}
 		}
 	}
 }

@@ -35,6 +35,9 @@ type Config struct {
 	Check string
 	// Control is the control socket's path; empty means none.
 	Control string
+	// Metrics is the TCP address the metrics endpoint listens on
+	// (internal/metrics); empty means none.
+	Metrics string
 	// Output receives worker output lines; nil passes the supervisor's own
 	// stdout and stderr through to the workers.
 	Output worker.OutputFunc

@@ -45,11 +45,13 @@ type handoffState struct {
 	Crashes   []time.Time       `json:"crashes"`
 	Last      *control.Rollout  `json:"last,omitempty"`
 	ReadySent bool              `json:"ready_sent"`
+	Totals    control.Totals    `json:"totals"`
 	// ConfiguredWorkers: the configuration's workers at the last reload, so
 	// that a change made before an upgrade still scales at the next reload.
 	ConfiguredWorkers int                `json:"configured_workers,omitempty"`
 	ReplyFD           int                `json:"reply_fd"`   // the upgrade caller's connection, or -1
 	ControlFD         int                `json:"control_fd"` // the control socket's listener, or -1
+	MetricsFD         int                `json:"metrics_fd"` // the metrics endpoint's listener, or -1
 	NotifyDir         string             `json:"notify_dir"`
 	Old               handoffPredecessor `json:"old"`
 }
@@ -85,6 +87,7 @@ type handoffWorker struct {
 	State    procState     `json:"state"`
 	Deadline time.Time     `json:"deadline"`
 	Failed   string        `json:"failed,omitempty"`
+	Cause    string        `json:"cause,omitempty"`
 	Status   string        `json:"status,omitempty"`
 	Watchdog time.Duration `json:"watchdog"`
 }
@@ -255,7 +258,7 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 	var fds []int
 	st := handoffState{
 		Protocol: HandoffProtocol, LastGen: s.lastGen, Serving: s.serving.gen,
-		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, ConfiguredWorkers: s.configuredWorkers, ReplyFD: -1, ControlFD: -1, NotifyDir: s.notifyDir,
+		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, Totals: s.totals, ConfiguredWorkers: s.configuredWorkers, ReplyFD: -1, ControlFD: -1, MetricsFD: -1, NotifyDir: s.notifyDir,
 		Old: handoffPredecessor{Exe: s.exe, Version: s.cfg.Version},
 	}
 	dup := func(fd int) (int, error) {
@@ -290,7 +293,7 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 		fds = append(fds, h.NotifyFD)
 		fds = append(fds, h.OutputFDs...)
 		st.Workers = append(st.Workers, handoffWorker{Handoff: h, State: w.state, Deadline: w.deadline,
-			Failed: w.failed, Status: w.status, Watchdog: w.wdInterval})
+			Failed: w.failed, Cause: w.cause, Status: w.status, Watchdog: w.wdInterval})
 	}
 	for _, g := range gens {
 		st.Gens = append(st.Gens, handoffGen{Gen: g.gen, GenSettings: g.cfg.GenSettings})
@@ -303,17 +306,32 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 		fds = append(fds, fd)
 		st.ControlFD = fd
 	}
-	if conn != nil {
-		raw, err := conn.SyscallConn()
-		if err != nil {
-			return st, fds, err
+	if s.metricsLn != nil {
+		var err error
+		if st.MetricsFD, err = dupConn(s.metricsLn, dup); err != nil {
+			return st, fds, fmt.Errorf("hand off the metrics listener: %w", err)
 		}
-		var dupErr error
-		if err := raw.Control(func(fd uintptr) { st.ReplyFD, dupErr = dup(int(fd)) }); err != nil || dupErr != nil {
-			return st, fds, fmt.Errorf("hand off the caller's connection: %w", errors.Join(err, dupErr))
+	}
+	if conn != nil {
+		var err error
+		if st.ReplyFD, err = dupConn(conn, dup); err != nil {
+			return st, fds, fmt.Errorf("hand off the caller's connection: %w", err)
 		}
 	}
 	return st, fds, nil
+}
+
+// dupConn duplicates c's fd with dup.
+func dupConn(c syscall.Conn, dup func(int) (int, error)) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, dupErr := -1, error(nil)
+	if err := raw.Control(func(fd uintptr) { nfd, dupErr = dup(int(fd)) }); err != nil {
+		return -1, err
+	}
+	return nfd, dupErr
 }
 
 // readHandoff reads the state a previous image left, if this image is the
@@ -330,7 +348,7 @@ func readHandoff(getenv func(string) string) (*handoffState, error) {
 	}
 	f := os.NewFile(uintptr(fd), "handoff")
 	defer f.Close()
-	st := handoffState{ControlFD: -1} // absent from protocol 1
+	st := handoffState{ControlFD: -1, MetricsFD: -1} // absent from protocol 1, and from older builds of 2
 	if err := json.NewDecoder(bufio.NewReader(f)).Decode(&st); err != nil {
 		return nil, fmt.Errorf("read handoff state: %w", err)
 	}
@@ -358,7 +376,7 @@ func (s *Supervisor) adopt(st *handoffState) error {
 		gens[g.Gen] = &genSpec{gen: g.Gen, cfg: cfg}
 	}
 	s.lastGen, s.serving = st.LastGen, gens[st.Serving]
-	s.crashes, s.last, s.readySent = st.Crashes, st.Last, st.ReadySent
+	s.crashes, s.last, s.readySent, s.totals = st.Crashes, st.Last, st.ReadySent, st.Totals
 	if st.ConfiguredWorkers > 0 {
 		s.configuredWorkers = st.ConfiguredWorkers
 	}
@@ -376,7 +394,7 @@ func (s *Supervisor) adopt(st *handoffState) error {
 			continue
 		}
 		w := newProc(p, sl, spec)
-		w.state, w.failed, w.status, w.deadline, w.wdInterval = hw.State, hw.Failed, hw.Status, hw.Deadline, hw.Watchdog
+		w.state, w.failed, w.cause, w.status, w.deadline, w.wdInterval = hw.State, hw.Failed, hw.Cause, hw.Status, hw.Deadline, hw.Watchdog
 		s.workers[w.pid] = w
 		for _, hs := range st.Slots {
 			if hs.Index == hw.Slot && hs.PID == hw.PID {

@@ -104,6 +104,7 @@ func (s *Supervisor) boundDraining() {
 		s.log.Warn("too many draining workers for RLIMIT_NOFILE: killing the one draining longest",
 			"slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen, "draining", held, "budget", s.drainingBudget(), "limit", s.fdLimit)
 		w.killed = true
+		s.totals.DrainKills++
 		w.p.Kill()
 	}
 }

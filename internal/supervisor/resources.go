@@ -62,6 +62,7 @@ func (s *Supervisor) addResources(cw *control.Worker, w *proc, now time.Time) {
 		return // gone, or not readable
 	}
 	cw.CPUPercent = round1(w.cpu.share(now, tree.CPU, w.started))
+	cw.CPUSeconds = tree.CPU.Seconds()
 	cw.RSSBytes, cw.TreeRSSBytes, cw.Processes = own.RSS, tree.RSS, procs
 }
 
@@ -72,6 +73,7 @@ func (s *Supervisor) addOwnResources(st *control.Status, now time.Time) {
 		return
 	}
 	st.CPUPercent = round1(s.cpu.share(now, own.CPU, s.started))
+	st.CPUSeconds = own.CPU.Seconds()
 	st.RSSBytes = own.RSS
 }
 

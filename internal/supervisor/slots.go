@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/worker"
 	"github.com/batonsd/baton/notify"
 	"golang.org/x/sys/unix"
@@ -70,6 +71,7 @@ type proc struct {
 	state    procState
 	exited   bool
 	failed   string // why baton killed it while starting
+	cause    string // and that as a control.Cause* (the metrics' label)
 	status   string // its own STATUS=
 	deadline time.Time
 	// drainStart is when it was told to drain; killed, that baton has
@@ -157,6 +159,7 @@ func (s *Supervisor) awaitReady(w *proc) {
 	w.timers = append(w.timers, s.after(w.started.Add(cfg.ReadyTimeout).Sub(s.now()), func() {
 		if w.state == stateStarting && !w.exited {
 			w.failed = fmt.Sprintf("not ready within --ready-timeout %s", cfg.ReadyTimeout)
+			w.cause = control.CauseNotReady
 			s.log.Error("worker not ready in time: killing it", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, "timeout", cfg.ReadyTimeout)
 			w.p.Kill()
 		}
@@ -259,9 +262,9 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 		sl.next = nil
 	}
 	how := describeExit(ws)
-	reason := how
+	reason, cause := how, exitCause(ws)
 	if w.failed != "" {
-		reason = w.failed
+		reason, cause = w.failed, w.cause
 	}
 	switch {
 	case w.state == stateDraining:
@@ -271,10 +274,12 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 		// the rollout, and never counts against the serving generation's
 		// crash limit.
 		s.log.Error("new worker failed", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, "exit", how, "reason", reason)
+		s.totals.CountNewWorkerFailure(cause)
 		s.rollout.workerFailed(w, reason)
 	default:
 		s.log.Error("worker exited unexpectedly", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen,
 			"exit", how, "reason", reason, "uptime", s.now().Sub(w.started).Round(time.Millisecond))
+		s.totals.CountCrash(cause)
 		s.onCrash(sl, s.now().Sub(w.started))
 	}
 	s.updateStatus()
@@ -303,6 +308,7 @@ func (s *Supervisor) onCrash(sl *slot, uptime time.Duration) {
 		sl.backoff = s.cfg.RestartBackoff.Min // it had a healthy run
 	}
 	sl.restarts++
+	s.totals.Restarts++
 	s.scheduleStart(sl)
 }
 
@@ -385,6 +391,7 @@ func (s *Supervisor) armDrainDeadline(w *proc) {
 	w.timers = append(w.timers, s.after(w.deadline.Sub(s.now()), func() {
 		if !w.exited {
 			s.log.Warn("drain deadline passed: killing worker", "slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen, "timeout", w.spec.cfg.DrainTimeout)
+			s.totals.DrainKills++
 			w.p.Kill()
 		}
 	}))
@@ -427,6 +434,14 @@ func (s *Supervisor) waitOutput() {
 		p.CloseOutput()
 		<-p.Done()
 	}
+}
+
+// exitCause is why a worker that baton did not kill exited.
+func exitCause(ws unix.WaitStatus) string {
+	if ws.Signaled() {
+		return control.CauseSignal
+	}
+	return control.CauseExit
 }
 
 func describeExit(ws unix.WaitStatus) string {

@@ -91,6 +91,7 @@ func (s *Supervisor) snapshot() control.Status {
 		Incoming:    []control.Worker{},
 		Listeners:   []control.Listener{},
 		Crashes:     len(s.crashes),
+		Totals:      s.totals.Clone(), // read by the control server, as the loop counts on
 	}
 	s.addOwnResources(&st, now)
 	switch {

@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"net"
 	"syscall"
 	"time"
 
@@ -70,6 +71,9 @@ type Supervisor struct {
 
 	sigs chan os.Signal  // what the loop acts on (see signals.go)
 	ctl  *control.Server // the control socket; nil without one
+	// metricsLn is the metrics endpoint's listener (--metrics); nil
+	// without one.
+	metricsLn *net.TCPListener
 	// recovering reads the output pipes of a previous baton's workers.
 	recovering sync.WaitGroup
 	events     chan func()
@@ -107,6 +111,7 @@ type Supervisor struct {
 	socketProblems []string
 	exitErr        error
 	cpu            cpuLooks // baton's own, for status (resources.go)
+	totals         control.Totals
 }
 
 // New returns a Supervisor ready to Run. load gives the configuration, at
@@ -204,6 +209,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		defer s.ctl.Close()
 	}
+	stopMetrics, err := s.serveMetrics(handoff)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	defer s.closeListeners()
 	if handoff != nil {
 		s.notifyDir = handoff.NotifyDir

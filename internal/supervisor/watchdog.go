@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/notify"
 	"golang.org/x/sys/unix"
 )
@@ -70,6 +71,7 @@ func (s *Supervisor) watchdogExpired(w *proc, triggered bool) {
 	if !triggered && (w.wdInterval <= 0 || late < w.wdInterval) {
 		return // a ping came after the timer fired
 	}
+	w.cause = control.CauseWatchdog
 	if triggered {
 		w.failed = "watchdog triggered by the worker (WATCHDOG=trigger)"
 	} else {

@@ -1,4 +1,4 @@
-package main
+package control
 
 import (
 	"fmt"
@@ -7,12 +7,12 @@ import (
 	"unicode/utf8"
 )
 
-// printable escapes what a terminal would act on in text that workers
+// Printable escapes what a terminal would act on in text that workers
 // control (their STATUS=, their last output lines in a rollout's error,
 // their journal lines): C0 and C1 control characters, DEL, and bytes that
 // are not UTF-8, written as \xNN or \u00NN. A worker's STATUS= holding
 // "\x1b[2J" cleared the operator's screen in `baton status`.
-func printable(s string) string {
+func Printable(s string) string {
 	clean := true
 	for _, r := range s {
 		if r == utf8.RuneError || unicode.IsControl(r) {
