@@ -1,18 +1,19 @@
 package main
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
-
 	"encoding/json"
 	"fmt"
-	"github.com/batonsd/baton/internal/systemd"
 	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/systemd"
 	"github.com/urfave/cli/v2"
 )
 
@@ -128,6 +129,9 @@ func printStatus(w io.Writer, st *control.Status) {
 		}
 		fmt.Fprintln(w)
 	}
+	if line := totalsLine(st.Totals); line != "" {
+		fmt.Fprintln(w, "since the start: "+line)
+	}
 	fmt.Fprintln(w, "listeners:")
 	for _, l := range st.Listeners {
 		fmt.Fprintf(w, "  %s %s (%s)", control.Printable(l.Name), control.Printable(l.Address), l.Source)
@@ -219,4 +223,37 @@ func sizes(r *control.Rollout) string {
 		return ""
 	}
 	return fmt.Sprintf(", %d to %d workers", r.WorkersFrom, r.Workers)
+}
+
+// totalsLine says what happened since the service started, leaving out
+// what did not happen; empty if nothing did.
+func totalsLine(t control.Totals) string {
+	var parts []string
+	for _, kind := range slices.Sorted(maps.Keys(t.Rollouts)) {
+		parts = append(parts, fmt.Sprintf("%ss %s", kind, byKey(t.Rollouts[kind])))
+	}
+	for _, c := range []struct {
+		what string
+		m    map[string]uint64
+	}{{"crashes", t.Crashes}, {"new workers failed", t.NewWorkerFailures}} {
+		if len(c.m) > 0 {
+			parts = append(parts, c.what+" "+byKey(c.m))
+		}
+	}
+	if t.Restarts > 0 {
+		parts = append(parts, fmt.Sprintf("restarts %d", t.Restarts))
+	}
+	if t.DrainKills > 0 {
+		parts = append(parts, fmt.Sprintf("draining workers killed %d", t.DrainKills))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// byKey writes m as "key n, key n" in key order.
+func byKey(m map[string]uint64) string {
+	var s []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		s = append(s, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return "(" + strings.Join(s, ", ") + ")"
 }
