@@ -58,11 +58,11 @@ func TestSmoke(t *testing.T) {
 	}
 	t.Logf("\n%s", b.String())
 
-	f, err := MeasureFootprint(ctx, p, 4, 10, 200*time.Millisecond)
+	f, err := MeasureFootprint(ctx, p, 4, 10, 200*time.Millisecond, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.FDsAfterN != f.FDsAfter1 || f.ZombiesAfterN != 0 || f.RSSIdleKB == 0 {
+	if f.FDsAfterN != f.FDsAfter1 || f.ZombiesAfterN != 0 || f.RSSIdleKB == 0 || f.Scrapes < 1 || f.ScrapeMean <= 0 {
 		t.Errorf("footprint after 10 rollouts: %+v", f)
 	}
 	b.Reset()

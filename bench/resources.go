@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/rig"
 )
 
 // Footprint is baton's own cost with n workers (sleep, ready at exec, so
@@ -30,19 +32,34 @@ type Footprint struct {
 	RSSAfterNKB   int `json:"rss_after_n_rollouts_kb"`
 	Rollouts      int `json:"rollouts"`
 	ZombiesAfterN int `json:"zombies_after_n"`
+	// Scraped: baton ran with --metrics and its /metrics was scraped every
+	// scrapeEvery throughout, Scrapes times, each taking ScrapeMean.
+	Scraped    bool          `json:"scraped"`
+	Scrapes    int           `json:"scrapes,omitempty"`
+	ScrapeMean time.Duration `json:"scrape_mean,omitempty"`
 }
 
+// scrapeEvery is how often a scraped footprint run reads /metrics: far
+// more often than Prometheus would (15 s by default), to show the cost.
+const scrapeEvery = 250 * time.Millisecond
+
 // MeasureFootprint runs baton with n workers: idle for a while, then
-// rollouts back to back, reading its RSS, CPU and fds from /proc.
-func MeasureFootprint(ctx context.Context, p Params, n, rollouts int, idle time.Duration) (Footprint, error) {
+// rollouts back to back, reading its RSS, CPU and fds from /proc. With
+// scraped, baton serves --metrics and a scraper reads it throughout.
+func MeasureFootprint(ctx context.Context, p Params, n, rollouts int, idle time.Duration, scraped bool) (Footprint, error) {
 	dir, err := os.MkdirTemp("", "bf")
 	if err != nil {
 		return Footprint{}, err
 	}
 	defer os.RemoveAll(dir)
 	ctl := filepath.Join(dir, "c.sock")
-	cmd := exec.Command(p.Baton, "run", "--workers", strconv.Itoa(n), "--ready", "exec", "--max-surge", strconv.Itoa(max(1, n/8)),
-		"--listen", "app="+p.addr(), "--control", ctl, "--log", "inherit", "--", "sleep", "3600")
+	args := []string{"run", "--workers", strconv.Itoa(n), "--ready", "exec", "--max-surge", strconv.Itoa(max(1, n/8)),
+		"--listen", "app=" + p.addr(), "--control", ctl, "--log", "inherit"}
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", p.Port+1)
+	if scraped {
+		args = append(args, "--metrics", metricsAddr)
+	}
+	cmd := exec.Command(p.Baton, append(args, "--", "sleep", "3600")...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		return Footprint{}, err
@@ -54,7 +71,12 @@ func MeasureFootprint(ctx context.Context, p Params, n, rollouts int, idle time.
 		return Footprint{}, err
 	}
 	pid := cmd.Process.Pid
-	f := Footprint{Workers: n, Rollouts: rollouts}
+	f := Footprint{Workers: n, Rollouts: rollouts, Scraped: scraped}
+	var scrapes *scraper
+	if scraped {
+		scrapes = startScraper("http://" + metricsAddr + "/metrics")
+		defer scrapes.stop()
+	}
 	cpu0 := cpuTime(pid)
 	time.Sleep(idle)
 	f.CPUIdle = (cpuTime(pid) - cpu0).Seconds() / idle.Seconds()
@@ -88,7 +110,67 @@ func MeasureFootprint(ctx context.Context, p Params, n, rollouts int, idle time.
 	}
 	f.FDsAfterN, f.RSSAfterNKB = settledFDs(pid), rssKB(pid)
 	f.ZombiesAfterN = zombies(pid)
+	if scrapes != nil {
+		if err := scrapes.stop(); err != nil {
+			return f, fmt.Errorf("scrape /metrics: %w", err)
+		}
+		f.Scrapes, f.ScrapeMean = scrapes.n, scrapes.mean()
+	}
 	return f, nil
+}
+
+// scraper reads a URL every scrapeEvery until stopped.
+type scraper struct {
+	stopc chan struct{}
+	once  sync.Once
+	done  chan struct{}
+	n     int
+	took  time.Duration
+	err   error
+}
+
+func startScraper(url string) *scraper {
+	s := &scraper{stopc: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(scrapeEvery)
+		defer t.Stop()
+		for first := true; ; first = false {
+			if !first {
+				select {
+				case <-s.stopc:
+					return
+				case <-t.C:
+				}
+			}
+			t0 := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := rig.Get(ctx, url)
+			cancel()
+			if err != nil {
+				s.err = err
+				continue
+			}
+			s.n++
+			s.took += time.Since(t0)
+		}
+	}()
+	return s
+}
+
+// stop ends the scraping (again: nothing) and returns the last error it
+// met.
+func (s *scraper) stop() error {
+	s.once.Do(func() { close(s.stopc) })
+	<-s.done
+	return s.err
+}
+
+func (s *scraper) mean() time.Duration {
+	if s.n == 0 {
+		return 0
+	}
+	return s.took / time.Duration(s.n)
 }
 
 // waitDrained waits until no worker is draining any more.
@@ -173,8 +255,12 @@ func FootprintTable(w io.Writer, fs []Footprint) {
 	fmt.Fprintln(w, "| workers | RSS idle | CPU idle | RSS rolling | CPU rolling | rollout | fds after 1 / after N | RSS after 1 / after N | zombies |")
 	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |")
 	for _, f := range fs {
-		fmt.Fprintf(w, "| %d | %.1f MB | %.1f%% | %.1f MB | %.1f%% | %s | %d / %d (N=%d) | %.1f / %.1f MB | %d |\n",
-			f.Workers, float64(f.RSSIdleKB)/1024, f.CPUIdle*100, float64(f.RSSRollingKB)/1024, f.CPURolling*100,
+		workers := strconv.Itoa(f.Workers)
+		if f.Scraped {
+			workers += fmt.Sprintf(", --metrics scraped every %s (%d scrapes of %s)", scrapeEvery, f.Scrapes, f.ScrapeMean.Round(100*time.Microsecond))
+		}
+		fmt.Fprintf(w, "| %s | %.1f MB | %.1f%% | %.1f MB | %.1f%% | %s | %d / %d (N=%d) | %.1f / %.1f MB | %d |\n",
+			workers, float64(f.RSSIdleKB)/1024, f.CPUIdle*100, float64(f.RSSRollingKB)/1024, f.CPURolling*100,
 			f.RolloutMean.Round(time.Millisecond), f.FDsAfter1, f.FDsAfterN, f.Rollouts, float64(f.RSSAfter1KB)/1024, float64(f.RSSAfterNKB)/1024, f.ZombiesAfterN)
 	}
 }

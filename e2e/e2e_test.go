@@ -319,7 +319,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	// over the file): scaling below edits it.
 	b.must(`mkdir -p /etc/myapp && printf 'listen = ["app=127.0.0.1:8081"]\nworkers = 4\n' > /etc/myapp/baton.toml`)
 	b.must("baton units --name myapp --listen http=127.0.0.1:8080 --watchdog 2s --ready-timeout 20s " +
-		"--drain-timeout 10s --config /etc/myapp/baton.toml --install -- /opt/myapp/example-worker")
+		"--drain-timeout 10s --config /etc/myapp/baton.toml --metrics 127.0.0.1:9100 --install -- /opt/myapp/example-worker")
 	svc := b.must("cat /etc/systemd/system/myapp.service")
 	if !strings.Contains(svc, "\n"+wantType+"\n") {
 		t.Fatalf("installed unit lacks %s:\n%s", wantType, svc)
@@ -393,6 +393,19 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 		t.Errorf("%d failed requests across 6 reloads (one aborted, two scaling) and a scale (%d ok): %v", len(r.Failures), r.OK, r.Failures)
 	}
 	t.Logf("systemd %d: %d requests across 6 reloads (one aborted; 4 to 6 and 3 to 4 workers) and baton scale 3; %d failed", version, r.OK, len(r.Failures))
+
+	// The metrics endpoint under the sandbox counted all that; /healthz
+	// agrees with status --check.
+	metrics := b.must("curl -sf http://127.0.0.1:9100/metrics")
+	for _, want := range []string{"\nbaton_slots 4\n", "\nbaton_healthy 1\n", `baton_rollouts_total{kind="reload",result="failed"} 1`,
+		`baton_rollouts_total{kind="scale",result="ok"} 1`, `baton_new_worker_failures_total{cause="exit"} `} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, metrics)
+		}
+	}
+	if out := b.must("curl -sf http://127.0.0.1:9100/healthz"); !strings.HasPrefix(out, "ok: 4/4 ready") {
+		t.Errorf("/healthz: %q", out)
+	}
 
 	// Journal fields: a slot's lines, and baton logs following them.
 	lines := strings.Split(strings.TrimSpace(b.must("journalctl -u myapp BATON_WORKER=1 -o json --no-pager")), "\n")
@@ -567,6 +580,7 @@ func packageUpgrade(t *testing.T, b *box, version int) {
 	b.waitFor("4 ready workers", "baton status myapp | grep -q '4/4 ready'", 20*time.Second)
 	before := b.status()
 	mainPID := strings.TrimSpace(b.must("systemctl show -p MainPID --value myapp"))
+	counters := rolloutCounters(b.must("curl -sf http://127.0.0.1:9100/metrics"))
 	l := b.startLoad("http://127.0.0.1:8080/")
 	time.Sleep(500 * time.Millisecond)
 	out := b.must("dpkg -i /tmp/" + filepath.Base(debV2))
@@ -598,6 +612,15 @@ func packageUpgrade(t *testing.T, b *box, version int) {
 		t.Errorf("status after the package upgrade: %+v (workers before: %+v)", st, before.Workers)
 	}
 	t.Logf("systemd %d: dpkg -i of 0.1.1 under load: %d requests, none failed; MainPID %s kept, now runs 0.1.1", version, r.OK, mainPID)
+	// The upgraded image serves the metrics on the listener it was handed,
+	// with the counters so far.
+	metrics := b.must("curl -sf http://127.0.0.1:9100/metrics")
+	if want := `baton_info{version="0.1.1",exe="/usr/bin/baton"} 1`; !strings.Contains(metrics, want) {
+		t.Errorf("/metrics after the package upgrade lacks %q", want)
+	}
+	if now := rolloutCounters(metrics); now != counters || !strings.Contains(now, "baton_rollouts_total") {
+		t.Errorf("rollout counters after the package upgrade:\n%s\nbefore:\n%s", now, counters)
+	}
 	// Re-executed in place, myapp runs no replaced binary: needrestart has
 	// nothing to restart, whatever its configuration.
 	if out := b.must("needrestart -b -r l 2>&1"); strings.Contains(out, "myapp.service") {
@@ -683,4 +706,15 @@ func contribWorkersUnderSandbox(t *testing.T, b *box, version int) {
 		b.must("systemctl stop " + name + ".service " + name + ".socket")
 		t.Logf("systemd %d: %s under the default sandbox: served, rolled out, exposure %.1f", version, name, exposure)
 	}
+}
+
+// rolloutCounters is the baton_rollouts_total samples of a scrape.
+func rolloutCounters(metrics string) string {
+	var lines []string
+	for line := range strings.Lines(metrics) {
+		if strings.HasPrefix(line, "baton_rollouts_total{") {
+			lines = append(lines, line)
+		}
+	}
+	return strings.Join(lines, "")
 }

@@ -9,6 +9,8 @@ package supervisor
 // or two and a scrape every 15 s the last 15 s.
 
 import (
+	"maps"
+	"sync"
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
@@ -55,26 +57,55 @@ func usageOf(pid int) (own, tree proctree.Usage, procs int) {
 	return own, tree, procs
 }
 
-// addResources fills in what w costs now.
-func (s *Supervisor) addResources(cw *control.Worker, w *proc, now time.Time) {
-	own, tree, procs := s.world.usage(w.pid)
-	if procs == 0 {
-		return // gone, or not readable
-	}
-	cw.CPUPercent = round1(w.cpu.share(now, tree.CPU, w.started))
-	cw.CPUSeconds = tree.CPU.Seconds()
-	cw.RSSBytes, cw.TreeRSSBytes, cw.Processes = own.RSS, tree.RSS, procs
+// costBook holds the earlier CPU looks at each worker, by pid, and at
+// baton. Status reads /proc off the loop (the trees of 64 workers take tens
+// of milliseconds to read, which the loop must not wait for), so the book
+// has its own lock; concurrent status requests take turns.
+type costBook struct {
+	mu    sync.Mutex
+	own   cpuLooks
+	looks map[int]*cpuLooks
 }
 
-// addOwnResources fills in what baton itself costs now.
-func (s *Supervisor) addOwnResources(st *control.Status, now time.Time) {
-	own, _, procs := s.world.usage(st.PID)
-	if procs == 0 {
-		return
+// addCosts fills in what each worker listed in st, and baton itself, cost
+// now; at is when st was taken. Looks at workers no longer listed are
+// dropped.
+func (s *Supervisor) addCosts(st *control.Status, at time.Time) {
+	b := &s.costs
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.looks == nil {
+		b.looks = map[int]*cpuLooks{}
 	}
-	st.CPUPercent = round1(s.cpu.share(now, own.CPU, s.started))
-	st.CPUSeconds = own.CPU.Seconds()
-	st.RSSBytes = own.RSS
+	live := map[int]bool{}
+	for _, list := range [][]control.Worker{st.Workers, st.Incoming, st.Draining} {
+		for i := range list {
+			cw := &list[i]
+			if cw.PID == 0 {
+				continue
+			}
+			live[cw.PID] = true
+			own, tree, procs := s.world.usage(cw.PID)
+			if procs == 0 {
+				continue // gone, or not readable
+			}
+			l := b.looks[cw.PID]
+			if l == nil {
+				l = new(cpuLooks)
+				b.looks[cw.PID] = l
+			}
+			started := at.Add(-time.Duration(cw.UptimeSeconds * float64(time.Second)))
+			cw.CPUPercent = round1(l.share(at, tree.CPU, started))
+			cw.CPUSeconds = tree.CPU.Seconds()
+			cw.RSSBytes, cw.TreeRSSBytes, cw.Processes = own.RSS, tree.RSS, procs
+		}
+	}
+	maps.DeleteFunc(b.looks, func(pid int, _ *cpuLooks) bool { return !live[pid] })
+	if own, _, procs := s.world.usage(st.PID); procs > 0 {
+		st.CPUPercent = round1(b.own.share(at, own.CPU, st.Started))
+		st.CPUSeconds = own.CPU.Seconds()
+		st.RSSBytes = own.RSS
+	}
 }
 
 func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }

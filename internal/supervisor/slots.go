@@ -87,7 +87,6 @@ type proc struct {
 	wdTimer    timer
 	lastPing   time.Time
 
-	cpu cpuLooks // for its CPU share in status (resources.go)
 }
 
 // deathSignal is what a worker gets if baton dies (kill -9, OOM killer).

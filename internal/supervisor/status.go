@@ -71,7 +71,15 @@ func (s *Supervisor) updateStatus() {
 
 // Status answers the control socket's status request.
 func (s *Supervisor) Status(ctx context.Context) (control.Status, error) {
-	return ask(ctx, s, func(reply chan<- control.Status) { reply <- s.snapshot() })
+	type taken struct {
+		st control.Status
+		at time.Time
+	}
+	t, err := ask(ctx, s, func(reply chan<- taken) { reply <- taken{s.snapshot(), s.now()} })
+	if err == nil {
+		s.addCosts(&t.st, t.at) // off the loop: it reads /proc
+	}
+	return t.st, err
 }
 
 func (s *Supervisor) snapshot() control.Status {
@@ -93,7 +101,6 @@ func (s *Supervisor) snapshot() control.Status {
 		Crashes:     len(s.crashes),
 		Totals:      s.totals.Clone(), // read by the control server, as the loop counts on
 	}
-	s.addOwnResources(&st, now)
 	switch {
 	case s.stopping:
 		st.State = "stopping"
@@ -133,7 +140,7 @@ func (s *Supervisor) snapshot() control.Status {
 }
 
 func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {
-	cw := control.Worker{
+	return control.Worker{
 		Slot:          w.slot.index,
 		PID:           w.pid,
 		Generation:    w.spec.gen,
@@ -142,8 +149,6 @@ func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {
 		Restarts:      w.slot.restarts,
 		Status:        w.status,
 	}
-	s.addResources(&cw, w, now)
-	return cw
 }
 
 // exeReplaced reports whether the binary this image runs is no longer the

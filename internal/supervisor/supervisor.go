@@ -110,7 +110,7 @@ type Supervisor struct {
 	inodes         listening.Sockets // the listeners' inodes, for --ready listening
 	socketProblems []string
 	exitErr        error
-	cpu            cpuLooks // baton's own, for status (resources.go)
+	costs          costBook // earlier looks at CPU time, for status (resources.go)
 	totals         control.Totals
 }
 

@@ -106,7 +106,16 @@ func main() {
 			rollouts = *longRun
 		}
 		fmt.Fprintf(os.Stderr, "measuring baton's footprint with %d workers, %d rollouts...\n", n, rollouts)
-		f, err := bench.MeasureFootprint(ctx, p, n, rollouts, 3*time.Second)
+		f, err := bench.MeasureFootprint(ctx, p, n, rollouts, 3*time.Second, false)
+		if err != nil {
+			fail(err)
+		}
+		footprints = append(footprints, f)
+	}
+	if *footprint {
+		// What the metrics endpoint costs: the 64-worker run again, scraped.
+		fmt.Fprintf(os.Stderr, "measuring baton's footprint with 64 workers, 20 rollouts, --metrics scraped...\n")
+		f, err := bench.MeasureFootprint(ctx, p, 64, 20, 3*time.Second, true)
 		if err != nil {
 			fail(err)
 		}
