@@ -86,7 +86,6 @@ type proc struct {
 	wdInterval time.Duration // the worker's watchdog; 0 is off
 	wdTimer    timer
 	lastPing   time.Time
-
 }
 
 // deathSignal is what a worker gets if baton dies (kill -9, OOM killer).
