@@ -22,19 +22,24 @@ const maxTree = 4096
 func Tree(pid int) []int {
 	pids := []int{pid}
 	for i := 0; i < len(pids) && len(pids) < maxTree; i++ {
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pids[i]))
+		pids = append(pids, Children(pids[i])...)
+	}
+	return pids
+}
+
+// Children is pid's children, those of every thread (a child's parent is
+// the thread that forked it); none if pid is gone or /proc unreadable.
+func Children(pid int) []int {
+	var pids []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
 		if err != nil {
 			continue
 		}
-		for _, t := range tasks {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pids[i], t.Name()))
-			if err != nil {
-				continue
-			}
-			for f := range strings.FieldsSeq(string(b)) {
-				if c, err := strconv.Atoi(f); err == nil {
-					pids = append(pids, c)
-				}
+		for f := range strings.FieldsSeq(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, c)
 			}
 		}
 	}

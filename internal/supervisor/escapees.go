@@ -18,9 +18,9 @@ import (
 	"bytes"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/batonsd/baton/internal/proctree"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,22 +30,7 @@ const escapeeGrace = time.Second
 
 // children lists baton's children (all threads': a child's parent is the
 // thread that forked it, or the subreaper's thread group).
-func children() []int {
-	var pids []int
-	tasks, _ := os.ReadDir("/proc/self/task") // unreadable /proc: nothing to find
-	for _, t := range tasks {
-		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
-		if err != nil {
-			continue
-		}
-		for f := range strings.FieldsSeq(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-	}
-	return pids
-}
+func children() []int { return proctree.Children(os.Getpid()) }
 
 // notifySocketOf reads NOTIFY_SOCKET from pid's environment ("" if it has
 // none or it cannot be read).
