@@ -8,8 +8,9 @@ import (
 
 // Health is `baton status --check` and the metrics listener's /healthz:
 // nil when the service serves at full strength (every slot has a ready
-// worker, every listener listens), else why not, on one line. A rollout in progress or a failed last one does not
-// count against it: the slots still serve.
+// worker, every listener listens), else why not, on one line. A rollout
+// in progress or a failed last one does not count against it: the slots
+// still serve.
 func (st *Status) Health() error {
 	switch st.State {
 	case "starting":
@@ -39,7 +40,7 @@ func (st *Status) Health() error {
 	return nil
 }
 
-// Healthy is the line that says a healthy service is.
+// Healthy is the one line that says the service is healthy.
 func (st *Status) Healthy() string {
 	return fmt.Sprintf("ok: %d/%d ready, generation %d", st.Ready, st.Slots, st.Generation)
 }

@@ -148,8 +148,9 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 	s.serving = r.serving()
 	s.last, s.lastEnded = &res, s.now()
 	s.rollout = nil
-	took := s.now().Sub(r.started).Round(time.Millisecond)
-	s.totals.CountRollout(cmp.Or(res.Kind, "reload"), res.State, s.now().Sub(r.started).Seconds())
+	elapsed := s.now().Sub(r.started)
+	took := elapsed.Round(time.Millisecond)
+	s.totals.CountRollout(cmp.Or(res.Kind, "reload"), res.State, elapsed.Seconds())
 	if err != nil {
 		s.log.Error("rollout failed", "from", res.From, "to", res.To, "err", err, "took", took)
 	} else {
