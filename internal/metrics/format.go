@@ -39,7 +39,10 @@ func (e *exposition) sample(name string, v float64, labels ...string) {
 			if i > 0 {
 				e.b.WriteByte(',')
 			}
-			e.b.WriteString(labels[i] + `="` + labelEscaper.Replace(labels[i+1]) + `"`)
+			// Label values are UTF-8: a path or a socket name that is
+			// not gets U+FFFD for its bad bytes.
+			v := strings.ToValidUTF8(labels[i+1], "\uFFFD")
+			e.b.WriteString(labels[i] + `="` + labelEscaper.Replace(v) + `"`)
 		}
 		e.b.WriteByte('}')
 	}

@@ -79,6 +79,7 @@ func sample() control.Status {
 		Listeners: []control.Listener{
 			{Name: "web", Address: "127.0.0.1:8080", Listening: true},
 			{Name: "odd\"name\\\n", Address: "unix:/run/a b.sock", Listening: false},
+			{Name: "latin1-\xe9", Address: "127.0.0.1:8081", Listening: true},
 		},
 		Crashes: 2, CPUSeconds: 0.75, RSSBytes: 9 << 20, Totals: totals,
 		Rollout: &control.Rollout{Kind: "reload"},
@@ -115,6 +116,7 @@ func TestFormatParses(t *testing.T) {
 		{"baton_recent_crashes", nil, 2},
 		{"baton_listener_listening", []string{"name", "web"}, 1},
 		{"baton_listener_listening", []string{"name", "odd\"name\\\n", "address", "unix:/run/a b.sock"}, 0},
+		{"baton_listener_listening", []string{"name", "latin1-\uFFFD"}, 1},
 		{"baton_worker_cpu_seconds_total", []string{"slot", "0", "pid", "100", "generation", "3"}, 1.5},
 		{"baton_worker_cpu_seconds_total", []string{"pid", "90", "generation", "2"}, 9},
 		{"baton_worker_resident_memory_bytes", []string{"pid", "100"}, 10 << 20},
