@@ -6,10 +6,12 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/metrics"
 	"github.com/batonsd/baton/internal/testsd"
 	"golang.org/x/sys/unix"
 )
@@ -169,5 +171,69 @@ func TestStartFailureIsNotACrash(t *testing.T) {
 	})
 	if st.Crashes != 1 || strings.Contains(svc.Output.String(), "crash limit reached") {
 		t.Errorf("start failures counted as crashes: %d crashes in status", st.Crashes)
+	}
+}
+
+// TestMetricsConnectionsBounded: connections to the metrics endpoint are
+// baton's fds, which new workers need. 100 clients that connect and send
+// nothing take at most metrics.MaxConns of them (the rest wait in the
+// backlog), so under a tight RLIMIT_NOFILE a reload still starts its
+// workers; unbounded, they took every fd and the reload failed.
+func TestMetricsConnectionsBounded(t *testing.T) {
+	ctx := timeout(t, 30*time.Second)
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := free.Addr().String()
+	free.Close()
+	svc, ctl := serving(ctx, t, listener(t), "--workers", "2", "--metrics", addr, "--", bins.Worker)
+	before := openFDs(t, svc.PID())
+	setNoFile(t, svc.PID(), uint64(before+metrics.MaxConns+24))
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for range 100 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	// Until the reload has ended, baton's fds stay within what the endpoint
+	// may hold; unbounded, the connections took every fd up to the limit,
+	// and the new workers waited for net/http's header timeout to free some.
+	var peak atomic.Int64
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			peak.Store(max(peak.Load(), int64(openFDs(t, svc.PID()))))
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	for peak.Load() < int64(before+metrics.MaxConns) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("baton accepted fewer than %d metrics connections: %d fds at most, %d before", metrics.MaxConns, peak.Load(), before)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	_, err = control.Call(ctx, ctl, control.Request{Command: control.CmdReload})
+	close(done)
+	<-sampled
+	if err != nil {
+		t.Fatalf("reload with 100 idle metrics connections: %v\n%s", err, svc.Output.String())
+	}
+	if p := peak.Load(); p > int64(before+metrics.MaxConns+16) {
+		t.Errorf("up to %d fds with 100 idle metrics connections and a reload, %d before: the endpoint held more than %d", p, before, metrics.MaxConns)
 	}
 }

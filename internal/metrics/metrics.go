@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
+	"golang.org/x/net/netutil"
 )
 
 // ContentType is the text format's content type.
@@ -66,7 +67,15 @@ func Handler(status StatusFunc) http.Handler {
 	return mux
 }
 
-// Serve serves Handler(status) on ln until Close.
+// MaxConns bounds the connections the endpoint serves at once; more wait
+// in the listener's backlog. Every connection is an fd of baton's, which
+// new workers need: 200 idle connections to an unbounded endpoint would
+// take 200 of them (and under LimitNOFILE, all of them).
+const MaxConns = 8
+
+// Serve serves Handler(status) on ln until Close. net/http backs off and
+// retries when accept fails for a while (EMFILE), as the control socket
+// does.
 func Serve(ln net.Listener, status StatusFunc) *http.Server {
 	srv := &http.Server{
 		Handler:           Handler(status),
@@ -75,7 +84,7 @@ func Serve(ln net.Listener, status StatusFunc) *http.Server {
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    16 << 10,
 	}
-	go srv.Serve(ln)
+	go srv.Serve(netutil.LimitListener(ln, MaxConns))
 	return srv
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/batonsd/baton/internal/metrics"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,7 +17,8 @@ const MaxWorkers = 4096
 // socket and the read ends of its stdout and stderr pipes, plus the exec
 // pipe while it starts), fdsBase besides (listeners come on top: the
 // journal, the control socket and its connections, signal and epoll fds,
-// a --check helper's pipes, the Go runtime's own).
+// a --check helper's pipes, the Go runtime's own), and with --metrics its
+// listener and connections (metrics.MaxConns at most).
 const (
 	fdsPerWorker = 4
 	fdsBase      = 16
@@ -29,7 +31,16 @@ func fdsNeeded(cfg Config, listeners int) uint64 {
 	if cfg.BlueGreen {
 		surge = cfg.Workers
 	}
-	return uint64(fdsBase + listeners + fdsPerWorker*(cfg.Workers+min(surge, cfg.Workers)))
+	return uint64(fdsOwn(cfg, listeners) + fdsPerWorker*(cfg.Workers+min(surge, cfg.Workers)))
+}
+
+// fdsOwn is what baton holds besides its workers.
+func fdsOwn(cfg Config, listeners int) int {
+	n := fdsBase + listeners
+	if cfg.Metrics != "" {
+		n += 1 + metrics.MaxConns
+	}
+	return n
 }
 
 // openFileLimit is RLIMIT_NOFILE's soft limit, which the Go runtime has
@@ -51,7 +62,7 @@ func checkFDLimit(cfg Config, listeners int, limit uint64) error {
 		return nil
 	}
 	return fmt.Errorf("--workers %d: baton needs about %d open files for them (%d per worker and per surge, %d more of its own), "+
-		"but RLIMIT_NOFILE is %d: raise LimitNOFILE= or lower --workers", cfg.Workers, need, fdsPerWorker, fdsBase+listeners, limit)
+		"but RLIMIT_NOFILE is %d: raise LimitNOFILE= or lower --workers", cfg.Workers, need, fdsPerWorker, fdsOwn(cfg, listeners), limit)
 }
 
 // drainingBudget is how many draining workers the fds left over by the
