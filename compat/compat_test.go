@@ -133,7 +133,8 @@ func rolloutsUnderLoad(t *testing.T, cmd, args []string, closesUnread bool, roll
 		seen[slot] = true
 	}
 
-	load := testsd.StartLoad(url, 4, 4, 2*time.Millisecond)
+	const fresh = 4 // clients on fresh connections, and as many kept alive
+	load := testsd.StartLoad(url, fresh, 4, 2*time.Millisecond)
 	defer load.Stop()
 	for gen := 2; gen <= rollouts+1; gen++ {
 		resp, err := control.Call(ctx, ctl, control.Request{Command: control.CmdReload})
@@ -163,8 +164,11 @@ func rolloutsUnderLoad(t *testing.T, cmd, args []string, closesUnread bool, roll
 			}
 			t.Errorf("failed request: %s", f.Err)
 		}
-		if lost > 3 {
-			t.Errorf("%d fresh requests closed unread across %d rollouts: more than the shutdown race explains", lost, rollouts)
+		// The race loses what was accepted and unread at a worker's stop:
+		// at most one request of each fresh client, at each of the two
+		// stops of a rollout (4 in 2 rollouts was seen on a loaded machine).
+		if most := fresh * 2 * rollouts; lost > most {
+			t.Errorf("%d fresh requests closed unread across %d rollouts: more than the shutdown race explains (%d)", lost, rollouts, most)
 		}
 		t.Logf("%d requests across %d rollouts, %d closed unread by the server's shutdown", ok, rollouts, lost)
 	} else if failures != "" {

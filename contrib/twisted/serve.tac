@@ -43,7 +43,7 @@ class Channel(http.HTTPChannel):
 
 
 class Drain(service.Service):
-    """Stops with the listener: until each connection is answered or idle."""
+    """Stops after the listener: until each connection is answered or idle."""
 
     def stopService(self):
         super().stopService()
@@ -81,5 +81,11 @@ site = server.Site(root)
 site.protocol = Channel  # plain HTTP/1.1 (no TLS, so no HTTP/2 to negotiate)
 
 application = service.Application("web")
-strports.service("systemd:domain=INET:index=0", site).setServiceParent(application)
+# A MultiService stops its children in reverse order: the drain is added
+# first so that it starts once the listener has stopped accepting (its
+# stopListening takes the socket out of the reactor at once). Added after
+# it, the drain ran while the listener still accepted, and a connection
+# accepted after the drain's last look was closed unanswered (one fresh
+# request in 12 rollouts under load, in compat/).
 Drain().setServiceParent(application)
+strports.service("systemd:domain=INET:index=0", site).setServiceParent(application)
