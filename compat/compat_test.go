@@ -172,6 +172,9 @@ func rolloutsUnderLoad(t *testing.T, cmd, args []string, closesUnread bool, roll
 		}
 		t.Logf("%d requests across %d rollouts, %d closed unread by the server's shutdown", ok, rollouts, lost)
 	} else if failures != "" {
+		for _, f := range load.Failures() {
+			t.Logf("failed at %s: %s", f.Start.UTC().Format("15:04:05.000000"), f.Err)
+		}
 		t.Errorf("failed requests across %d rollouts (%d ok): %s", rollouts, ok, failures)
 	} else {
 		t.Logf("%d requests across %d rollouts, none failed", ok, rollouts)
