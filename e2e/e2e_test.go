@@ -465,6 +465,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 
 	plainWorkerSurvivesKill9(t, b, version)
 	contribWorkersUnderSandbox(t, b, version)
+	releaseDeploysUnderSandbox(t, b, version)
 	packageUpgrade(t, b, version)
 
 	// Removal leaves the running service running, and says so; purge
@@ -717,4 +718,77 @@ func rolloutCounters(metrics string) string {
 		}
 	}
 	return strings.Join(lines, "")
+}
+
+// releaseDeploysUnderSandbox deploys by release directories as Capistrano
+// and Deployer do, under the sandboxed unit `baton units --directory
+// /srv/myrel/current` writes, with Debian's gunicorn and contrib/deploy's
+// app, which reads its VERSION file by a relative path: each step reads
+// what every worker serves (release, directory, environment), under load.
+func releaseDeploysUnderSandbox(t *testing.T, b *box, version int) {
+	b.copyIn("../contrib/deploy/app.py", "/tmp/release-app.py")
+	b.must(`set -e; for v in v1 v2 v3; do mkdir -p /srv/myrel/releases/$v; cp /tmp/release-app.py /srv/myrel/releases/$v/app.py; echo $v > /srv/myrel/releases/$v/VERSION; done
+mkdir -p /srv/myrel/shared; printf '# settings\nGREETING=hello\n' > /srv/myrel/shared/app.env; ln -sfn releases/v1 /srv/myrel/current`)
+	b.must("baton units --name myrel --listen http=127.0.0.1:8070 --workers 2 --directory /srv/myrel/current " +
+		"--env-file /srv/myrel/shared/app.env --restart-backoff 50ms..1s --install -- /usr/bin/gunicorn --workers 1 app:app")
+	if unit := b.must("cat /etc/systemd/system/myrel.service"); !strings.Contains(unit, "--directory /srv/myrel/current") {
+		t.Fatalf("the unit does not pass --directory:\n%s", unit)
+	}
+	b.must("systemctl start myrel.socket myrel.service")
+	b.waitFor("myrel ready", "baton status myrel | grep -q '2/2 ready'", 30*time.Second)
+	point := func(v string) {
+		b.must("cd /srv/myrel && ln -sfn releases/" + v + " current.new && mv -T current.new current")
+	}
+	// serves checks that both slots answer from release v with greeting g.
+	serves := func(v, g string) {
+		t.Helper()
+		want := fmt.Sprintf("release %s dir /srv/myrel/releases/%s greeting %s slot ", v, v, g)
+		seen := map[string]bool{}
+		for i := 0; i < 200 && len(seen) < 2; i++ {
+			out := b.must("curl -sf http://127.0.0.1:8070/")
+			if !strings.HasPrefix(out, want) {
+				t.Fatalf("systemd %d: a worker answers %q, want %q...", version, out, want)
+			}
+			seen[strings.Fields(strings.TrimPrefix(out, want))[0]] = true
+		}
+		if len(seen) < 2 {
+			t.Fatalf("systemd %d: only slots %v answered", version, seen)
+		}
+	}
+	// crash stops slot's gunicorn behind baton's back (SIGTERM: it finishes
+	// its requests) and waits for its restart.
+	crash := func(slot int) {
+		t.Helper()
+		pid := strings.TrimSpace(b.must(fmt.Sprintf("baton status --json myrel | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"workers\"][%d][\"pid\"])'", slot)))
+		b.must("kill -TERM " + pid)
+		b.waitFor("slot restarted", fmt.Sprintf("baton status --json myrel | python3 -c 'import json,sys; w=json.load(sys.stdin)[\"workers\"][%d]; sys.exit(not (w[\"state\"]==\"ready\" and str(w[\"pid\"])!=\"%s\"))'", slot, pid), 30*time.Second)
+	}
+	serves("v1", "hello")
+	l := b.startLoadOf("http://127.0.0.1:8070/", 2, 2)
+
+	point("v2")
+	b.must("systemctl reload myrel")
+	serves("v2", "hello")
+	crash(0)
+	serves("v2", "hello")
+	point("v3") // moved, not reloaded: a crash restart stays in v2
+	crash(1)
+	serves("v2", "hello")
+	b.must("rm -rf /srv/myrel/releases/v1") // the release the service started in
+	b.must(`printf 'GREETING=bonjour\n' > /srv/myrel/shared/app.env && systemctl reload myrel`)
+	serves("v3", "bonjour")
+	b.must(`printf 'GREETING="open\n' > /srv/myrel/shared/app.env`)
+	if out, err := b.sh("systemctl reload myrel"); err == nil {
+		t.Errorf("systemd %d: reload with a broken environment file succeeded:\n%s", version, out)
+	}
+	b.waitFor("the reason in the journal", "journalctl -u myrel --no-pager | grep -q 'app.env:1: .*never closed'", 10*time.Second)
+	serves("v3", "bonjour")
+	b.must("baton rollback myrel")
+	serves("v2", "hello")
+	r := l.stop(t)
+	if r.Refused > 0 || len(r.Failures) > 0 || r.OK == 0 {
+		t.Errorf("systemd %d: release deploys: %d ok, %d refused, failed: %v", version, r.OK, r.Refused, r.Failures)
+	}
+	t.Logf("systemd %d: release directories under the sandbox: 2 deploys, 2 crash restarts, a pruned release, a refused environment file, a rollback; %d requests, none failed", version, r.OK)
+	b.must("systemctl stop myrel.service myrel.socket")
 }

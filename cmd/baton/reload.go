@@ -40,6 +40,7 @@ func reloadCommand() *cli.Command {
 			}
 			took := time.Duration(r.DurationSeconds * float64(time.Second)).Round(time.Millisecond)
 			fmt.Fprintf(c.App.Writer, "generation %d serves in all %d slots (rollout took %s)\n", r.To, r.Slots, took)
+			printChanges(c.App.Writer, r)
 			return nil
 		},
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime"
 	"syscall"
@@ -47,6 +46,9 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "strategy", Value: "rolling", Usage: "rolling, or blue-green: all new workers ready, then all old ones drain"},
 		&cli.DurationFlag{Name: "canary", Usage: "watch a rollout's first batch this long; an exit in that window aborts"},
 		&cli.DurationFlag{Name: "watchdog", Usage: "WATCHDOG_USEC given to workers; one that misses it gets SIGABRT, then SIGKILL, and is replaced (0: off)"},
+		&cli.StringFlag{Name: "directory", Usage: "the workers' working `PATH`, resolved through symlinks at each rollout and pinned for that generation (default: the directory baton started in)"},
+		&cli.StringSliceFlag{Name: "env", KeepSpace: true, Usage: "`KEY=VALUE` added to the workers' environment (repeatable)"},
+		&cli.StringSliceFlag{Name: "env-file", Usage: "`FILE` of KEY=VALUE lines in systemd's EnvironmentFile= syntax, re-read at each rollout and pinned (repeatable; relative to --directory; -FILE: may be missing)"},
 		&cli.StringFlag{Name: "check", Usage: "shell `CMD` run before each rollout (like nginx -t); non-zero aborts it"},
 		&cli.StringFlag{Name: "config", Usage: "TOML `FILE` with these settings (keys are the flag names, plus command), re-read at every rollout; flags given here win"},
 		&cli.StringFlag{Name: "log", Value: "journal", Usage: "worker output: journal (native journald entries with BATON_WORKER, BATON_GENERATION; prefixed lines on stderr when journald is not baton's stderr) or inherit"},
@@ -122,10 +124,12 @@ func runConfig(st settings, out outputs) (supervisor.Config, error) {
 	if len(cfg.Command) == 0 {
 		return cfg, fmt.Errorf("no worker command: baton run [flags] -- CMD [ARG...] (or command = [...] in --config)")
 	}
-	if _, err := exec.LookPath(cfg.Command[0]); err != nil {
-		return cfg, fmt.Errorf("worker command: %w", err)
-	}
+	// The command's program, the directory and the environment files are
+	// resolved by the supervisor for each new generation (pinned).
 	for _, step := range []func() error{
+		func() (err error) { cfg.Sources.Directory, err = st.String("directory"); return },
+		func() (err error) { cfg.Sources.Env, err = st.Strings("env"); return },
+		func() (err error) { cfg.Sources.EnvFiles, err = st.Strings("env-file"); return },
 		func() (err error) { cfg.Workers, err = st.Int("workers"); return },
 		func() (err error) { cfg.ReadyTimeout, err = st.Duration("ready-timeout"); return },
 		func() (err error) { cfg.DrainTimeout, err = st.Duration("drain-timeout"); return },

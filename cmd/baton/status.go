@@ -119,15 +119,21 @@ func printStatus(w io.Writer, st *control.Status) {
 		}
 	}
 	if r := st.LastRollout; r != nil {
-		if r.Kind == "scale" {
+		switch r.Kind {
+		case "scale":
 			fmt.Fprintf(w, "last scale: %s%s, took %s", r.State, sizes(r), secs(r.DurationSeconds))
-		} else {
+		case "rollback":
+			fmt.Fprintf(w, "last rollback: %s, generation %d to %d (the settings of %d), took %s", r.State, r.From, r.To, r.RollbackOf, secs(r.DurationSeconds))
+		default:
 			fmt.Fprintf(w, "last rollout: %s, generation %d to %d%s, took %s", r.State, r.From, r.To, sizes(r), secs(r.DurationSeconds))
 		}
 		if r.Error != "" {
 			fmt.Fprintf(w, ": %s", control.Printable(r.Error))
 		}
 		fmt.Fprintln(w)
+	}
+	for _, g := range st.Generations {
+		printGeneration(w, g)
 	}
 	if line := totalsLine(st.Totals); line != "" {
 		fmt.Fprintln(w, "since the start: "+line)
@@ -149,6 +155,21 @@ func printStatus(w io.Writer, st *control.Status) {
 			fmt.Fprintf(w, "    last change: %s\n", control.Printable(l.Changes[n-1]))
 		}
 	}
+}
+
+// printGeneration says what a generation's workers are started with: its
+// directory, command and environment (keys and digest, never values).
+func printGeneration(w io.Writer, g control.Generation) {
+	dir := g.Directory
+	if dir == "" {
+		dir = "(baton's own)"
+	}
+	env := "none added"
+	if len(g.EnvKeys) > 0 {
+		env = fmt.Sprintf("%d added (digest %s): %s", len(g.EnvKeys), g.EnvDigest, strings.Join(g.EnvKeys, " "))
+	}
+	fmt.Fprintf(w, "generation %d (%s):\n  directory %s\n  command %s\n  environment %s\n", g.Generation, g.Role,
+		control.Printable(dir), control.Printable(strings.Join(g.Command, " ")), control.Printable(env))
 }
 
 func printWorker(w io.Writer, wk control.Worker) {

@@ -28,6 +28,10 @@ func (f fakeHandler) Scale(_ context.Context, n int) (Rollout, error) {
 	return Rollout{From: 1, To: 1, State: "ok", Workers: n}, nil
 }
 
+func (f fakeHandler) Rollback(context.Context) (Rollout, error) {
+	return Rollout{Kind: "rollback", From: 2, To: 3, RollbackOf: 1, State: "ok"}, nil
+}
+
 func (f fakeHandler) Reload(context.Context) (Rollout, error) {
 	return Rollout{From: 1, To: 2, State: "failed"}, errors.New("worker 0 exited")
 }

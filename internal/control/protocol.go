@@ -29,6 +29,9 @@ const (
 	// CmdScale asks for a number of workers (Request.Workers): a rollout
 	// that adds or removes slots; the response comes when it has ended.
 	CmdScale = "scale"
+	// CmdRollback asks for a rollout of the previous generation's pinned
+	// settings; the response comes when it has ended.
+	CmdRollback = "rollback"
 	// CmdUpgrade asks baton to re-execute its binary in place. The
 	// connection is handed to the new image, which answers on it.
 	CmdUpgrade = "upgrade"
@@ -65,11 +68,13 @@ type Upgrade struct {
 
 // Rollout is a rollout in progress or ended.
 type Rollout struct {
-	// Kind is "reload" (a new generation, perhaps of another size) or
-	// "scale" (only the number of workers changes).
-	Kind string `json:"kind"`
-	From int    `json:"from"` // the generation serving when it began
-	To   int    `json:"to"`   // the generation rolled out; 0 if none was made
+	// Kind is "reload" (a new generation, perhaps of another size),
+	// "scale" (only the number of workers changes) or "rollback" (a new
+	// generation of the previous one's settings, RollbackOf).
+	Kind       string `json:"kind"`
+	RollbackOf int    `json:"rollback_of,omitempty"`
+	From       int    `json:"from"` // the generation serving when it began
+	To         int    `json:"to"`   // the generation rolled out; 0 if none was made
 	// State is checking, rolling, canary or rolling back while it runs,
 	// then ok or failed.
 	State string `json:"state"`
@@ -77,9 +82,12 @@ type Rollout struct {
 	Slots int    `json:"slots"` // slots it moves
 	// Workers is the number of slots it ends with when ok, WorkersFrom the
 	// number it began with (0 until it began rolling).
-	Workers         int       `json:"workers"`
-	WorkersFrom     int       `json:"workers_from"`
-	Error           string    `json:"error,omitempty"`
+	Workers     int    `json:"workers"`
+	WorkersFrom int    `json:"workers_from"`
+	Error       string `json:"error,omitempty"`
+	// Changes says what the new generation's pinned settings change
+	// (directory, command, environment keys; never a value).
+	Changes         []string  `json:"changes,omitempty"`
 	Started         time.Time `json:"started"`
 	DurationSeconds float64   `json:"duration_seconds"`
 }
@@ -104,7 +112,11 @@ type Status struct {
 	Draining  []Worker   `json:"draining"`
 	Incoming  []Worker   `json:"incoming"` // new workers a rollout is bringing up
 	Listeners []Listener `json:"listeners"`
-	Crashes   int        `json:"crashes"` // within the crash-limit window
+	// Generations are the pinned settings of the serving generation
+	// (first), of the previous one (what `baton rollback` rolls out) and
+	// of any other that still has workers (draining, incoming).
+	Generations []Generation `json:"generations"`
+	Crashes     int          `json:"crashes"` // within the crash-limit window
 	// What baton itself costs, as for a worker (its own process only).
 	CPUPercent float64 `json:"cpu_percent"`
 	CPUSeconds float64 `json:"cpu_seconds"`
@@ -140,6 +152,21 @@ type Worker struct {
 	RSSBytes     uint64  `json:"rss_bytes"`
 	TreeRSSBytes uint64  `json:"tree_rss_bytes"`
 	Processes    int     `json:"processes"`
+}
+
+// Generation is what a generation's workers are started with, as pinned
+// when it was made. The environment shows as its keys and a digest, never
+// its values.
+type Generation struct {
+	Generation int `json:"generation"`
+	// Role is serving, previous, incoming or draining.
+	Role      string   `json:"role"`
+	Directory string   `json:"directory"`
+	Command   []string `json:"command"`
+	// EnvDigest is a digest of the KEY=VALUE pairs baton adds (empty:
+	// none): equal digests, equal environments.
+	EnvDigest string   `json:"env_digest"`
+	EnvKeys   []string `json:"env_keys"`
 }
 
 // Listener is one listening socket that workers get.

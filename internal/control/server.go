@@ -28,6 +28,9 @@ type Handler interface {
 	// Scale changes the number of workers to n by a rollout and returns
 	// when it has ended.
 	Scale(ctx context.Context, n int) (Rollout, error)
+	// Rollback rolls out the previous generation's settings again and
+	// returns when it has ended.
+	Rollback(ctx context.Context) (Rollout, error)
 	// Upgrade re-executes the supervisor in place and hands conn to the new
 	// image, which answers on it. It returns only if the upgrade was
 	// refused or failed, with the reason.
@@ -276,6 +279,8 @@ func (s *Server) handle(req Request) Response {
 		return rolloutResponse(reload(s.ctx))
 	case CmdScale:
 		return rolloutResponse(s.handler.Scale(s.ctx, req.Workers))
+	case CmdRollback:
+		return rolloutResponse(s.handler.Rollback(s.ctx))
 	}
 	return Response{Error: fmt.Sprintf("unknown command %q", req.Command)}
 }

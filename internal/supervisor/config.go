@@ -20,6 +20,9 @@ import (
 // generation's workers, and the rest, which belongs to the process.
 type Config struct {
 	GenSettings
+	// Sources are where the pinned settings come from, resolved anew for
+	// each generation made from a re-read configuration (pin.go).
+	Sources        Sources
 	Workers        int
 	Listen         []activation.Spec
 	RestartBackoff Backoff
@@ -54,8 +57,21 @@ type Config struct {
 // or a stop signal always uses the settings of the worker's generation, and
 // they go whole to a re-executed image (a setting added here is handed over
 // with no more code).
+//
+// Command, Directory and Env are pinned: resolved when the generation is
+// made (pin.go), so every worker of it, crash restarts and scale-ups
+// included, runs the same release whatever a symlink or a file says later.
 type GenSettings struct {
-	Command      []string       `json:"command"`
+	// Command is the worker command, its program resolved to a path whose
+	// directories hold no symlink.
+	Command []string `json:"command"`
+	// Directory is the workers' working directory, symlinks resolved; empty
+	// (a state handed over by a baton that had no --directory) inherits
+	// baton's own.
+	Directory string `json:"directory,omitempty"`
+	// Env is what --env and --env-file add to the workers' environment,
+	// KEY=VALUE, each key once, over baton's own environment.
+	Env          []string       `json:"env,omitempty"`
 	Ready        Ready          `json:"ready"`
 	ReadyTimeout time.Duration  `json:"ready_timeout"`
 	DrainTimeout time.Duration  `json:"drain_timeout"`

@@ -39,13 +39,15 @@ type handoffState struct {
 	Listeners []handoffListener `json:"listeners"`
 	LastGen   int               `json:"last_gen"`
 	Serving   int               `json:"serving"`
-	Gens      []handoffGen      `json:"gens"`
-	Slots     []handoffSlot     `json:"slots"`
-	Workers   []handoffWorker   `json:"workers"`
-	Crashes   []time.Time       `json:"crashes"`
-	Last      *control.Rollout  `json:"last,omitempty"`
-	ReadySent bool              `json:"ready_sent"`
-	Totals    control.Totals    `json:"totals"`
+	// Previous is the generation `baton rollback` rolls out (0: none).
+	Previous  int              `json:"previous,omitempty"`
+	Gens      []handoffGen     `json:"gens"`
+	Slots     []handoffSlot    `json:"slots"`
+	Workers   []handoffWorker  `json:"workers"`
+	Crashes   []time.Time      `json:"crashes"`
+	Last      *control.Rollout `json:"last,omitempty"`
+	ReadySent bool             `json:"ready_sent"`
+	Totals    control.Totals   `json:"totals"`
 	// ConfiguredWorkers: the configuration's workers at the last reload, so
 	// that a change made before an upgrade still scales at the next reload.
 	ConfiguredWorkers int                `json:"configured_workers,omitempty"`
@@ -138,7 +140,7 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 	}
 	s.upgrading = true
 	s.log.Info("upgrade requested: asking the binary on disk for its handoff protocol", "exe", s.exe)
-	s.runHelper([]string{s.exe, "version"}, 10*time.Second, func(ok bool, out string) {
+	s.runHelper([]string{s.exe, "version"}, "/", s.baseEnv, 10*time.Second, func(ok bool, out string) {
 		if !ok {
 			fail(fmt.Errorf("%s version: %s", s.exe, out))
 			return
@@ -276,6 +278,10 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 		st.Listeners = append(st.Listeners, handoffListener{FD: fd, Name: l.Name, Source: s.source[l]})
 	}
 	gens := map[int]*genSpec{s.serving.gen: s.serving}
+	if s.previous != nil {
+		gens[s.previous.gen] = s.previous
+		st.Previous = s.previous.gen
+	}
 	for _, sl := range s.slots {
 		gens[sl.spec.gen] = sl.spec
 		pid := 0
@@ -375,7 +381,7 @@ func (s *Supervisor) adopt(st *handoffState) error {
 		cfg.GenSettings = g.GenSettings
 		gens[g.Gen] = &genSpec{gen: g.Gen, cfg: cfg}
 	}
-	s.lastGen, s.serving = st.LastGen, gens[st.Serving]
+	s.lastGen, s.serving, s.previous = st.LastGen, gens[st.Serving], gens[st.Previous]
 	s.crashes, s.last, s.readySent, s.totals = st.Crashes, st.Last, st.ReadySent, st.Totals
 	if st.ConfiguredWorkers > 0 {
 		s.configuredWorkers = st.ConfiguredWorkers

@@ -16,6 +16,8 @@ import (
 func TestGenSettingsHandedOverWhole(t *testing.T) {
 	in := handoffGen{Gen: 7, GenSettings: GenSettings{
 		Command:      []string{"/usr/bin/myapp", "--port", "0"},
+		Directory:    "/srv/myapp/releases/v2",
+		Env:          []string{"DATABASE_URL=postgres://db/app", "FEATURE_X=on"},
 		Ready:        Ready{Kind: ReadyHTTP, URL: "http://127.0.0.1:9{slot}/healthz"},
 		ReadyTimeout: 20 * time.Second,
 		DrainTimeout: 90 * time.Second,

@@ -27,10 +27,10 @@ type helper struct {
 	onExit func(ok bool, reason string)
 }
 
-// runHelper runs argv with the workers' environment, kills it after
+// runHelper runs argv in dir (empty: baton's own) with env, kills it after
 // timeout, and calls onExit on the loop with whether it exited 0 and its
 // output (or, when it failed, why, with its output).
-func (s *Supervisor) runHelper(argv []string, timeout time.Duration, onExit func(ok bool, out string)) {
+func (s *Supervisor) runHelper(argv []string, dir string, env []string, timeout time.Duration, onExit func(ok bool, out string)) {
 	command := strings.Join(argv, " ")
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -45,7 +45,8 @@ func (s *Supervisor) runHelper(argv []string, timeout time.Duration, onExit func
 		return
 	}
 	pid, err := s.world.forkExec(argv[0], argv, &syscall.ProcAttr{
-		Env:   s.baseEnv,
+		Env:   env,
+		Dir:   dir,
 		Files: []uintptr{devnull.Fd(), w.Fd(), w.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	})

@@ -36,6 +36,7 @@ func (fw *fakeWorld) world() world {
 			fw.procs[fw.pid] = p
 			return p, nil
 		},
+		pin: func(*Config, string) error { return nil },
 		forkExec: func(_ string, argv []string, _ *syscall.ProcAttr) (int, error) {
 			fw.pid++
 			fw.helpers = append(fw.helpers, argv)

@@ -124,7 +124,11 @@ func (s *Supervisor) rolloutRefused() string {
 // (scaleOnly), a scale. A scale asked for (wantSize) is carried out by the
 // rollout that begins, whichever it is.
 func (s *Supervisor) beginRollout(waiters []chan<- rolloutResult, replace bool) {
-	r := newRollout(s, s.serving, s.slots, replace)
+	var given *Config
+	if replace {
+		given = &s.serving.cfg
+	}
+	r := newRollout(s, s.serving, s.slots, given)
 	r.size, s.wantSize = s.wantSize, 0
 	r.waiters = waiters
 	s.rollout = r
@@ -133,7 +137,7 @@ func (s *Supervisor) beginRollout(waiters []chan<- rolloutResult, replace bool) 
 
 // beginScale begins a rollout that only changes the number of slots.
 func (s *Supervisor) beginScale(waiters []chan<- rolloutResult) {
-	r := newRollout(s, s.serving, nil, false)
+	r := newRollout(s, s.serving, nil, nil)
 	r.scaleOnly = true
 	r.size, s.wantSize = s.wantSize, 0
 	r.waiters = waiters
@@ -145,7 +149,10 @@ func (s *Supervisor) beginScale(waiters []chan<- rolloutResult) {
 // status, and unless another request came meanwhile, systemd hears
 // READY=1, on every path, and every waiting caller gets the result.
 func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
-	s.serving = r.serving()
+	if next := r.serving(); next != s.serving {
+		s.previous = s.serving // what `baton rollback` rolls out again
+		s.serving = next
+	}
 	s.last, s.lastEnded = &res, s.now()
 	s.rollout = nil
 	elapsed := s.now().Sub(r.started)
@@ -156,7 +163,7 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 	} else {
 		s.log.Info("rollout done", "gen", res.To, "took", took)
 	}
-	if err == nil && !r.scaleOnly && !r.sameConfig {
+	if err == nil && !r.scaleOnly && r.given == nil {
 		s.configuredWorkers = s.pendingConfigured // applied: a reload scales again only when it changes
 	}
 	switch {
@@ -190,6 +197,9 @@ func (s *Supervisor) load() (Config, error) {
 	if err := s.sizeFor(&cfg); err != nil {
 		return cfg, err
 	}
+	if err := s.world.pin(&cfg, s.startDir); err != nil {
+		return cfg, err
+	}
 	if !slices.Equal(specStrings(cfg), specStrings(s.cfg)) {
 		s.log.Warn("--listen changed: sockets are kept until the next restart")
 	}
@@ -212,7 +222,9 @@ func (s *Supervisor) runCheck(cfg Config, done func(error)) {
 		return
 	}
 	s.log.Info("running --check", "command", cfg.Check)
-	s.runHelper([]string{"/bin/sh", "-c", cfg.Check}, cfg.ReadyTimeout, func(ok bool, reason string) {
+	// In the generation's directory, with its environment: the check of a
+	// release is made where and as its workers will run.
+	s.runHelper([]string{"/bin/sh", "-c", cfg.Check}, cfg.Directory, workerEnv(s.baseEnv, cfg), cfg.ReadyTimeout, func(ok bool, reason string) {
 		if !ok {
 			done(fmt.Errorf("--check %q failed: %s", cfg.Check, reason))
 			return

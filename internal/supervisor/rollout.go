@@ -56,9 +56,14 @@ type rollout struct {
 	canaried bool
 	err      error // why it failed
 	failed   *proc // whose failure err describes, until its output is read
-	// sameConfig: a new generation of the serving configuration, neither
-	// re-read nor checked (the workers must be replaced, nothing deployed).
-	sameConfig bool
+	// given is the configuration to roll out when it is neither re-read
+	// nor checked: the serving one (the workers must be replaced, nothing
+	// deployed), or the previous generation's pinned settings (rollback).
+	given *Config
+	// rollbackOf is the generation whose settings a rollback rolls out.
+	rollbackOf int
+	// changes says what the new generation's pinned settings change.
+	changes []string
 	// scaleOnly: only the number of slots changes, to size; no new
 	// generation, nothing re-read.
 	scaleOnly bool
@@ -140,8 +145,11 @@ type rolloutHost interface {
 	now() time.Time
 }
 
-func newRollout(h rolloutHost, from *genSpec, targets []*slot, sameConfig bool) *rollout {
-	return &rollout{host: h, from: from, started: h.now(), targets: slices.Clone(targets), sameConfig: sameConfig}
+// newRollout makes a rollout from the serving generation from. given, if
+// not nil, is the configuration to roll out (see rollout.given); else it is
+// re-read and checked.
+func newRollout(h rolloutHost, from *genSpec, targets []*slot, given *Config) *rollout {
+	return &rollout{host: h, from: from, started: h.now(), targets: slices.Clone(targets), given: given}
 }
 
 // enter is every phase change, with what the new phase begins with.
@@ -158,8 +166,8 @@ func (r *rollout) enter(p phase) {
 			r.checked(r.from.cfg, nil)
 			return
 		}
-		if r.sameConfig {
-			r.checked(r.from.cfg, nil)
+		if r.given != nil {
+			r.checked(*r.given, nil)
 			return
 		}
 		cfg, err := r.host.load()
@@ -236,11 +244,19 @@ func (r *rollout) checked(cfg Config, err error) {
 		r.to = r.host.newGen(cfg)
 	}
 	r.resize()
-	if r.scaleOnly {
-		r.host.logger().Info("scaling", "workers", r.size, "was", r.fromSize, "gen", r.to.gen)
-	} else {
-		r.host.logger().Info("rollout begun", "from", r.from.gen, "to", r.to.gen, "command", cfg.Command, "surge", r.surge(),
-			"workers", r.size, "was", r.fromSize)
+	log := r.host.logger()
+	switch {
+	case r.scaleOnly:
+		log.Info("scaling", "workers", r.size, "was", r.fromSize, "gen", r.to.gen)
+	default:
+		r.changes = changes(r.from.cfg.GenSettings, r.to.cfg.GenSettings)
+		args := []any{"from", r.from.gen, "to", r.to.gen, "command", r.to.cfg.Command, "directory", r.to.cfg.Directory,
+			"env", envDigest(r.to.cfg.Env), "changed", strings.Join(r.changes, "; "), "surge", r.surge(), "workers", r.size, "was", r.fromSize}
+		if r.rollbackOf != 0 {
+			log.Info("rollback begun: rolling out an earlier generation's settings again", append(args, "settings_of", r.rollbackOf)...)
+		} else {
+			log.Info("rollout begun", args...)
+		}
 	}
 	r.enter(phaseRolling)
 }
@@ -251,7 +267,7 @@ func (r *rollout) resize() {
 	r.fromSize = r.host.slotCount()
 	switch {
 	case r.size > 0: // asked for
-	case r.sameConfig:
+	case r.given != nil:
 		r.size = r.fromSize
 	default:
 		r.size = r.to.cfg.Workers
@@ -478,9 +494,14 @@ func (r *rollout) describe() control.Rollout {
 		Started:         r.started,
 		DurationSeconds: r.host.now().Sub(r.started).Seconds(),
 	}
-	if r.scaleOnly {
+	switch {
+	case r.scaleOnly:
 		res.Kind = "scale"
+	case r.rollbackOf != 0:
+		res.Kind = "rollback"
+		res.RollbackOf = r.rollbackOf
 	}
+	res.Changes = r.changes
 	if r.to != nil {
 		res.To = r.to.gen
 	}

@@ -155,7 +155,7 @@ func newMachine(t *testing.T, n int, cfg Config) *machine {
 		m.slots = append(m.slots, sl)
 	}
 	h.slots = slices.Clone(m.slots)
-	m.r = newRollout(h, from, m.slots, false)
+	m.r = newRollout(h, from, m.slots, nil)
 	return m
 }
 

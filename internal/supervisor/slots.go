@@ -112,6 +112,7 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		ShimArgv:    cfg.ShimArgv,
 		Command:     cfg.Command,
 		Env:         workerEnv(s.baseEnv, cfg),
+		Dir:         cfg.Directory,
 		Listeners:   s.listeners,
 		Slot:        sl.index,
 		Generation:  spec.gen,
@@ -156,10 +157,7 @@ func (s *Supervisor) awaitReady(w *proc) {
 	sl := w.slot
 	w.timers = append(w.timers, s.after(w.started.Add(cfg.ReadyTimeout).Sub(s.now()), func() {
 		if w.state == stateStarting && !w.exited {
-			w.failed = fmt.Sprintf("not ready within --ready-timeout %s", cfg.ReadyTimeout)
-			w.cause = control.CauseNotReady
-			s.log.Error("worker not ready in time: killing it", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, "timeout", cfg.ReadyTimeout)
-			w.p.Kill()
+			s.notReady(w, fmt.Sprintf("not ready within --ready-timeout %s", cfg.ReadyTimeout))
 		}
 	}))
 	switch cfg.Ready.Kind {
@@ -195,7 +193,11 @@ func (s *Supervisor) onNotify(pid int, m notify.Message) {
 	if _, ok := m["WATCHDOG"]; ok || m["WATCHDOG_USEC"] != "" {
 		s.onWatchdogMessage(w, m)
 	}
-	if m.Is("READY", "1") {
+	// READY=1 decides only under --ready notify: under a probe it must not
+	// cut the probe short (gunicorn says READY=1 once booted, while the
+	// probe that checks its database still fails), nor a delay or the
+	// accept that --ready listening waits for.
+	if m.Is("READY", "1") && w.spec.cfg.Ready.Kind == ReadyNotify {
 		s.onReady(w)
 	}
 }
@@ -264,23 +266,59 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 	if w.failed != "" {
 		reason, cause = w.failed, w.cause
 	}
-	switch {
-	case w.state == stateDraining:
+	if w.state == stateDraining {
 		s.log.Info("worker stopped", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, "exit", how)
-	case s.rollout != nil && (wasNext || w.spec == s.rollout.to && s.rollout.to != s.rollout.from):
-		// A worker of the generation being rolled out failed: that aborts
-		// the rollout, and never counts against the serving generation's
-		// crash limit.
-		s.log.Error("new worker failed", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, "exit", how, "reason", reason)
-		s.totals.CountNewWorkerFailure(cause)
-		s.rollout.workerFailed(w, reason)
-	default:
-		s.log.Error("worker exited unexpectedly", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen,
-			"exit", how, "reason", reason, "uptime", s.now().Sub(w.started).Round(time.Millisecond))
-		s.totals.CountCrash(cause)
-		s.onCrash(sl, s.now().Sub(w.started))
+	} else {
+		s.lost(w, wasNext, "exit", how, reason, cause)
 	}
 	s.updateStatus()
+}
+
+// notReady takes a worker that did not become ready in time out of its
+// slot and drains it like an old worker (its generation's stop signal, its
+// drain timeout, SIGKILL only at that deadline): it may already hold
+// connections from the shared socket, since a server that never says
+// READY=1 or whose probe fails on a dependency accepts like any other, and
+// a SIGKILL would cut them. Its slot goes on at once: the rollout it
+// belongs to aborts, or the slot restarts as after a crash.
+func (s *Supervisor) notReady(w *proc, reason string) {
+	w.failed, w.cause = reason, control.CauseNotReady
+	if w.cancel != nil {
+		w.cancel()
+	}
+	sl := w.slot
+	wasNext := sl.next == w
+	if sl.w == w {
+		sl.w = nil
+	}
+	if wasNext {
+		sl.next = nil
+	}
+	s.drain(w)
+	s.lost(w, wasNext, "state", "draining", reason, control.CauseNotReady)
+	s.updateStatus()
+}
+
+// lost handles a worker that left its slot without being asked: it exited,
+// or it was not ready in time (how says which, under key). A worker of the
+// generation being rolled out aborts the rollout, and never counts against
+// the serving generation's crash limit; any other is a crash.
+func (s *Supervisor) lost(w *proc, wasNext bool, key, how, reason, cause string) {
+	sl := w.slot
+	if s.rollout != nil && (wasNext || w.spec == s.rollout.to && s.rollout.to != s.rollout.from) {
+		s.log.Error("new worker failed", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, key, how, "reason", reason)
+		s.totals.CountNewWorkerFailure(cause)
+		s.rollout.workerFailed(w, reason)
+		return
+	}
+	msg := "worker exited unexpectedly"
+	if key != "exit" {
+		msg = "worker not ready in time: draining it"
+	}
+	s.log.Error(msg, "slot", sl.index, "pid", w.pid, "gen", w.spec.gen,
+		key, how, "reason", reason, "uptime", s.now().Sub(w.started).Round(time.Millisecond))
+	s.totals.CountCrash(cause)
+	s.onCrash(sl, s.now().Sub(w.started))
 }
 
 // onCrash counts a crash against the limit and schedules the slot's restart.

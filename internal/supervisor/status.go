@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,6 +120,7 @@ func (s *Supervisor) snapshot() control.Status {
 		st.Rollout = &r
 	}
 	st.LastRollout = s.last
+	st.Generations = s.generations()
 	for _, sl := range s.slots {
 		if sl.next != nil {
 			st.Incoming = append(st.Incoming, s.describe(sl.next, now))
@@ -137,6 +139,40 @@ func (s *Supervisor) snapshot() control.Status {
 			Listening: ss.Listening, NonBlocking: ss.NonBlocking, Backlog: ss.Backlog, Changes: ss.changes, Error: ss.err})
 	}
 	return st
+}
+
+// generations describes the pinned settings of the serving generation, of
+// one a rollout brings in, of those with draining workers, and of the
+// previous one.
+func (s *Supervisor) generations() []control.Generation {
+	out := []control.Generation{}
+	add := func(g *genSpec, role string) {
+		for _, e := range out {
+			if e.Generation == g.gen {
+				return
+			}
+		}
+		out = append(out, control.Generation{Generation: g.gen, Role: role, Directory: g.cfg.Directory,
+			Command: g.cfg.Command, EnvDigest: envDigest(g.cfg.Env), EnvKeys: envKeys(g.cfg.Env)})
+	}
+	add(s.serving, "serving")
+	if r := s.rollout; r != nil && r.to != nil {
+		add(r.to, "incoming")
+	}
+	var draining []*genSpec
+	for _, w := range s.workers {
+		if w.state == stateDraining {
+			draining = append(draining, w.spec)
+		}
+	}
+	slices.SortFunc(draining, func(a, b *genSpec) int { return b.gen - a.gen })
+	for _, g := range draining {
+		add(g, "draining")
+	}
+	if s.previous != nil {
+		add(s.previous, "previous")
+	}
+	return out
 }
 
 func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {

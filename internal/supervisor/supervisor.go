@@ -81,11 +81,17 @@ type Supervisor struct {
 	done       chan struct{}
 
 	serving *genSpec // the last generation that served in every slot
-	lastGen int      // the highest generation number given out
-	slots   []*slot
-	workers map[int]*proc   // every live worker we started, by pid
-	helpers map[int]*helper // every live helper command (--check), by pid
-	rollout *rollout        // the rollout in progress, if any
+	// previous is the generation that served before serving, what `baton
+	// rollback` rolls out again; nil until a rollout has replaced one.
+	previous *genSpec
+	// startDir is the directory baton started in: the workers' directory
+	// without --directory (pin.go).
+	startDir string
+	lastGen  int // the highest generation number given out
+	slots    []*slot
+	workers  map[int]*proc   // every live worker we started, by pid
+	helpers  map[int]*helper // every live helper command (--check), by pid
+	rollout  *rollout        // the rollout in progress, if any
 	// wantSize is a `baton scale` not begun yet (0: none); configuredWorkers
 	// the configuration's workers at the last reload that ended ok (or the
 	// start), pendingConfigured at the reload in progress (scale.go).
@@ -127,6 +133,21 @@ func newIn(wd world, load func() (Config, error)) (*Supervisor, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
+	// The directory baton started in is where the workers work unless
+	// --directory says otherwise. Getwd prefers $PWD when it names the same
+	// directory, so a baton started in a `current` symlink follows it.
+	startDir, err := os.Getwd()
+	if err != nil {
+		startDir = "" // a deleted directory: the workers inherit it, as before
+	}
+	// A re-executed image takes its generations, pinned, from the handoff:
+	// what the directory or the files say now is for the next rollout, and
+	// an error in them must not end a running service.
+	if wd.getenv(handoffEnv) == "" {
+		if err := wd.pin(&cfg, startDir); err != nil {
+			return nil, err
+		}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -136,9 +157,10 @@ func newIn(wd world, load func() (Config, error)) (*Supervisor, error) {
 		return nil, fmt.Errorf("find baton's own binary: %w", err)
 	}
 	return &Supervisor{
-		world: wd,
-		exe:   exe,
-		cfg:   cfg,
+		world:    wd,
+		exe:      exe,
+		cfg:      cfg,
+		startDir: startDir,
 		// What the configuration says of workers at the start; a reload
 		// that says otherwise scales.
 		configuredWorkers: cfg.Workers,

@@ -93,12 +93,3 @@ func (s *Supervisor) watchdogExpired(w *proc, triggered bool) {
 func (s *Supervisor) pingSystemd() {
 	s.tell("WATCHDOG=1")
 }
-
-// workerEnv adds what a generation's settings give every worker.
-func workerEnv(base []string, cfg Config) []string {
-	if cfg.Watchdog <= 0 {
-		return base
-	}
-	// WATCHDOG_PID is set by the exec shim, to the worker's own pid.
-	return append(base[:len(base):len(base)], fmt.Sprintf("WATCHDOG_USEC=%d", cfg.Watchdog.Microseconds()))
-}

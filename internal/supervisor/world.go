@@ -26,6 +26,10 @@ type world struct {
 	forkExec func(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error)
 	// usage reads what a process costs, and its tree (resources.go).
 	usage func(pid int) (own, tree proctree.Usage, procs int)
+	// pin resolves a configuration's directory, program and environment
+	// files for a new generation (pin.go); startDir is baton's working
+	// directory at start.
+	pin func(cfg *Config, startDir string) error
 }
 
 func realWorld() world {
@@ -43,5 +47,8 @@ func realWorld() world {
 		},
 		forkExec: syscall.ForkExec,
 		usage:    usageOf,
+		pin: func(cfg *Config, startDir string) error {
+			return pin(cfg, startDir, os.Getenv("PATH"))
+		},
 	}
 }

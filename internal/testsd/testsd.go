@@ -71,6 +71,9 @@ type Datagram struct {
 
 // Systemd is one stand-in service manager.
 type Systemd struct {
+	// Dir is the working directory of the services it starts (as a unit's
+	// WorkingDirectory=); empty: the test's.
+	Dir  string
 	t    testing.TB
 	sock *notify.Socket
 	mu   sync.Mutex
@@ -237,7 +240,7 @@ func (sd *Systemd) StartFDs(bins Bins, fds []NamedFD, extraEnv []string, args ..
 	env := activation.ChildEnv(os.Environ(), names)
 	env = append(env, "NOTIFY_SOCKET="+sd.Addr())
 	env = append(env, extraEnv...)
-	return start(sd.t, bins.Baton, append([]string{"shim", bins.Baton}, args...), env, files)
+	return start(sd.t, bins.Baton, append([]string{"shim", bins.Baton}, args...), env, files, sd.Dir)
 }
 
 // StartPlain runs baton without any systemd: no sockets, no NOTIFY_SOCKET.
@@ -249,12 +252,13 @@ func StartPlain(t testing.TB, bins Bins, args ...string) *Service {
 			env = append(env, kv)
 		}
 	}
-	return start(t, bins.Baton, args, env, nil)
+	return start(t, bins.Baton, args, env, nil, "")
 }
 
-func start(t testing.TB, bin string, args, env []string, files []*os.File) *Service {
+func start(t testing.TB, bin string, args, env []string, files []*os.File, dir string) *Service {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
 	cmd.Env = env
 	cmd.ExtraFiles = files
 	out := &SyncBuffer{}

@@ -35,7 +35,10 @@ type Spec struct {
 	ShimArgv []string
 	Command  []string
 	// Env is the base environment, without the variables this package sets.
-	Env        []string
+	Env []string
+	// Dir is the worker's working directory; empty inherits the
+	// supervisor's.
+	Dir        string
 	Listeners  []*activation.Listener
 	Slot       int
 	Generation int
@@ -175,6 +178,7 @@ func Start(spec Spec) (*Process, error) {
 	argv := append(append([]string{}, spec.ShimArgv...), spec.Command...)
 	pid, err := syscall.ForkExec(spec.ShimPath, argv, &syscall.ProcAttr{
 		Env:   env,
+		Dir:   spec.Dir,
 		Files: files,
 		Sys: &syscall.SysProcAttr{
 			// Its own process group: a terminal's Ctrl-C reaches only
