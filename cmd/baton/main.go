@@ -15,7 +15,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := newApp().RunContext(ctx, os.Args); err != nil {
+	if completingAfterDashes(os.Args) {
+		return
+	}
+	app := newApp()
+	if err := app.RunContext(ctx, reorderArgs(app, os.Args)); err != nil {
 		// Errors can quote a worker's output (a failed rollout's reason).
 		// A stderr nobody reads must not keep baton from exiting.
 		written := make(chan struct{})

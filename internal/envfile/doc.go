@@ -73,9 +73,11 @@
 //     keeps whatever followed the quote as the value;
 //   - a UTF-8 byte order mark at the start of the file: systemd makes it part
 //     of the first key, which is then invalid and dropped;
-//   - a comment line ending in a backslash followed by more lines: systemd
-//     before v254 (Debian 12 has 252) also swallows the next line, v254 and
-//     later do not, so the file means different things on different hosts;
+//   - a comment line ending in a backslash (LF or lone CR after it) followed
+//     by more of the file: systemd before v254 (Debian 12 has 252) also
+//     swallows the next line, v254 and later do not, so the file means
+//     different things on different hosts (with CRLF, or at the end of the
+//     file, both agree, and Parse accepts it);
 //   - a file larger than MaxSize bytes, or with more than MaxVars
 //     assignments, or a key longer than MaxKeyLen bytes (systemd's bounds are
 //     those of ARG_MAX).

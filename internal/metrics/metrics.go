@@ -112,8 +112,8 @@ func Format(st *control.Status) []byte {
 
 	e.one("baton_rollout_in_progress", gauge, "1 while a rollout (a reload or a scale) runs.", boolValue(st.Rollout != nil))
 	t := &st.Totals
-	e.family("baton_rollouts_total", counter, "Rollouts ended, by kind (reload, scale) and result (ok, failed).")
-	for _, kind := range []string{"reload", "scale"} {
+	e.family("baton_rollouts_total", counter, "Rollouts ended, by kind (reload, scale, rollback) and result (ok, failed).")
+	for _, kind := range []string{"reload", "scale", "rollback"} {
 		for _, result := range []string{"ok", "failed"} {
 			e.sample("baton_rollouts_total", float64(t.Rollouts[kind][result]), "kind", kind, "result", result)
 		}

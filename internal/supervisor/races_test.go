@@ -22,6 +22,7 @@ type fakeWorld struct {
 	pid     int
 	procs   map[int]*fakeProcess
 	helpers [][]string // the argv of each helper command started
+	specs   []worker.Spec // what each worker was started from
 }
 
 func (fw *fakeWorld) world() world {
@@ -32,6 +33,7 @@ func (fw *fakeWorld) world() world {
 		afterFunc: fw.clock.afterFunc,
 		start: func(spec worker.Spec) (process, error) {
 			fw.pid++
+			fw.specs = append(fw.specs, spec)
 			p := newFakeProcess(fw.pid, spec.Slot, spec.Generation, fw.clock.now)
 			fw.procs[fw.pid] = p
 			return p, nil
