@@ -21,7 +21,7 @@ type fakeWorld struct {
 	clock   fakeClock
 	pid     int
 	procs   map[int]*fakeProcess
-	helpers [][]string // the argv of each helper command started
+	helpers [][]string    // the argv of each helper command started
 	specs   []worker.Spec // what each worker was started from
 }
 
