@@ -206,6 +206,25 @@ func executable(p string) (string, error) {
 	return p, nil
 }
 
+// stillThere checks that a pinned generation's directory and program are
+// still there (a pruned release is not), so that a rollback to it fails
+// before any worker starts, saying what is gone.
+func stillThere(g GenSettings) error {
+	if g.Directory != "" {
+		if fi, err := os.Stat(g.Directory); err != nil {
+			return fmt.Errorf("its directory %w", unwrapPath(err))
+		} else if !fi.IsDir() {
+			return fmt.Errorf("its directory %s is not a directory", g.Directory)
+		}
+	}
+	if len(g.Command) > 0 && filepath.IsAbs(g.Command[0]) {
+		if _, err := executable(g.Command[0]); err != nil {
+			return fmt.Errorf("its program %w", err)
+		}
+	}
+	return nil
+}
+
 // unwrapPath turns a *fs.PathError into "PATH: reason" without the
 // operation's name ("lstat"), which says nothing to a user.
 func unwrapPath(err error) error {

@@ -38,7 +38,8 @@ func (fw *fakeWorld) world() world {
 			fw.procs[fw.pid] = p
 			return p, nil
 		},
-		pin: func(*Config, string) error { return nil },
+		pin:        func(*Config, string) error { return nil },
+		stillThere: func(GenSettings) error { return nil },
 		forkExec: func(_ string, argv []string, _ *syscall.ProcAttr) (int, error) {
 			fw.pid++
 			fw.helpers = append(fw.helpers, argv)

@@ -34,6 +34,10 @@ func (s *Supervisor) requestRollback(reply chan<- rolloutResult) {
 		err = fmt.Errorf("a %s is in progress: roll back when it has ended (%w)", s.rollout.describe().Kind, control.ErrBusy)
 	case s.previous == nil:
 		err = fmt.Errorf("no previous generation to roll back to: generation %d is the first this baton has served since the service started", s.serving.gen)
+	default:
+		if gone := s.world.stillThere(s.previous.cfg.GenSettings); gone != nil {
+			err = fmt.Errorf("generation %d cannot run again: %w", s.previous.gen, gone)
+		}
 	}
 	if err != nil {
 		s.log.Warn("rollback refused", "err", err)

@@ -30,6 +30,9 @@ type world struct {
 	// files for a new generation (pin.go); startDir is baton's working
 	// directory at start.
 	pin func(cfg *Config, startDir string) error
+	// stillThere checks that a pinned generation's directory and program
+	// still exist, without resolving anything again (a rollback's).
+	stillThere func(g GenSettings) error
 }
 
 func realWorld() world {
@@ -50,5 +53,6 @@ func realWorld() world {
 		pin: func(cfg *Config, startDir string) error {
 			return pin(cfg, startDir, os.Getenv("PATH"))
 		},
+		stillThere: stillThere,
 	}
 }
