@@ -728,7 +728,11 @@ func rolloutCounters(metrics string) string {
 func releaseDeploysUnderSandbox(t *testing.T, b *box, version int) {
 	b.copyIn("../contrib/deploy/app.py", "/tmp/release-app.py")
 	b.must(`set -e; for v in v1 v2 v3; do mkdir -p /srv/myrel/releases/$v; cp /tmp/release-app.py /srv/myrel/releases/$v/app.py; echo $v > /srv/myrel/releases/$v/VERSION; done
-mkdir -p /srv/myrel/shared; printf '# settings\nGREETING=hello\n' > /srv/myrel/shared/app.env; ln -sfn releases/v1 /srv/myrel/current`)
+mkdir -p /srv/myrel/shared; printf '# settings\nGREETING=hello\nDATABASE_URL=postgres://app:s3cr3t-pw@db/app\n' > /srv/myrel/shared/app.env; ln -sfn releases/v1 /srv/myrel/current`)
+	// The file holds a secret: root's, readable by the group the sandboxed
+	// service (a dynamic user) is given, as docs/deploying.md says.
+	b.must(`set -e; groupadd --system myrel-secrets; chgrp myrel-secrets /srv/myrel/shared/app.env; chmod 0640 /srv/myrel/shared/app.env
+mkdir -p /etc/systemd/system/myrel.service.d; printf '[Service]\nSupplementaryGroups=myrel-secrets\n' > /etc/systemd/system/myrel.service.d/secrets.conf`)
 	b.must("baton units --name myrel --listen http=127.0.0.1:8070 --workers 2 --directory /srv/myrel/current " +
 		"--env-file /srv/myrel/shared/app.env --restart-backoff 50ms..1s --install -- /usr/bin/gunicorn --workers 1 app:app")
 	if unit := b.must("cat /etc/systemd/system/myrel.service"); !strings.Contains(unit, "--directory /srv/myrel/current") {
@@ -775,7 +779,7 @@ mkdir -p /srv/myrel/shared; printf '# settings\nGREETING=hello\n' > /srv/myrel/s
 	crash(1)
 	serves("v2", "hello")
 	b.must("rm -rf /srv/myrel/releases/v1") // the release the service started in
-	b.must(`printf 'GREETING=bonjour\n' > /srv/myrel/shared/app.env && systemctl reload myrel`)
+	b.must(`printf 'GREETING=bonjour\nDATABASE_URL=postgres://app:s3cr3t-pw@db/app\n' > /srv/myrel/shared/app.env && systemctl reload myrel`)
 	serves("v3", "bonjour")
 	b.must(`printf 'GREETING="open\n' > /srv/myrel/shared/app.env`)
 	if out, err := b.sh("systemctl reload myrel"); err == nil {
@@ -785,6 +789,9 @@ mkdir -p /srv/myrel/shared; printf '# settings\nGREETING=hello\n' > /srv/myrel/s
 	serves("v3", "bonjour")
 	b.must("baton rollback myrel")
 	serves("v2", "hello")
+	if out := b.must("journalctl -u myrel --no-pager -o verbose; baton status --json myrel; baton status myrel"); strings.Contains(out, "s3cr3t") {
+		t.Errorf("systemd %d: the environment file's secret shows in the journal or status", version)
+	}
 	r := l.stop(t)
 	if r.Refused > 0 || len(r.Failures) > 0 || r.OK == 0 {
 		t.Errorf("systemd %d: release deploys: %d ok, %d refused, failed: %v", version, r.OK, r.Refused, r.Failures)

@@ -36,8 +36,6 @@ func newApp() *cli.App {
 		ExitErrHandler:  func(*cli.Context, error) {},
 		OnUsageError:    usageError,
 		HideHelpCommand: true,
-		// --env values hold commas (HOSTS=a,b): one flag, one value.
-		DisableSliceFlagSeparator: true,
 		// contrib/completion/baton.bash asks with --generate-bash-completion.
 		EnableBashCompletion: true,
 		Description: "baton runs as the main process of a systemd service, takes the listening sockets systemd\n" +

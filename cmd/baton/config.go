@@ -124,6 +124,9 @@ func (s settings) Duration(name string) (time.Duration, error) {
 func (s settings) Strings(name string) ([]string, error) {
 	v, ok := s.fromFile(name)
 	if !ok {
+		if l, isList := listValues(s.c, name); isList {
+			return l, nil
+		}
 		return s.c.StringSlice(name), nil
 	}
 	return s.stringList(name, v)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,8 +48,8 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "canary", Usage: "watch a rollout's first batch this long; an exit in that window aborts"},
 		&cli.DurationFlag{Name: "watchdog", Usage: "WATCHDOG_USEC given to workers; one that misses it gets SIGABRT, then SIGKILL, and is replaced (0: off)"},
 		&cli.StringFlag{Name: "directory", Usage: "the workers' working `PATH`, resolved through symlinks at each rollout and pinned for that generation (default: the directory baton started in)"},
-		&cli.StringSliceFlag{Name: "env", KeepSpace: true, Usage: "`KEY=VALUE` added to the workers' environment (repeatable)"},
-		&cli.StringSliceFlag{Name: "env-file", Usage: "`FILE` of KEY=VALUE lines in systemd's EnvironmentFile= syntax, re-read at each rollout and pinned (repeatable; relative to --directory; -FILE: may be missing)"},
+		&cli.GenericFlag{Name: "env", Value: &valueList{}, Usage: "`KEY=VALUE` added to the workers' environment (repeatable)"},
+		&cli.GenericFlag{Name: "env-file", Value: &valueList{}, Usage: "`FILE` of KEY=VALUE lines in systemd's EnvironmentFile= syntax, re-read at each rollout and pinned (repeatable; relative to --directory; -FILE: may be missing)"},
 		&cli.StringFlag{Name: "check", Usage: "shell `CMD` run before each rollout (like nginx -t); non-zero aborts it"},
 		&cli.StringFlag{Name: "config", Usage: "TOML `FILE` with these settings (keys are the flag names, plus command), re-read at every rollout; flags given here win"},
 		&cli.StringFlag{Name: "log", Value: "journal", Usage: "worker output: journal (native journald entries with BATON_WORKER, BATON_GENERATION; prefixed lines on stderr when journald is not baton's stderr) or inherit"},
@@ -189,4 +190,22 @@ func parsed[T any](st settings, name string, parse func(string) (T, error), dst 
 	}
 	*dst, err = parse(v)
 	return err
+}
+
+// valueList is a repeatable flag whose every value is taken whole: unlike
+// cli.StringSliceFlag it never splits a value at its commas (HOSTS=a,b is
+// one --env), and it leaves how the other list flags split as it was
+// (--listen a,b is two sockets, in command lines already running).
+type valueList []string
+
+func (l *valueList) Set(v string) error { *l = append(*l, v); return nil }
+func (l *valueList) String() string     { return strings.Join(*l, " ") }
+
+// listValues is the values of a valueList flag, nil if it is not one.
+func listValues(c *cli.Context, name string) ([]string, bool) {
+	l, ok := c.Generic(name).(*valueList)
+	if !ok || l == nil {
+		return nil, ok
+	}
+	return *l, true
 }

@@ -75,6 +75,12 @@ func unitsAction(c *cli.Context) error {
 			}
 			continue
 		}
+		if l, ok := listValues(c, name); ok {
+			for _, v := range l {
+				o.RunArgs = append(o.RunArgs, "--"+name, v)
+			}
+			continue
+		}
 		o.RunArgs = append(o.RunArgs, "--"+name, fmt.Sprint(c.Value(name)))
 	}
 	o.SystemdVersion = c.Int("systemd-version")

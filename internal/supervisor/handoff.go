@@ -40,7 +40,11 @@ type handoffState struct {
 	LastGen   int               `json:"last_gen"`
 	Serving   int               `json:"serving"`
 	// Previous is the generation `baton rollback` rolls out (0: none).
-	Previous  int              `json:"previous,omitempty"`
+	Previous int `json:"previous,omitempty"`
+	// StartDir is the directory the first image started in, the default
+	// --directory: getcwd in the new image may name another (a $PWD
+	// symlink that has moved on since) or none (a pruned release).
+	StartDir  string           `json:"start_dir,omitempty"`
 	Gens      []handoffGen     `json:"gens"`
 	Slots     []handoffSlot    `json:"slots"`
 	Workers   []handoffWorker  `json:"workers"`
@@ -261,7 +265,8 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 	st := handoffState{
 		Protocol: HandoffProtocol, LastGen: s.lastGen, Serving: s.serving.gen,
 		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, Totals: s.totals, ConfiguredWorkers: s.configuredWorkers, ReplyFD: -1, ControlFD: -1, MetricsFD: -1, NotifyDir: s.notifyDir,
-		Old: handoffPredecessor{Exe: s.exe, Version: s.cfg.Version},
+		Old:      handoffPredecessor{Exe: s.exe, Version: s.cfg.Version},
+		StartDir: s.startDir,
 	}
 	dup := func(fd int) (int, error) {
 		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD, 0)
@@ -382,6 +387,9 @@ func (s *Supervisor) adopt(st *handoffState) error {
 		gens[g.Gen] = &genSpec{gen: g.Gen, cfg: cfg}
 	}
 	s.lastGen, s.serving, s.previous = st.LastGen, gens[st.Serving], gens[st.Previous]
+	if st.StartDir != "" {
+		s.startDir = st.StartDir
+	}
 	s.crashes, s.last, s.readySent, s.totals = st.Crashes, st.Last, st.ReadySent, st.Totals
 	if st.ConfiguredWorkers > 0 {
 		s.configuredWorkers = st.ConfiguredWorkers

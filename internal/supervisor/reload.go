@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"time"
 
@@ -150,7 +151,12 @@ func (s *Supervisor) beginScale(waiters []chan<- rolloutResult) {
 // READY=1, on every path, and every waiting caller gets the result.
 func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 	if next := r.serving(); next != s.serving {
-		s.previous = s.serving // what `baton rollback` rolls out again
+		// What `baton rollback` rolls out again: the last generation that
+		// ran something else (a reload that changed only workers, or one
+		// more rollout of the same release, keeps the one before).
+		if !reflect.DeepEqual(next.cfg.GenSettings, s.serving.cfg.GenSettings) {
+			s.previous = s.serving
+		}
 		s.serving = next
 	}
 	s.last, s.lastEnded = &res, s.now()
@@ -162,6 +168,11 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 		s.log.Error("rollout failed", "from", res.From, "to", res.To, "err", err, "took", took)
 	} else {
 		s.log.Info("rollout done", "gen", res.To, "took", took)
+	}
+	// Who asked for this rollout itself (a rollback) hears its result, even
+	// when another rollout follows for requests that came meanwhile.
+	for _, w := range r.own {
+		w <- rolloutResult{r: res, err: err}
 	}
 	if err == nil && !r.scaleOnly && r.given == nil {
 		s.configuredWorkers = s.pendingConfigured // applied: a reload scales again only when it changes

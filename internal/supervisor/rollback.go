@@ -33,7 +33,7 @@ func (s *Supervisor) requestRollback(reply chan<- rolloutResult) {
 		// rolls back by itself; if it ends ok, a rollback then undoes it.
 		err = fmt.Errorf("a %s is in progress: roll back when it has ended (%w)", s.rollout.describe().Kind, control.ErrBusy)
 	case s.previous == nil:
-		err = fmt.Errorf("no previous generation to roll back to: generation %d is the first this baton has served since the service started", s.serving.gen)
+		err = fmt.Errorf("no previous generation to roll back to: nothing but what generation %d runs has served since the service started", s.serving.gen)
 	default:
 		if gone := s.world.stillThere(s.previous.cfg.GenSettings); gone != nil {
 			err = fmt.Errorf("generation %d cannot run again: %w", s.previous.gen, gone)
@@ -49,7 +49,7 @@ func (s *Supervisor) requestRollback(reply chan<- rolloutResult) {
 	s.tell(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
 	r := newRollout(s, s.serving, s.slots, &cfg)
 	r.rollbackOf = s.previous.gen
-	r.waiters = []chan<- rolloutResult{reply}
+	r.own = []chan<- rolloutResult{reply}
 	s.rollout = r
 	r.begin()
 }

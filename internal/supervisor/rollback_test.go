@@ -50,7 +50,7 @@ func TestRollbackToggles(t *testing.T) {
 	ts := newTestSupervisor(t, Config{Workers: 2, GenSettings: GenSettings{Directory: "/srv/app/releases/v1", Env: []string{"GREETING=hello"}}})
 	reply := make(chan rolloutResult, 1)
 	ts.requestRollback(reply)
-	if res := ts.result(reply); res.err == nil || res.err.Error() != "no previous generation to roll back to: generation 1 is the first this baton has served since the service started" {
+	if res := ts.result(reply); res.err == nil || res.err.Error() != "no previous generation to roll back to: nothing but what generation 1 runs has served since the service started" {
 		t.Fatalf("rollback with no previous generation: %v", res.err)
 	}
 
@@ -127,5 +127,51 @@ func TestNotReadyIsDrained(t *testing.T) {
 	ts.settle()
 	if !slices.Equal(fp.signals, []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}) {
 		t.Errorf("at the drain deadline it got %v", fp.signals)
+	}
+}
+
+// TestRollbackSkipsSameRelease: a rollout that runs what already served (a
+// reload that changed only workers, one more rollout of the same release)
+// does not make the serving release the one a rollback returns to.
+func TestRollbackSkipsSameRelease(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 1, GenSettings: GenSettings{Directory: "/srv/app/releases/v1"}})
+	ts.deployed("/srv/app/releases/v2")
+	ts.rollAll(false)
+	if res := ts.rollAll(false); res.err != nil || res.r.To != 3 || len(res.r.Changes) != 0 {
+		t.Fatalf("the same release again: %+v %v", res.r, res.err)
+	}
+	res := ts.rollAll(true)
+	if res.err != nil || res.r.RollbackOf != 1 {
+		t.Fatalf("rollback after the same release twice: %+v %v, want generation 1's settings", res.r, res.err)
+	}
+	if dir, _ := ts.lastSpec(); dir != "/srv/app/releases/v1" {
+		t.Errorf("the rollback starts workers in %q", dir)
+	}
+}
+
+// TestRollbackAnsweredWithItsOwnResult: a reload asked during a rollback
+// follows it, and the rollback's caller hears the rollback's result, not
+// the next rollout's.
+func TestRollbackAnsweredWithItsOwnResult(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 1, GenSettings: GenSettings{Directory: "/srv/app/releases/v1"}})
+	ts.deployed("/srv/app/releases/v2")
+	ts.rollAll(false)
+	back, reload := make(chan rolloutResult, 1), make(chan rolloutResult, 1)
+	ts.requestRollback(back)
+	ts.requestRollout(reload)
+	ts.ready(ts.incoming(0))
+	res := ts.result(back)
+	if res.err != nil || res.r.Kind != "rollback" || res.r.To != 3 || res.r.RollbackOf != 1 {
+		t.Fatalf("the rollback's caller heard %+v %v", res.r, res.err)
+	}
+	if len(reload) != 0 {
+		t.Fatal("the reload asked during the rollback ended with it")
+	}
+	ts.ready(ts.incoming(0)) // the reload that follows: v2 again, as the configuration says
+	if res := ts.result(reload); res.err != nil || res.r.Kind != "reload" || res.r.To != 4 {
+		t.Fatalf("the reload's caller heard %+v %v", res.r, res.err)
+	}
+	if len(back) != 0 {
+		t.Error("the rollback's caller was answered twice")
 	}
 }

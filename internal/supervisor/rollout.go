@@ -72,8 +72,11 @@ type rollout struct {
 	size, fromSize int
 
 	// Requests attached to it, for the host: callers waiting for the
-	// result, and whether another request came (one more rollout follows).
+	// result (of the last rollout, when more follow), callers waiting for
+	// this one's own (a rollback's), and whether another request came (one
+	// more rollout follows).
 	waiters []chan<- rolloutResult
+	own     []chan<- rolloutResult
 	again   bool
 }
 
