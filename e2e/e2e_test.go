@@ -466,6 +466,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	plainWorkerSurvivesKill9(t, b, version)
 	contribWorkersUnderSandbox(t, b, version)
 	releaseDeploysUnderSandbox(t, b, version)
+	recycleUnderSandbox(t, b, version)
 	packageUpgrade(t, b, version)
 
 	// Removal leaves the running service running, and says so; purge
@@ -798,4 +799,39 @@ mkdir -p /etc/systemd/system/myrel.service.d; printf '[Service]\nSupplementaryGr
 	}
 	t.Logf("systemd %d: release directories under the sandbox: 2 deploys, 2 crash restarts, a pruned release, a refused environment file, a rollback; %d requests, none failed", version, r.OK)
 	b.must("systemctl stop myrel.service myrel.socket")
+}
+
+// recycleUnderSandbox: gunicorn (a pre-fork server: the master and its
+// worker make one tree) serving contrib/deploy's app, which keeps what
+// ?leak= asks for, under the sandboxed unit with --recycle-memory: under
+// load that leaks, baton recycles it again and again, successor first,
+// and no request fails.
+func recycleUnderSandbox(t *testing.T, b *box, version int) {
+	b.must("baton units --name leaky --listen http=127.0.0.1:8071 --workers 2 --directory /srv/myrel/releases/v2 " +
+		"--recycle-memory 60M --install -- /usr/bin/gunicorn --workers 1 app:app")
+	b.must("systemctl start leaky.socket leaky.service")
+	b.waitFor("leaky ready", "baton status leaky | grep -q '2/2 ready'", 30*time.Second)
+	// Some 10 MB a second per worker: the ceiling is reached in seconds,
+	// and the machine is never at risk.
+	l := b.startLoadOf("http://127.0.0.1:8071/?leak=65536", 1, 1)
+	recycled := `baton status --json leaky | python3 -c 'import json,sys; sys.exit((json.load(sys.stdin)["totals"]["recycles"] or {}).get("memory",0) < 3)'`
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		if _, err := b.sh(recycled); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			out, _ := b.sh("baton status leaky; baton status --json leaky; journalctl -u leaky --no-pager | tail -40")
+			t.Fatalf("systemd %d: never 3 recycles by memory:\n%s", version, out)
+		}
+	}
+	r := l.stop(t)
+	if r.Refused > 0 || len(r.Failures) > 0 || r.OK == 0 {
+		t.Errorf("systemd %d: recycling gunicorn by memory: %d ok, %d refused, failed: %v", version, r.OK, r.Refused, r.Failures)
+	}
+	b.must("journalctl -u leaky --no-pager | grep -q 'worker recycled: its successor is ready, it drains'")
+	if out := b.must("baton status leaky"); !strings.Contains(out, "workers recycled (memory") {
+		t.Errorf("systemd %d: status does not count the recycles:\n%s", version, out)
+	}
+	t.Logf("systemd %d: gunicorn recycled by memory under the sandbox, 3 times or more; %d requests, none failed", version, r.OK)
+	b.must("systemctl stop leaky.service leaky.socket")
 }

@@ -24,6 +24,7 @@ func newApp() *cli.App {
 			reloadCommand(),
 			scaleCommand(),
 			rollbackCommand(),
+			recycleCommand(),
 			statusCommand(),
 			upgradeCommand(),
 			unitsCommand(),

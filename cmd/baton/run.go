@@ -50,6 +50,8 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "directory", Usage: "the workers' working `PATH`, resolved through symlinks at each rollout and pinned for that generation (default: the directory baton started in)"},
 		&cli.GenericFlag{Name: "env", Value: &valueList{}, Usage: "`KEY=VALUE` added to the workers' environment (repeatable)"},
 		&cli.GenericFlag{Name: "env-file", Value: &valueList{}, Usage: "`FILE` of KEY=VALUE lines in systemd's EnvironmentFile= syntax, re-read at each rollout and pinned (repeatable; relative to --directory; -FILE: may be missing)"},
+		&cli.StringFlag{Name: "recycle-memory", Usage: "replace a worker gracefully (its successor ready first) when its process tree's memory (PSS) stays above `SIZE` (512M, 2G; default: off)"},
+		&cli.DurationFlag{Name: "recycle-after", Usage: "replace a worker gracefully once it is older than `DUR`, less up to 10% at random (default: off)"},
 		&cli.StringFlag{Name: "check", Usage: "shell `CMD` run before each rollout (like nginx -t); non-zero aborts it"},
 		&cli.StringFlag{Name: "config", Usage: "TOML `FILE` with these settings (keys are the flag names, plus command), re-read at every rollout; flags given here win"},
 		&cli.StringFlag{Name: "log", Value: "journal", Usage: "worker output: journal (native journald entries with BATON_WORKER, BATON_GENERATION; prefixed lines on stderr when journald is not baton's stderr) or inherit"},
@@ -138,6 +140,17 @@ func runConfig(st settings, out outputs) (supervisor.Config, error) {
 		func() (err error) { cfg.Canary, err = st.Duration("canary"); return },
 		func() (err error) { cfg.Check, err = st.String("check"); return },
 		func() (err error) { cfg.Watchdog, err = st.Duration("watchdog"); return },
+		func() (err error) { cfg.RecycleAfter, err = st.Duration("recycle-after"); return },
+		func() error {
+			v, err := st.String("recycle-memory")
+			if err != nil || v == "" {
+				return err
+			}
+			if cfg.RecycleMemory, err = supervisor.ParseSize(v); err != nil {
+				return fmt.Errorf("--recycle-memory %w", err)
+			}
+			return nil
+		},
 		func() error { return parsed(st, "ready", supervisor.ParseReady, &cfg.Ready) },
 		func() error { return parsed(st, "strategy", supervisor.ParseStrategy, &cfg.BlueGreen) },
 		func() error { return parsed(st, "stop-signal", supervisor.ParseSignal, &cfg.StopSignal) },

@@ -91,7 +91,7 @@ func printStatus(w io.Writer, st *control.Status) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tCPU\tMEM\tPROCS\tSTATUS")
+	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tRECYCLES\tCPU\tMEM\tPROCS\tSTATUS")
 	for _, wk := range st.Workers {
 		printWorker(tw, wk)
 	}
@@ -112,9 +112,12 @@ func printStatus(w io.Writer, st *control.Status) {
 		}
 	}
 	if r := st.Rollout; r != nil {
-		if r.Kind == "scale" {
+		switch r.Kind {
+		case "scale":
 			fmt.Fprintf(w, "scale: %s%s, %s so far\n", r.State, sizes(r), secs(r.DurationSeconds))
-		} else {
+		case "recycle":
+			fmt.Fprintf(w, "recycle (%s): %s, %d/%d workers replaced, %s so far\n", r.Reason, r.State, r.Moved, r.Slots, secs(r.DurationSeconds))
+		default:
 			fmt.Fprintf(w, "rollout: %s, generation %d to %d%s, %d/%d slots moved, %s so far\n", r.State, r.From, r.To, sizes(r), r.Moved, r.Slots, secs(r.DurationSeconds))
 		}
 	}
@@ -122,6 +125,8 @@ func printStatus(w io.Writer, st *control.Status) {
 		switch r.Kind {
 		case "scale":
 			fmt.Fprintf(w, "last scale: %s%s, took %s", r.State, sizes(r), secs(r.DurationSeconds))
+		case "recycle":
+			fmt.Fprintf(w, "last recycle (%s): %s, %d workers replaced, took %s", r.Reason, r.State, len(r.Replaced), secs(r.DurationSeconds))
 		case "rollback":
 			fmt.Fprintf(w, "last rollback: %s, generation %d to %d (the settings of %d), took %s", r.State, r.From, r.To, r.RollbackOf, secs(r.DurationSeconds))
 		default:
@@ -186,7 +191,10 @@ func printWorker(w io.Writer, wk control.Worker) {
 	if wk.Error != "" {
 		status = "cannot start: " + wk.Error
 	}
-	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, cpu, rss, procs, control.Printable(status))
+	if wk.AboveCeiling {
+		status = fmt.Sprintf("above --recycle-memory from its start (%s PSS): not recycled by memory; %s", bytesIEC(wk.MemoryBytes), status)
+	}
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, wk.Recycles, cpu, rss, procs, control.Printable(status))
 }
 
 // bytesIEC is n bytes in KiB, MiB or GiB, one decimal, as top shows them.
@@ -263,6 +271,9 @@ func totalsLine(t control.Totals) string {
 	}
 	if t.Restarts > 0 {
 		parts = append(parts, fmt.Sprintf("restarts %d", t.Restarts))
+	}
+	if len(t.Recycles) > 0 {
+		parts = append(parts, "workers recycled "+byKey(t.Recycles))
 	}
 	if t.DrainKills > 0 {
 		parts = append(parts, fmt.Sprintf("draining workers killed %d", t.DrainKills))

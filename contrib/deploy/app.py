@@ -7,20 +7,27 @@ environment baton gave it, which is how the tests prove what serves:
     baton run --directory /srv/myapp/current --env-file /srv/myapp/shared/app.env \
         -- gunicorn --workers 1 app:app
 
-`?sleep=SECONDS` answers slowly, for tests of draining. docs/deploying.md
-walks through the deploys.
+`?sleep=SECONDS` answers slowly, for tests of draining; `?leak=BYTES` keeps
+that much more memory for good (every byte written, so it is resident), for
+tests of --recycle-memory. docs/deploying.md walks through the deploys.
 """
 import os
 import time
+from urllib.parse import parse_qs
 
 with open("VERSION") as f:
     VERSION = f.read().strip()
 
 
+LEAKED = []
+
+
 def app(environ, start_response):
-    q = environ.get("QUERY_STRING", "")
-    if q.startswith("sleep="):
-        time.sleep(min(float(q[len("sleep="):]), 60))
+    q = parse_qs(environ.get("QUERY_STRING", ""))
+    if "sleep" in q:
+        time.sleep(min(float(q["sleep"][0]), 60))
+    if "leak" in q:
+        LEAKED.append(b"\x01" * min(int(q["leak"][0]), 1 << 26))
     body = ("release %s dir %s greeting %s slot %s pid %d\n" % (
         VERSION, os.getcwd(), os.environ.get("GREETING", "-"),
         os.environ.get("BATON_WORKER", "?"), os.getppid())).encode()

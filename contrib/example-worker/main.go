@@ -10,7 +10,11 @@
 //     "Connection: close", closes only connections that are truly idle (no
 //     request in flight or begun, no request bytes waiting in the socket,
 //     quiet for 500 ms, whether or not one was ever sent on it), and exits
-//     when none is left.
+//     when none is left;
+//   - with --leak SIZE, keeps SIZE bytes more, every page written so that it
+//     is resident, for each request it serves (on every path, not the
+//     --probe-port-base health checks): a deliberate leak, to see baton
+//     replace a worker whose memory grows (--recycle-memory).
 //
 // A plain http.Server.Shutdown is not enough: it can close a connection that
 // was just accepted but not yet tracked (golang/go#75591), and it closes
@@ -47,6 +51,8 @@ func main() {
 	probeBase := flag.Int("probe-port-base", 0, "if set, also serve /healthz on 127.0.0.1:BASE+slot for --ready http://127.0.0.1:...")
 	bind := flag.String("bind", "", "bind ADDR itself with SO_REUSEPORT instead of taking sockets from LISTEN_FDS (for the benchmark's comparison)")
 	timings := flag.String("timings", "", "append \"START READY\" (Unix ns: main began, READY=1 sent) to this file (for the benchmark's overhead per swap)")
+	var leakSize byteSize
+	flag.Var(&leakSize, "leak", "keep `SIZE` bytes (a number, or with a suffix K, M or G: 512K, 1M; up to 1G) resident and never freed for each request served: a deliberate leak, for tests of memory recycling (0: none)")
 	flag.Parse()
 	log.SetFlags(0)
 	// Output goes to pipes that baton reads. If baton dies (kill -9), under
@@ -80,6 +86,7 @@ func main() {
 	d := newDrainer()
 	srv := &http.Server{
 		Handler: d.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			leak(int(leakSize))
 			if r.URL.Path == "/hang" {
 				hung.Store(true)
 				log.Printf("GET /hang: no more watchdog pings")
@@ -166,6 +173,56 @@ func writeTimings(path string) {
 	}
 	fmt.Fprintf(f, "%d %d\n", started.UnixNano(), time.Now().UnixNano())
 	f.Close()
+}
+
+// byteSize is --leak's SIZE: bytes, or K, M or G of 1024, 1024² or 1024³,
+// up to 1 GiB (an int on any platform).
+type byteSize int
+
+func (b *byteSize) String() string { return strconv.Itoa(int(*b)) }
+
+func (b *byteSize) Set(s string) error {
+	unit := uint64(1)
+	if s != "" {
+		switch s[len(s)-1] {
+		case 'K', 'k':
+			unit = 1 << 10
+		case 'M', 'm':
+			unit = 1 << 20
+		case 'G', 'g':
+			unit = 1 << 30
+		}
+	}
+	if unit > 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseUint(s, 10, 31)
+	if err != nil || n*unit > 1<<30 {
+		return errors.New("want bytes, or a number with a suffix K, M or G, up to 1G")
+	}
+	*b = byteSize(n * unit)
+	return nil
+}
+
+// leaked is what --leak keeps: never freed.
+var leaked struct {
+	sync.Mutex
+	blocks [][]byte
+}
+
+// leak keeps n bytes more for good, each page written: memory fresh from the
+// kernel is not resident until touched.
+func leak(n int) {
+	if n <= 0 {
+		return
+	}
+	b := make([]byte, n)
+	for i := 0; i < n; i += os.Getpagesize() {
+		b[i] = 1
+	}
+	leaked.Lock()
+	leaked.blocks = append(leaked.blocks, b)
+	leaked.Unlock()
 }
 
 // hung is set by GET /hang: the watchdog pings stop, as in a wedged process.

@@ -32,6 +32,10 @@ func (f fakeHandler) Rollback(context.Context) (Rollout, error) {
 	return Rollout{Kind: "rollback", From: 2, To: 3, RollbackOf: 1, State: "ok"}, nil
 }
 
+func (f fakeHandler) Recycle(_ context.Context, slot int, _ bool) (Rollout, error) {
+	return Rollout{Kind: "recycle", Reason: RecycleManual, From: 1, To: 1, State: "ok", Replaced: []Replacement{{Slot: slot, PID: 10, Successor: 11}}}, nil
+}
+
 func (f fakeHandler) Reload(context.Context) (Rollout, error) {
 	return Rollout{From: 1, To: 2, State: "failed"}, errors.New("worker 0 exited")
 }

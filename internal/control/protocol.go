@@ -29,6 +29,10 @@ const (
 	// CmdScale asks for a number of workers (Request.Workers): a rollout
 	// that adds or removes slots; the response comes when it has ended.
 	CmdScale = "scale"
+	// CmdRecycle asks for one worker (Request.Slot) or every one in turn
+	// (Request.All) to be replaced gracefully in the serving generation;
+	// the response comes when it has ended.
+	CmdRecycle = "recycle"
 	// CmdRollback asks for a rollout of the previous generation's pinned
 	// settings; the response comes when it has ended.
 	CmdRollback = "rollback"
@@ -41,6 +45,8 @@ const (
 type Request struct {
 	Command string `json:"command"`
 	Workers int    `json:"workers,omitempty"` // CmdScale: how many
+	Slot    int    `json:"slot,omitempty"`    // CmdRecycle: which slot, unless All
+	All     bool   `json:"all,omitempty"`     // CmdRecycle: every slot, one at a time
 }
 
 // ErrBusy marks a refusal that will pass: baton is starting, rolling out
@@ -69,12 +75,16 @@ type Upgrade struct {
 // Rollout is a rollout in progress or ended.
 type Rollout struct {
 	// Kind is "reload" (a new generation, perhaps of another size),
-	// "scale" (only the number of workers changes) or "rollback" (a new
-	// generation of the previous one's settings, RollbackOf).
+	// "scale" (only the number of workers changes), "rollback" (a new
+	// generation of the previous one's settings, RollbackOf) or "recycle"
+	// (workers replaced in the serving generation, for Reason).
 	Kind       string `json:"kind"`
 	RollbackOf int    `json:"rollback_of,omitempty"`
-	From       int    `json:"from"` // the generation serving when it began
-	To         int    `json:"to"`   // the generation rolled out; 0 if none was made
+	Reason     string `json:"reason,omitempty"`
+	// Replaced lists, for a recycle, each worker replaced and its successor.
+	Replaced []Replacement `json:"replaced,omitempty"`
+	From     int           `json:"from"` // the generation serving when it began
+	To       int           `json:"to"`   // the generation rolled out; 0 if none was made
 	// State is checking, rolling, canary or rolling back while it runs,
 	// then ok or failed.
 	State string `json:"state"`
@@ -117,6 +127,10 @@ type Status struct {
 	// of any other that still has workers (draining, incoming).
 	Generations []Generation `json:"generations"`
 	Crashes     int          `json:"crashes"` // within the crash-limit window
+	// RecycleMemoryBytes is --recycle-memory (0: off), RecycleAfterSeconds
+	// --recycle-after (0: off).
+	RecycleMemoryBytes  uint64  `json:"recycle_memory_bytes"`
+	RecycleAfterSeconds float64 `json:"recycle_after_seconds"`
 	// What baton itself costs, as for a worker (its own process only).
 	CPUPercent float64 `json:"cpu_percent"`
 	CPUSeconds float64 `json:"cpu_seconds"`
@@ -141,6 +155,15 @@ type Worker struct {
 	// pipe failure of its own, such as EMFILE), while it waits to retry.
 	Error    string     `json:"error,omitempty"`
 	Deadline *time.Time `json:"deadline,omitempty"` // when a draining worker is killed
+	// Recycles counts the workers of this slot replaced by recycling.
+	Recycles int `json:"recycles"`
+	// MemoryBytes is the worker's tree's memory as --recycle-memory last
+	// measured it (0: not measured): its PSS, or, while its RSS (never
+	// less) is below the ceiling, that RSS. AboveCeiling: it replaced a
+	// worker recycled by memory and was above the ceiling at its first
+	// look, so recycling does not help: its slot backs off.
+	MemoryBytes  uint64 `json:"memory_bytes,omitempty"`
+	AboveCeiling bool   `json:"above_ceiling,omitempty"`
 	// What it costs, read from /proc: CPU in percent of one core since an
 	// earlier status (at least 1 s before; at first since it started), of
 	// the worker and every process it started; resident memory of the
@@ -152,6 +175,13 @@ type Worker struct {
 	RSSBytes     uint64  `json:"rss_bytes"`
 	TreeRSSBytes uint64  `json:"tree_rss_bytes"`
 	Processes    int     `json:"processes"`
+}
+
+// Replacement is a worker a recycle replaced: PID by Successor in Slot.
+type Replacement struct {
+	Slot      int `json:"slot"`
+	PID       int `json:"pid"`
+	Successor int `json:"successor"`
 }
 
 // Generation is what a generation's workers are started with, as pinned
@@ -205,6 +235,10 @@ func ParseRequest(line []byte) (Request, error) {
 		return Request{}, fmt.Errorf("control request: scale to %d workers: want 1 or more", r.Workers)
 	case r.Command != CmdScale && r.Workers != 0:
 		return Request{}, fmt.Errorf("control request: workers is for %q only, not %q", CmdScale, r.Command)
+	case r.Command != CmdRecycle && (r.Slot != 0 || r.All):
+		return Request{}, fmt.Errorf("control request: slot and all are for %q only, not %q", CmdRecycle, r.Command)
+	case r.Slot < 0 || r.All && r.Slot != 0:
+		return Request{}, fmt.Errorf("control request: recycle slot %d (all: %v): want a slot (0 or more) or all", r.Slot, r.All)
 	}
 	return r, nil
 }

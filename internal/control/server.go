@@ -31,6 +31,9 @@ type Handler interface {
 	// Rollback rolls out the previous generation's settings again and
 	// returns when it has ended.
 	Rollback(ctx context.Context) (Rollout, error)
+	// Recycle replaces the worker of slot (every worker, one at a time,
+	// with all) in the serving generation and returns when it has ended.
+	Recycle(ctx context.Context, slot int, all bool) (Rollout, error)
 	// Upgrade re-executes the supervisor in place and hands conn to the new
 	// image, which answers on it. It returns only if the upgrade was
 	// refused or failed, with the reason.
@@ -281,6 +284,8 @@ func (s *Server) handle(req Request) Response {
 		return rolloutResponse(s.handler.Scale(s.ctx, req.Workers))
 	case CmdRollback:
 		return rolloutResponse(s.handler.Rollback(s.ctx))
+	case CmdRecycle:
+		return rolloutResponse(s.handler.Recycle(s.ctx, req.Slot, req.All))
 	}
 	return Response{Error: fmt.Sprintf("unknown command %q", req.Command)}
 }

@@ -24,7 +24,17 @@ type Totals struct {
 	// DrainKills are draining workers killed before they were done: at
 	// their --drain-timeout, or to free the fds new workers need.
 	DrainKills uint64 `json:"drain_kills"`
+	// Recycles are workers replaced gracefully (successor first) without a
+	// deploy, by reason (Recycle*).
+	Recycles map[string]uint64 `json:"recycles"`
 }
+
+// Why a worker was recycled.
+const (
+	RecycleMemory = "memory" // its tree stayed above --recycle-memory
+	RecycleAge    = "age"    // it was older than --recycle-after
+	RecycleManual = "manual" // `baton recycle`
+)
 
 // Why a worker exited unasked.
 const (
@@ -80,6 +90,7 @@ func (t Totals) Clone() Totals {
 	c.RolloutSeconds.Counts = slices.Clone(t.RolloutSeconds.Counts)
 	c.Crashes = maps.Clone(t.Crashes)
 	c.NewWorkerFailures = maps.Clone(t.NewWorkerFailures)
+	c.Recycles = maps.Clone(t.Recycles)
 	return c
 }
 
@@ -97,6 +108,9 @@ func (t *Totals) CountRollout(kind, result string, seconds float64) {
 
 // CountCrash counts a serving worker's unasked exit.
 func (t *Totals) CountCrash(cause string) { count(&t.Crashes, cause) }
+
+// CountRecycle counts a worker recycled for reason.
+func (t *Totals) CountRecycle(reason string) { count(&t.Recycles, reason) }
 
 // CountNewWorkerFailure counts a rollout's new worker that failed.
 func (t *Totals) CountNewWorkerFailure(cause string) { count(&t.NewWorkerFailures, cause) }

@@ -112,8 +112,8 @@ func Format(st *control.Status) []byte {
 
 	e.one("baton_rollout_in_progress", gauge, "1 while a rollout (a reload or a scale) runs.", boolValue(st.Rollout != nil))
 	t := &st.Totals
-	e.family("baton_rollouts_total", counter, "Rollouts ended, by kind (reload, scale, rollback) and result (ok, failed).")
-	for _, kind := range []string{"reload", "scale", "rollback"} {
+	e.family("baton_rollouts_total", counter, "Rollouts ended, by kind (reload, scale, rollback, recycle) and result (ok, failed).")
+	for _, kind := range []string{"reload", "scale", "rollback", "recycle"} {
 		for _, result := range []string{"ok", "failed"} {
 			e.sample("baton_rollouts_total", float64(t.Rollouts[kind][result]), "kind", kind, "result", result)
 		}
@@ -147,6 +147,12 @@ func Format(st *control.Status) []byte {
 	}
 	e.one("baton_drain_kills_total", counter, "Draining workers killed before they were done: at --drain-timeout, or to free file descriptors.", float64(t.DrainKills))
 	e.one("baton_recent_crashes", gauge, "Crashes within --crash-limit's window.", float64(st.Crashes))
+	e.family("baton_recycles_total", counter, "Workers replaced gracefully (successor ready first) without a deploy, by reason: memory (--recycle-memory), age (--recycle-after), manual (baton recycle). Not crashes.")
+	for _, r := range []string{control.RecycleMemory, control.RecycleAge, control.RecycleManual} {
+		e.sample("baton_recycles_total", float64(t.Recycles[r]), "reason", r)
+	}
+	e.one("baton_recycle_memory_bytes", gauge, "--recycle-memory: the memory (PSS of a worker's process tree) above which a worker is recycled; 0 is off.", float64(st.RecycleMemoryBytes))
+	e.one("baton_recycle_after_seconds", gauge, "--recycle-after: the age at which a worker is recycled (less up to 10% at random); 0 is off.", st.RecycleAfterSeconds)
 
 	e.family("baton_listener_listening", gauge, "1 when a shared socket listens (SO_ACCEPTCONN as baton last checked it).")
 	for _, l := range st.Listeners {
@@ -166,6 +172,8 @@ func Format(st *control.Status) []byte {
 		func(w control.Worker) float64 { return w.CPUSeconds })
 	per("baton_worker_resident_memory_bytes", gauge, "Resident memory of a worker and every process it started.",
 		func(w control.Worker) float64 { return float64(w.TreeRSSBytes) })
+	per("baton_worker_recycle_memory_bytes", gauge, "A worker's tree's memory as --recycle-memory last measured it: its PSS, or, while its RSS (never less) is below the ceiling, that RSS; 0 when not measured.",
+		func(w control.Worker) float64 { return float64(w.MemoryBytes) })
 	per("baton_worker_processes", gauge, "Processes in a worker's tree: the worker and what it started.",
 		func(w control.Worker) float64 { return float64(w.Processes) })
 	per("baton_worker_uptime_seconds", gauge, "How long a worker has run.",

@@ -68,10 +68,14 @@ func sample() control.Status {
 	totals.Restarts = 2
 	totals.CountNewWorkerFailure(control.CauseNotReady)
 	totals.DrainKills = 1
+	totals.CountRecycle(control.RecycleMemory)
+	totals.CountRecycle(control.RecycleMemory)
+	totals.Rollouts["recycle"] = map[string]uint64{"ok": 1} // the histogram's figures stay the test's
 	return control.Status{
+		RecycleMemoryBytes: 512 << 20, RecycleAfterSeconds: 3600,
 		Version: "1.2.3", Exe: `/opt/odd "dir"\bin`, State: "ready", Generation: 3, Slots: 2, Ready: 2,
 		Workers: []control.Worker{
-			{Slot: 0, PID: 100, Generation: 3, State: "ready", CPUSeconds: 1.5, TreeRSSBytes: 10 << 20, Processes: 3, UptimeSeconds: 60},
+			{Slot: 0, PID: 100, Generation: 3, State: "ready", CPUSeconds: 1.5, TreeRSSBytes: 10 << 20, Processes: 3, UptimeSeconds: 60, MemoryBytes: 9 << 20},
 			{Slot: 1, PID: 101, Generation: 3, State: "ready", CPUSeconds: 0.25, TreeRSSBytes: 5 << 20, Processes: 1, UptimeSeconds: 30},
 		},
 		Incoming: []control.Worker{{Slot: 1, PID: 102, Generation: 4, State: "starting"}},
@@ -113,6 +117,13 @@ func TestFormatParses(t *testing.T) {
 		{"baton_worker_restarts_total", nil, 2},
 		{"baton_new_worker_failures_total", []string{"cause", "not_ready"}, 1},
 		{"baton_drain_kills_total", nil, 1},
+		{"baton_recycles_total", []string{"reason", "memory"}, 2},
+		{"baton_recycles_total", []string{"reason", "age"}, 0},
+		{"baton_recycles_total", []string{"reason", "manual"}, 0},
+		{"baton_rollouts_total", []string{"kind", "recycle", "result", "ok"}, 1},
+		{"baton_recycle_memory_bytes", nil, 512 << 20},
+		{"baton_recycle_after_seconds", nil, 3600},
+		{"baton_worker_recycle_memory_bytes", []string{"pid", "100"}, 9 << 20},
 		{"baton_recent_crashes", nil, 2},
 		{"baton_listener_listening", []string{"name", "web"}, 1},
 		{"baton_listener_listening", []string{"name", "odd\"name\\\n", "address", "unix:/run/a b.sock"}, 0},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -36,6 +37,10 @@ type Config struct {
 	Canary time.Duration
 	// Check is a shell command run before each rollout; non-zero aborts it.
 	Check string
+	// RecycleMemory is the memory (PSS of a worker's process tree, bytes)
+	// above which a worker is recycled; RecycleAfter the age. 0 is off.
+	RecycleMemory uint64
+	RecycleAfter  time.Duration
 	// Control is the control socket's path; empty means none.
 	Control string
 	// Metrics is the TCP address the metrics endpoint listens on
@@ -201,6 +206,20 @@ func ParseStrategy(s string) (bool, error) {
 	return false, fmt.Errorf("--strategy %q: want rolling or blue-green", s)
 }
 
+// ParseSize parses a memory size: bytes, or with a K, M or G suffix
+// (powers of 1024; "Ki", "KiB" and "KB" mean the same), such as 512M.
+func ParseSize(s string) (uint64, error) {
+	num := strings.TrimRight(s, "KMGTiBkmgtib")
+	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "B"), "i"))
+	shift := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+	sh, ok := shift[unit]
+	n, err := strconv.ParseUint(strings.TrimSpace(num), 10, 64)
+	if !ok || err != nil || n > math.MaxUint64>>sh {
+		return 0, fmt.Errorf("%q: want a size such as 512M, 2G or 1048576", s)
+	}
+	return n << sh, nil
+}
+
 // ParseSignal parses a signal name with or without SIG ("TERM", "SIGQUIT").
 func ParseSignal(s string) (syscall.Signal, error) {
 	name := strings.ToUpper(s)
@@ -234,6 +253,9 @@ func (c *Config) check() error {
 	}
 	if c.Canary < 0 {
 		errs = append(errs, fmt.Errorf("--canary %s: want 0 or more", c.Canary))
+	}
+	if c.RecycleAfter < 0 {
+		errs = append(errs, fmt.Errorf("--recycle-after %s: want 0 (off) or more", c.RecycleAfter))
 	}
 	if c.DrainTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--drain-timeout %s: want more than 0", c.DrainTimeout))

@@ -86,6 +86,12 @@ type handoffSlot struct {
 	Backoff  time.Duration `json:"backoff"`
 	Gen      int           `json:"gen"`
 	PID      int           `json:"pid"` // its serving worker, 0 if waiting for a restart
+	// Recycles counts its workers recycled; RecycleHold and RecycleRetry
+	// hold it back from automatic recycling after a failed one.
+	Recycles     int           `json:"recycles,omitempty"`
+	RecycleHold  time.Time     `json:"recycle_hold,omitzero"`
+	RecycleRetry time.Duration `json:"recycle_retry,omitempty"`
+	MemBackoff   time.Duration `json:"mem_backoff,omitempty"`
 }
 
 type handoffWorker struct {
@@ -96,6 +102,8 @@ type handoffWorker struct {
 	Cause    string        `json:"cause,omitempty"`
 	Status   string        `json:"status,omitempty"`
 	Watchdog time.Duration `json:"watchdog"`
+	// AboveCeiling: above --recycle-memory from its start (recycle.go).
+	AboveCeiling bool `json:"above_ceiling,omitempty"`
 }
 
 // Upgrade answers the control socket's upgrade request.
@@ -293,7 +301,8 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 		if sl.w != nil {
 			pid = sl.w.pid
 		}
-		st.Slots = append(st.Slots, handoffSlot{Index: sl.index, Restarts: sl.restarts, Backoff: sl.backoff, Gen: sl.spec.gen, PID: pid})
+		st.Slots = append(st.Slots, handoffSlot{Index: sl.index, Restarts: sl.restarts, Backoff: sl.backoff, Gen: sl.spec.gen, PID: pid,
+			Recycles: sl.recycles, RecycleHold: sl.recycleHold, RecycleRetry: sl.recycleRetry, MemBackoff: sl.memBackoff})
 	}
 	for _, w := range s.workers {
 		gens[w.spec.gen] = w.spec
@@ -304,7 +313,7 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 		fds = append(fds, h.NotifyFD)
 		fds = append(fds, h.OutputFDs...)
 		st.Workers = append(st.Workers, handoffWorker{Handoff: h, State: w.state, Deadline: w.deadline,
-			Failed: w.failed, Cause: w.cause, Status: w.status, Watchdog: w.wdInterval})
+			Failed: w.failed, Cause: w.cause, Status: w.status, Watchdog: w.wdInterval, AboveCeiling: w.aboveCeiling})
 	}
 	for _, g := range gens {
 		st.Gens = append(st.Gens, handoffGen{Gen: g.gen, GenSettings: g.cfg.GenSettings})
@@ -396,7 +405,8 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	}
 	s.slots = make([]*slot, len(st.Slots))
 	for i, hs := range st.Slots {
-		s.slots[i] = &slot{index: hs.Index, restarts: hs.Restarts, backoff: hs.Backoff, spec: gens[hs.Gen]}
+		s.slots[i] = &slot{index: hs.Index, restarts: hs.Restarts, backoff: hs.Backoff, spec: gens[hs.Gen],
+			recycles: hs.Recycles, recycleHold: hs.RecycleHold, recycleRetry: hs.RecycleRetry, memBackoff: hs.MemBackoff}
 	}
 	for _, hw := range st.Workers {
 		sl, spec := s.slots[hw.Slot], gens[hw.Generation]
@@ -409,6 +419,7 @@ func (s *Supervisor) adopt(st *handoffState) error {
 		}
 		w := newProc(p, sl, spec)
 		w.state, w.failed, w.cause, w.status, w.deadline, w.wdInterval = hw.State, hw.Failed, hw.Cause, hw.Status, hw.Deadline, hw.Watchdog
+		w.aboveCeiling = hw.AboveCeiling
 		s.workers[w.pid] = w
 		for _, hs := range st.Slots {
 			if hs.Index == hw.Slot && hs.PID == hw.PID {

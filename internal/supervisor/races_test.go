@@ -21,8 +21,9 @@ type fakeWorld struct {
 	clock   fakeClock
 	pid     int
 	procs   map[int]*fakeProcess
-	helpers [][]string    // the argv of each helper command started
-	specs   []worker.Spec // what each worker was started from
+	helpers [][]string     // the argv of each helper command started
+	specs   []worker.Spec  // what each worker was started from
+	mem     map[int]uint64 // each worker tree's memory, for --recycle-memory
 }
 
 func (fw *fakeWorld) world() world {
@@ -40,6 +41,7 @@ func (fw *fakeWorld) world() world {
 		},
 		pin:        func(*Config, string) error { return nil },
 		stillThere: func(GenSettings) error { return nil },
+		memory:     func(pid int, _ uint64) (uint64, error) { return fw.mem[pid], nil },
 		forkExec: func(_ string, argv []string, _ *syscall.ProcAttr) (int, error) {
 			fw.pid++
 			fw.helpers = append(fw.helpers, argv)
@@ -58,7 +60,7 @@ type testSupervisor struct {
 // newTestSupervisor starts cfg's slots in a fake world and makes them
 // ready: generation 1 serves, READY=1 was sent.
 func newTestSupervisor(t *testing.T, cfg Config) *testSupervisor {
-	fw := &fakeWorld{clock: fakeClock{now: time.Unix(1e9, 0)}, pid: 1000, procs: map[int]*fakeProcess{}}
+	fw := &fakeWorld{clock: fakeClock{now: time.Unix(1e9, 0)}, pid: 1000, procs: map[int]*fakeProcess{}, mem: map[int]uint64{}}
 	cfg.Command = []string{"worker"}
 	cfg.ShimPath, cfg.ShimArgv = "/bin/true", []string{"shim"}
 	cfg.ReadyTimeout, cfg.DrainTimeout = time.Minute, 10*time.Second

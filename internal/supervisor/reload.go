@@ -174,7 +174,10 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 	for _, w := range r.own {
 		w <- rolloutResult{r: res, err: err}
 	}
-	if err == nil && !r.scaleOnly && r.given == nil {
+	if r.recycle != "" {
+		s.recycled(r, err)
+	}
+	if err == nil && !r.scaleOnly && r.given == nil && r.recycle == "" {
 		s.configuredWorkers = s.pendingConfigured // applied: a reload scales again only when it changes
 	}
 	switch {
@@ -194,6 +197,7 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 		w <- rolloutResult{r: res, err: err}
 	}
 	s.runDeferredUpgrade()
+	s.soon(s.nextRecycle) // recycles asked for meanwhile waited
 }
 
 // load re-reads the configuration for a rollout (rolloutHost).

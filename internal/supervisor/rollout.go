@@ -64,6 +64,12 @@ type rollout struct {
 	rollbackOf int
 	// changes says what the new generation's pinned settings change.
 	changes []string
+	// recycle is why a recycle replaces its targets' workers in the serving
+	// generation (control.Recycle*; empty: not a recycle), recycleWhy the
+	// figure behind it; replaced, the workers it replaced and their
+	// successors (recycle.go).
+	recycle, recycleWhy string
+	replaced            []control.Replacement
 	// scaleOnly: only the number of slots changes, to size; no new
 	// generation, nothing re-read.
 	scaleOnly bool
@@ -165,7 +171,7 @@ func (r *rollout) enter(p phase) {
 	switch p {
 	case phaseChecking:
 		r.host.progressed()
-		if r.scaleOnly {
+		if r.scaleOnly || r.recycle != "" {
 			r.checked(r.from.cfg, nil)
 			return
 		}
@@ -201,8 +207,8 @@ func (r *rollout) enter(p phase) {
 		}
 		r.batch = nil
 		for _, sl := range r.moved {
-			if r.added(sl) {
-				continue // removed when the rollout ends
+			if r.added(sl) || r.to == r.from {
+				continue // removed when the rollout ends, or already of the serving generation (a recycle)
 			}
 			sl.spec = r.from // crash restarts from now on use the previous generation
 			if sl.next = r.host.startWorker(sl, r.from); sl.next == nil && sl.w == nil {
@@ -241,7 +247,7 @@ func (r *rollout) checked(cfg Config, err error) {
 		r.end(err)
 		return
 	}
-	if r.scaleOnly {
+	if r.scaleOnly || r.recycle != "" {
 		r.to = r.from
 	} else {
 		r.to = r.host.newGen(cfg)
@@ -251,6 +257,15 @@ func (r *rollout) checked(cfg Config, err error) {
 	switch {
 	case r.scaleOnly:
 		log.Info("scaling", "workers", r.size, "was", r.fromSize, "gen", r.to.gen)
+	case r.recycle != "":
+		for _, sl := range r.targets {
+			pid := 0
+			if sl.w != nil {
+				pid = sl.w.pid
+			}
+			log.Info("recycling worker: its successor starts first", "slot", sl.index, "pid", pid, "gen", r.to.gen,
+				"reason", r.recycle, "why", r.recycleWhy)
+		}
 	default:
 		r.changes = changes(r.from.cfg.GenSettings, r.to.cfg.GenSettings)
 		args := []any{"from", r.from.gen, "to", r.to.gen, "command", r.to.cfg.Command, "directory", r.to.cfg.Directory,
@@ -270,7 +285,7 @@ func (r *rollout) resize() {
 	r.fromSize = r.host.slotCount()
 	switch {
 	case r.size > 0: // asked for
-	case r.given != nil:
+	case r.given != nil, r.recycle != "":
 		r.size = r.fromSize
 	default:
 		r.size = r.to.cfg.Workers
@@ -287,6 +302,9 @@ func (r *rollout) resize() {
 func (r *rollout) added(sl *slot) bool { return sl.index >= r.fromSize }
 
 func (r *rollout) surge() int {
+	if r.recycle != "" {
+		return 1 // one at a time: capacity never dips
+	}
 	if r.to.cfg.BlueGreen {
 		return len(r.targets)
 	}
@@ -324,7 +342,7 @@ func (r *rollout) workerReady(w *proc) {
 		if !r.batchReady() {
 			return
 		}
-		if r.to.cfg.Canary > 0 && !r.canaried {
+		if r.to.cfg.Canary > 0 && !r.canaried && r.recycle == "" {
 			r.enter(phaseCanary)
 			return
 		}
@@ -359,6 +377,11 @@ func (r *rollout) batchReady() bool {
 // promote puts the batch's new workers in place and stops the old ones.
 func (r *rollout) promote() {
 	for _, sl := range r.batch {
+		if r.recycle != "" && sl.w != nil {
+			r.replaced = append(r.replaced, control.Replacement{Slot: sl.index, PID: sl.w.pid, Successor: sl.next.pid})
+			r.host.logger().Info("worker recycled: its successor is ready, it drains", "slot", sl.index, "pid", sl.w.pid,
+				"successor", sl.next.pid, "reason", r.recycle, "why", r.recycleWhy)
+		}
 		r.replace(sl, r.to)
 	}
 	r.moved = append(r.moved, r.batch...)
@@ -503,6 +526,8 @@ func (r *rollout) describe() control.Rollout {
 	case r.rollbackOf != 0:
 		res.Kind = "rollback"
 		res.RollbackOf = r.rollbackOf
+	case r.recycle != "":
+		res.Kind, res.Reason, res.Replaced = "recycle", r.recycle, r.replaced
 	}
 	res.Changes = r.changes
 	if r.to != nil {

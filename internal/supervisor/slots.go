@@ -30,6 +30,15 @@ type slot struct {
 	startErr string
 	// removed: a scale down took the slot away; nothing starts in it.
 	removed bool
+	// recycles counts its workers replaced by recycling; a slot whose
+	// automatic recycle failed is not recycled automatically again before
+	// recycleHold, recycleRetry doubling (recycle.go).
+	recycles     int
+	recycleHold  time.Time
+	recycleRetry time.Duration
+	// memBackoff is how long the slot waits before a recycle by memory
+	// after a successor was born above the ceiling (recycle.go).
+	memBackoff time.Duration
 }
 
 type procState string
@@ -86,6 +95,15 @@ type proc struct {
 	wdInterval time.Duration // the worker's watchdog; 0 is off
 	wdTimer    timer
 	lastPing   time.Time
+
+	// For recycling (recycle.go): its tree's last memory figure (0: none
+	// yet), since when it is above the ceiling, whether it was from its
+	// start, and its share of the age limit's jitter.
+	memory       uint64
+	overSince    time.Time
+	aboveCeiling bool
+	memSuccessor bool // it replaced a worker recycled by memory
+	jitter       float64
 }
 
 // deathSignal is what a worker gets if baton dies (kill -9, OOM killer).
@@ -139,7 +157,7 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 
 func newProc(p process, sl *slot, spec *genSpec) *proc {
 	info := p.Info()
-	return &proc{p: p, pid: info.PID, started: info.Started, slot: sl, spec: spec}
+	return &proc{p: p, pid: info.PID, started: info.Started, slot: sl, spec: spec, jitter: newJitter()}
 }
 
 // onNotify returns the callback that posts a worker's notifications into
@@ -254,13 +272,7 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 		s.unstoreOutput(w)
 	}()
 	sl := w.slot
-	wasNext := sl.next == w
-	if sl.w == w {
-		sl.w = nil
-	}
-	if wasNext {
-		sl.next = nil
-	}
+	wasNext := w.leaveSlot()
 	how := describeExit(ws)
 	reason, cause := how, exitCause(ws)
 	if w.failed != "" {
@@ -272,6 +284,20 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 		s.lost(w, wasNext, "exit", how, reason, cause)
 	}
 	s.updateStatus()
+}
+
+// leaveSlot takes w out of its slot, where it served or was coming up
+// (next); it reports the latter.
+func (w *proc) leaveSlot() (wasNext bool) {
+	sl := w.slot
+	wasNext = sl.next == w
+	if sl.w == w {
+		sl.w = nil
+	}
+	if wasNext {
+		sl.next = nil
+	}
+	return wasNext
 }
 
 // notReady takes a worker that did not become ready in time out of its
@@ -286,14 +312,7 @@ func (s *Supervisor) notReady(w *proc, reason string) {
 	if w.cancel != nil {
 		w.cancel()
 	}
-	sl := w.slot
-	wasNext := sl.next == w
-	if sl.w == w {
-		sl.w = nil
-	}
-	if wasNext {
-		sl.next = nil
-	}
+	wasNext := w.leaveSlot()
 	s.drain(w)
 	s.lost(w, wasNext, "state", "draining", reason, control.CauseNotReady)
 	s.updateStatus()

@@ -30,6 +30,9 @@ func (s *Supervisor) statusLine() string {
 			if r.scaleOnly {
 				return line + fmt.Sprintf(", scaling to %d workers", r.size)
 			}
+			if r.recycle != "" && len(r.batch) > 0 {
+				return line + fmt.Sprintf(", recycling worker %d (%s)", r.batch[0].index, r.recycle)
+			}
 			return line + fmt.Sprintf(", rollout %d/%d to generation %d", len(r.moved)+len(r.batch), len(r.targets), r.to.gen)
 		case phaseCanary:
 			return line + fmt.Sprintf(", canary of generation %d for %s", r.to.gen, s.cfg.Canary)
@@ -86,21 +89,23 @@ func (s *Supervisor) Status(ctx context.Context) (control.Status, error) {
 func (s *Supervisor) snapshot() control.Status {
 	now := s.now()
 	st := control.Status{
-		PID:         os.Getpid(),
-		Exe:         s.exe,
-		Version:     s.cfg.Version,
-		Started:     s.started,
-		ExeReplaced: exeReplaced(),
-		State:       "ready",
-		Generation:  s.serving.gen,
-		Slots:       len(s.slots),
-		Ready:       s.readyCount(),
-		Workers:     []control.Worker{},
-		Draining:    []control.Worker{},
-		Incoming:    []control.Worker{},
-		Listeners:   []control.Listener{},
-		Crashes:     len(s.crashes),
-		Totals:      s.totals.Clone(), // read by the control server, as the loop counts on
+		PID:                 os.Getpid(),
+		Exe:                 s.exe,
+		Version:             s.cfg.Version,
+		Started:             s.started,
+		ExeReplaced:         exeReplaced(),
+		State:               "ready",
+		Generation:          s.serving.gen,
+		Slots:               len(s.slots),
+		Ready:               s.readyCount(),
+		Workers:             []control.Worker{},
+		Draining:            []control.Worker{},
+		Incoming:            []control.Worker{},
+		Listeners:           []control.Listener{},
+		Crashes:             len(s.crashes),
+		RecycleMemoryBytes:  s.cfg.RecycleMemory,
+		RecycleAfterSeconds: s.cfg.RecycleAfter.Seconds(),
+		Totals:              s.totals.Clone(), // read by the control server, as the loop counts on
 	}
 	switch {
 	case s.stopping:
@@ -110,7 +115,7 @@ func (s *Supervisor) snapshot() control.Status {
 	}
 	for _, sl := range s.slots {
 		if sl.w == nil {
-			st.Workers = append(st.Workers, control.Worker{Slot: sl.index, State: "restarting", Restarts: sl.restarts, Error: sl.startErr})
+			st.Workers = append(st.Workers, control.Worker{Slot: sl.index, State: "restarting", Restarts: sl.restarts, Recycles: sl.recycles, Error: sl.startErr})
 			continue
 		}
 		st.Workers = append(st.Workers, s.describe(sl.w, now))
@@ -184,6 +189,9 @@ func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {
 		UptimeSeconds: now.Sub(w.started).Seconds(),
 		Restarts:      w.slot.restarts,
 		Status:        w.status,
+		Recycles:      w.slot.recycles,
+		MemoryBytes:   w.memory,
+		AboveCeiling:  w.aboveCeiling,
 	}
 }
 

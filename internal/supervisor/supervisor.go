@@ -92,6 +92,10 @@ type Supervisor struct {
 	workers  map[int]*proc   // every live worker we started, by pid
 	helpers  map[int]*helper // every live helper command (--check), by pid
 	rollout  *rollout        // the rollout in progress, if any
+	// recycles are the recycles asked for and not begun (recycle.go);
+	// sampling, that the workers' memory is being read.
+	recycles []recycleReq
+	sampling bool
 	// wantSize is a `baton scale` not begun yet (0: none); configuredWorkers
 	// the configuration's workers at the last reload that ended ok (or the
 	// start), pendingConfigured at the reload in progress (scale.go).
@@ -254,6 +258,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.updateStatus()
 	s.checkListeners()
+	s.armRecycleCheck()
 	sockTick := time.NewTicker(listenCheck)
 	defer sockTick.Stop()
 
@@ -476,6 +481,12 @@ func (s *Supervisor) beginStop() {
 	}
 	s.stopping = true
 	s.toStart = nil
+	for _, q := range s.recycles {
+		if q.reply != nil {
+			q.reply <- rolloutResult{err: errors.New("baton is stopping")}
+		}
+	}
+	s.recycles = nil
 	if s.rollout != nil {
 		s.rollout.stop()
 	}

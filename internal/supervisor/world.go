@@ -33,6 +33,10 @@ type world struct {
 	// stillThere checks that a pinned generation's directory and program
 	// still exist, without resolving anything again (a rollback's).
 	stillThere func(g GenSettings) error
+	// memory reads what a worker's process tree holds, for
+	// --recycle-memory: its PSS, or its RSS when that is not above ceiling
+	// (recycle.go).
+	memory func(pid int, ceiling uint64) (uint64, error)
 }
 
 func realWorld() world {
@@ -54,5 +58,6 @@ func realWorld() world {
 			return pin(cfg, startDir, os.Getenv("PATH"))
 		},
 		stillThere: stillThere,
+		memory:     treeMemory,
 	}
 }

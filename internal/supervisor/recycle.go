@@ -1,0 +1,271 @@
+package supervisor
+
+// Recycling: a worker is replaced without a deploy, gracefully, when its
+// memory stays above --recycle-memory, when it is older than
+// --recycle-after, or when `baton recycle` asks. A recycle is a rollout of
+// the serving generation (rollout.go) whose targets are the slots to
+// recycle, one at a time: the successor starts first and must be ready
+// before the old worker drains, so the number of ready workers never drops
+// below the configured one, and a successor that fails leaves the old
+// worker serving. Recycles wait while a rollout or a scale runs, and run
+// one at a time.
+//
+// The memory figure is the proportional set size (PSS) of the worker's
+// whole process tree: a pre-fork server's children share the master's
+// pages, which RSS counts once per process (internal/proctree's figures).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/proctree"
+)
+
+const (
+	// recycleEvery is how often ages and memory are looked at.
+	recycleEvery = time.Second
+	// recycleConfirm is how long a worker's memory must stay above the
+	// ceiling before it is recycled: a spike (a large request) is not a
+	// leak.
+	recycleConfirm = 3 * time.Second
+	// recycleJitter is the share of --recycle-after taken off at random
+	// for each worker, so that workers started together are not recycled
+	// together.
+	recycleJitter = 0.1
+	// recycleRetry is how long a slot whose recycle failed waits before it
+	// is recycled automatically again, doubling up to recycleRetryMax.
+	recycleRetry, recycleRetryMax = 30 * time.Second, time.Hour
+)
+
+// recycleReq is a recycle asked for and not begun yet.
+type recycleReq struct {
+	slots  []*slot
+	reason string // control.Recycle*
+	why    string // what the journal says of it: the figure, the age
+	reply  chan<- rolloutResult
+}
+
+// Recycle answers the control socket's recycle request.
+func (s *Supervisor) Recycle(ctx context.Context, index int, all bool) (control.Rollout, error) {
+	return s.rolloutResult(ctx, func(reply chan<- rolloutResult) { s.requestRecycle(index, all, reply) })
+}
+
+// requestRecycle queues a recycle of one slot, or of every slot one at a
+// time, asked by hand.
+func (s *Supervisor) requestRecycle(index int, all bool, reply chan<- rolloutResult) {
+	var err error
+	switch why := s.rolloutRefused(); {
+	case why != "":
+		err = errors.New(why)
+	case !all && (index < 0 || index >= len(s.slots)):
+		err = fmt.Errorf("recycle slot %d: there are slots 0 to %d", index, len(s.slots)-1)
+	}
+	if err != nil {
+		s.log.Warn("recycle refused", "err", err)
+		reply <- rolloutResult{err: err}
+		return
+	}
+	req := recycleReq{reason: control.RecycleManual, why: "asked by hand", reply: reply}
+	if all {
+		req.slots = slices.Clone(s.slots)
+	} else {
+		req.slots = []*slot{s.slots[index]}
+	}
+	if s.rollout != nil {
+		s.log.Info("recycle asked during a rollout: it follows when the rollout has ended", "slots", len(req.slots))
+	}
+	s.recycles = append(s.recycles, req)
+	s.nextRecycle()
+}
+
+// queueRecycle queues an automatic recycle of sl, unless one of it is
+// queued or running already.
+func (s *Supervisor) queueRecycle(sl *slot, reason, why string) {
+	if r := s.rollout; r != nil && r.recycle != "" && slices.Contains(r.targets, sl) {
+		return
+	}
+	for _, q := range s.recycles {
+		if slices.Contains(q.slots, sl) {
+			return
+		}
+	}
+	s.recycles = append(s.recycles, recycleReq{slots: []*slot{sl}, reason: reason, why: why})
+	s.nextRecycle()
+}
+
+// nextRecycle begins the first queued recycle when nothing else runs.
+func (s *Supervisor) nextRecycle() {
+	for len(s.recycles) > 0 && s.rollout == nil && !s.stopping && s.readySent {
+		req := s.recycles[0]
+		s.recycles = s.recycles[1:]
+		// Slots removed by a scale since are not recycled.
+		targets := slices.DeleteFunc(slices.Clone(req.slots), func(sl *slot) bool { return sl.removed })
+		if len(targets) == 0 {
+			if req.reply != nil {
+				req.reply <- rolloutResult{err: errors.New("recycle: the slot was removed by a scale meanwhile")}
+			}
+			continue
+		}
+		s.tell(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+		r := newRollout(s, s.serving, targets, nil)
+		r.recycle, r.recycleWhy = req.reason, req.why
+		if req.reply != nil {
+			r.own = []chan<- rolloutResult{req.reply}
+		}
+		s.rollout = r
+		r.begin()
+	}
+}
+
+// recycled is told of a recycle that ended: it counts the workers it
+// replaced and holds back slots whose automatic recycle failed.
+func (s *Supervisor) recycled(r *rollout, err error) {
+	for _, sl := range r.moved {
+		sl.recycles++
+		sl.recycleRetry = 0
+		s.totals.CountRecycle(r.recycle)
+		if sl.w != nil {
+			sl.w.memSuccessor = r.recycle == control.RecycleMemory
+		}
+	}
+	if err == nil || r.recycle == control.RecycleManual {
+		return
+	}
+	for _, sl := range r.targets {
+		if !slices.Contains(r.moved, sl) {
+			sl.recycleRetry = min(max(2*sl.recycleRetry, recycleRetry), recycleRetryMax)
+			sl.recycleHold = s.now().Add(sl.recycleRetry)
+			s.log.Warn("recycle failed: the old worker serves on; recycling this slot again later", "slot", sl.index,
+				"in", sl.recycleRetry, "err", err)
+		}
+	}
+}
+
+// armRecycleCheck looks at the workers' ages and memory every
+// recycleEvery, for as long as baton runs.
+func (s *Supervisor) armRecycleCheck() {
+	s.after(recycleEvery, func() {
+		s.checkRecycle()
+		s.armRecycleCheck()
+	})
+}
+
+// checkRecycle queues the recycles ages call for, and reads the serving
+// workers' memory off the loop when a ceiling is set.
+func (s *Supervisor) checkRecycle() {
+	if s.stopping || !s.readySent {
+		return
+	}
+	now := s.now()
+	var pids []int
+	for _, sl := range s.slots {
+		w := sl.w
+		if w == nil || w.state != stateReady {
+			continue
+		}
+		if s.cfg.RecycleAfter > 0 && !now.Before(sl.recycleHold) {
+			limit := time.Duration(float64(s.cfg.RecycleAfter) * (1 - recycleJitter*w.jitter))
+			if age := now.Sub(w.started); age >= limit {
+				s.queueRecycle(sl, control.RecycleAge, fmt.Sprintf("up %s, --recycle-after %s", age.Round(time.Second), s.cfg.RecycleAfter))
+			}
+		}
+		if s.cfg.RecycleMemory > 0 {
+			pids = append(pids, w.pid)
+		}
+	}
+	if len(pids) == 0 || s.sampling {
+		return
+	}
+	s.sampling = true
+	go func() {
+		figures := make(map[int]uint64, len(pids))
+		for _, pid := range pids {
+			if m, err := s.world.memory(pid, s.cfg.RecycleMemory); err == nil {
+				figures[pid] = m
+			}
+		}
+		s.post(func() {
+			s.sampling = false
+			s.onMemory(figures, s.now())
+		})
+	}()
+}
+
+// onMemory takes the memory of the workers' trees, by pid, read at now.
+//
+// A worker recycled by memory whose successor is above the ceiling at its
+// first look was born above it: recycling does not help (a ceiling below
+// what the workers need, or a leak faster than a start). The successor is
+// reported, once, and its slot backs off: it is not recycled by memory
+// again for 30 s, doubling up to an hour, instead of in a loop. The first
+// workers get no such benefit of the doubt: a worker that crossed the
+// ceiling quickly under load is a fast leak, and is recycled.
+func (s *Supervisor) onMemory(figures map[int]uint64, now time.Time) {
+	ceiling := s.cfg.RecycleMemory
+	for pid, m := range figures {
+		w := s.workers[pid]
+		if w == nil || w.state != stateReady || w.slot.w != w {
+			continue
+		}
+		sl := w.slot
+		first := w.memory == 0
+		w.memory = m
+		switch {
+		case ceiling == 0 || m <= ceiling:
+			w.overSince = time.Time{}
+			if first && w.memSuccessor {
+				sl.memBackoff = 0 // the recycle helped
+			}
+		case first && w.memSuccessor:
+			w.aboveCeiling = true
+			sl.memBackoff = min(max(2*sl.memBackoff, recycleRetry), recycleRetryMax)
+			sl.recycleHold = now.Add(sl.memBackoff)
+			s.log.Warn("worker above --recycle-memory from its start, as the worker it replaced: not recycled by memory before the back-off has passed (is the ceiling too low?)",
+				"slot", sl.index, "pid", pid, "memory", m, "ceiling", ceiling, "back_off", sl.memBackoff)
+		case now.Before(sl.recycleHold):
+		case w.overSince.IsZero():
+			w.overSince = now
+		case now.Sub(w.overSince) >= recycleConfirm:
+			s.queueRecycle(sl, control.RecycleMemory, fmt.Sprintf("memory %s above --recycle-memory %s for %s",
+				sizeIEC(m), sizeIEC(ceiling), now.Sub(w.overSince).Round(time.Second)))
+		}
+	}
+}
+
+// newJitter is a worker's share of recycleJitter, in [0, 1).
+func newJitter() float64 { return rand.Float64() }
+
+// sizeIEC is n bytes as 312.5M.
+func sizeIEC(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
+}
+
+// treeMemory is the memory of pid's process tree measured against ceiling
+// (world.memory): PSS, which counts the pages a pre-fork server's master
+// shares with its children once (RSS counts them in every process: a
+// gunicorn of 4 workers held 40 MB by PSS and 130 MB by RSS), but read only
+// when the tree's RSS, which is never less, passes the ceiling: smaps_rollup
+// walks the page tables, about 15 us per MB (2.6 ms for that gunicorn,
+// 15 ms for a 1 GB process), where statm costs some 40 us a process.
+func treeMemory(pid int, ceiling uint64) (uint64, error) {
+	rss, procs := proctree.OfTree(pid)
+	if procs == 0 {
+		return 0, fmt.Errorf("worker %d: gone", pid)
+	}
+	if rss.RSS <= ceiling {
+		return rss.RSS, nil
+	}
+	m, err := proctree.MemoryOf(pid)
+	return m.PSS, err
+}

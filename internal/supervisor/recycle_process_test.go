@@ -1,0 +1,231 @@
+package supervisor_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/testsd"
+)
+
+// Recycling real workers under load: the process layer over
+// recycle_test.go's fake-world tests. Each test reads, all along, how many
+// workers are ready, and fails on a dip below the configured number.
+
+// readyWatch polls a service's status until stopped and keeps the fewest
+// ready workers it saw.
+type readyWatch struct {
+	stop   context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	least  int
+	looks  int
+	reason string
+}
+
+func watchReady(t *testing.T, ctl string) *readyWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &readyWatch{stop: cancel, done: make(chan struct{}), least: 1 << 30}
+	go func() {
+		defer close(w.done)
+		for ctx.Err() == nil {
+			resp, err := control.Call(ctx, ctl, control.Request{Command: control.CmdStatus})
+			if err == nil && resp.Status.State == "ready" {
+				w.mu.Lock()
+				w.looks++
+				if resp.Status.Ready < w.least {
+					w.least = resp.Status.Ready
+					w.reason = fmt.Sprintf("%+v", resp.Status.Rollout)
+				}
+				w.mu.Unlock()
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-w.done })
+	return w
+}
+
+// check stops the watch and fails if fewer than want workers were ever
+// ready, or if it never looked.
+func (w *readyWatch) check(t *testing.T, want int) {
+	t.Helper()
+	w.stop()
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.looks < 10 {
+		t.Fatalf("the ready count was looked at %d times only", w.looks)
+	}
+	if w.least < want {
+		t.Errorf("only %d workers ready at one look of %d (want %d always); rollout then: %s", w.least, w.looks, want, w.reason)
+	}
+	t.Logf("ready workers never below %d in %d looks", w.least, w.looks)
+}
+
+func recycle(ctx context.Context, ctl string, slot int, all bool) (control.Rollout, error) {
+	resp, err := control.Call(ctx, ctl, control.Request{Command: control.CmdRecycle, Slot: slot, All: all})
+	if resp.Rollout == nil {
+		return control.Rollout{}, err
+	}
+	return *resp.Rollout, err
+}
+
+// TestRecycleByMemoryUnderLoad: workers that leak on every request are
+// recycled by memory again and again under load; then every worker by
+// hand; then a recycle asked during a rollout follows it. No request
+// fails, and never fewer than 2 workers are ready.
+func TestRecycleByMemoryUnderLoad(t *testing.T) {
+	ctx := timeout(t, 120*time.Second)
+	s := startService(t, `command = ["@WORKER@", "-leak", "65536"]`+"\n", "--workers", "2", "--recycle-memory", "40M")
+	ready := watchReady(t, s.ctl)
+	load := testsd.StartLoad(s.url(), 2, 2, time.Millisecond)
+	defer load.Stop()
+	st := testsd.WaitStatus(ctx, t, s.ctl, "4 recycles by memory", func(st control.Status) bool {
+		return st.Totals.Recycles[control.RecycleMemory] >= 4
+	})
+	if st.RecycleMemoryBytes != 40<<20 || len(st.Totals.Crashes) != 0 || st.Generation != 1 {
+		t.Errorf("after the recycles: ceiling %d, crashes %v, generation %d", st.RecycleMemoryBytes, st.Totals.Crashes, st.Generation)
+	}
+	recycles := 0
+	for _, w := range st.Workers {
+		recycles += w.Recycles
+	}
+	if recycles < 4 {
+		t.Errorf("the slots count %d recycles, the service %d", recycles, st.Totals.Recycles[control.RecycleMemory])
+	}
+	s.svc.WaitOutput(ctx, t, "worker recycled: its successor is ready, it drains")
+	if out := s.svc.Output.String(); !strings.Contains(out, "above --recycle-memory 40.0M for") || !strings.Contains(out, "successor=") {
+		t.Errorf("the log does not say why and who replaced whom:\n%s", out)
+	}
+
+	// By hand: every worker, one at a time.
+	before := pidsOf(testsd.Status(ctx, t, s.ctl))
+	r, err := recycle(ctx, s.ctl, 0, true)
+	if err != nil || r.Kind != "recycle" || r.Reason != control.RecycleManual {
+		t.Fatalf("recycle all: %+v %v", r, err)
+	}
+	replaced := map[int]bool{}
+	for _, rp := range r.Replaced {
+		replaced[rp.PID] = true
+	}
+	after := testsd.Status(ctx, t, s.ctl)
+	for _, w := range after.Workers {
+		if before[w.PID] && !replaced[w.PID] {
+			t.Errorf("slot %d: pid %d was neither recycled by hand nor by memory meanwhile", w.Slot, w.PID)
+		}
+	}
+
+	// A recycle asked during a rollout follows it, in the new generation.
+	reload := make(chan error, 1)
+	go func() {
+		_, err := control.Call(ctx, s.ctl, control.Request{Command: control.CmdReload})
+		reload <- err
+	}()
+	testsd.WaitStatus(ctx, t, s.ctl, "the rollout under way", func(st control.Status) bool {
+		return st.Rollout != nil && st.Rollout.Kind == "reload"
+	})
+	r, err = recycle(ctx, s.ctl, 1, false)
+	if err != nil || r.To != 2 || len(r.Replaced) != 1 || r.Replaced[0].Slot != 1 {
+		t.Fatalf("recycle during a rollout: %+v %v", r, err)
+	}
+	if err := <-reload; err != nil {
+		t.Fatalf("the reload: %v", err)
+	}
+
+	ok, failures := load.Stop()
+	if failures != "" {
+		t.Fatalf("%d requests ok; failed: %s", ok, failures)
+	}
+	ready.check(t, 2)
+	t.Logf("%d requests, none failed, %d recycles by memory", ok, testsd.Status(ctx, t, s.ctl).Totals.Recycles[control.RecycleMemory])
+}
+
+// TestRecycleByAgeUnderLoad: every worker is recycled once older than
+// --recycle-after, under load, with no failed request.
+func TestRecycleByAgeUnderLoad(t *testing.T) {
+	ctx := timeout(t, 60*time.Second)
+	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "3", "--recycle-after", "2s")
+	ready := watchReady(t, s.ctl)
+	first := pidsOf(testsd.Status(ctx, t, s.ctl))
+	load := testsd.StartLoad(s.url(), 2, 2, time.Millisecond)
+	defer load.Stop()
+	testsd.WaitStatus(ctx, t, s.ctl, "every first worker recycled", func(st control.Status) bool {
+		for _, w := range st.Workers {
+			if first[w.PID] || w.State != "ready" {
+				return false
+			}
+		}
+		return true
+	})
+	ok, failures := load.Stop()
+	if failures != "" {
+		t.Fatalf("%d requests ok; failed: %s", ok, failures)
+	}
+	ready.check(t, 3)
+	if st := testsd.Status(ctx, t, s.ctl); st.Totals.Recycles[control.RecycleAge] < 3 || len(st.Totals.Crashes) != 0 {
+		t.Errorf("totals %+v", st.Totals)
+	}
+}
+
+// TestRecycleSafety: workers above the ceiling from their start are
+// recycled once (a fast leak looks the same), then their successors, above
+// it as well, are said to be and their slots back off (no loop); a
+// successor that never becomes ready leaves the old worker serving and
+// says why.
+func TestRecycleSafety(t *testing.T) {
+	ctx := timeout(t, 60*time.Second)
+	broken := filepath.Join(t.TempDir(), "broken")
+	// Once the file exists, new workers start but never say READY=1.
+	// The workers leak, so each look at their memory reads a new figure.
+	cmd := `command = ["/bin/sh", "-c", "if [ -e ` + broken + ` ]; then exec sleep 60; fi; exec @WORKER@ -leak 65536"]` + "\n"
+	s := startService(t, cmd, "--workers", "2", "--recycle-memory", "1M", "--ready-timeout", "2s")
+	ready := watchReady(t, s.ctl)
+	load := testsd.StartLoad(s.url(), 1, 1, 20*time.Millisecond)
+	defer load.Stop()
+	st := testsd.WaitStatus(ctx, t, s.ctl, "both successors above the ceiling from their start", func(st control.Status) bool {
+		return st.Workers[0].AboveCeiling && st.Workers[1].AboveCeiling
+	})
+	pids := pidsOf(st)
+	// Six more looks at slot 0's growing memory, each above the ceiling: a
+	// loop would have recycled it again after recycleConfirm (three).
+	figures := map[uint64]bool{st.Workers[0].MemoryBytes: true}
+	st = testsd.WaitStatus(ctx, t, s.ctl, "six more memory figures", func(st control.Status) bool {
+		figures[st.Workers[0].MemoryBytes] = true
+		return len(figures) > 6 || st.Totals.Recycles[control.RecycleMemory] > 2
+	})
+	if st.Totals.Recycles[control.RecycleMemory] != 2 || !pids[st.Workers[0].PID] || !pids[st.Workers[1].PID] {
+		t.Fatalf("recycled in a loop: %+v, %+v", st.Totals, st.Workers)
+	}
+	// Said once per slot (the lines come through a pipe, after the status).
+	said := func() int {
+		return strings.Count(s.svc.Output.String(), "worker above --recycle-memory from its start, as the worker it replaced")
+	}
+	for said() < 2 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := said(); n != 2 {
+		t.Errorf("said %d times, want once per slot", n)
+	}
+
+	if err := os.WriteFile(broken, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := recycle(ctx, s.ctl, 0, false)
+	if err == nil || !strings.Contains(r.Error, "not ready within --ready-timeout 2s") || len(r.Replaced) != 0 {
+		t.Fatalf("recycle with a successor never ready: %+v %v", r, err)
+	}
+	if st := testsd.Status(ctx, t, s.ctl); !pids[st.Workers[0].PID] || st.Ready != 2 {
+		t.Errorf("after the failed recycle: %+v", st.Workers)
+	}
+	if ok, failures := load.Stop(); failures != "" {
+		t.Errorf("%d requests ok; failed: %s", ok, failures)
+	}
+	ready.check(t, 2)
+}
