@@ -10,7 +10,6 @@ require (
 	github.com/prometheus/common v0.73.1
 	github.com/rogpeppe/go-internal v1.16.0
 	github.com/urfave/cli/v2 v2.27.7
-	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.49.0
 )
 

@@ -55,6 +55,8 @@ type Options struct {
 	// DrainTimeout is baton's --drain-timeout: TimeoutStopSec= is set above
 	// it, so systemd never kills draining workers before baton does.
 	DrainTimeout time.Duration
+	// LameDuck is baton's --lame-duck, which a stop spends before the drain.
+	LameDuck time.Duration
 	// Watchdog is WatchdogSec= for baton itself; 0 leaves it off.
 	Watchdog time.Duration
 }
@@ -134,7 +136,7 @@ func Render(o Options) ([]File, error) {
 		fmt.Fprintf(&b, "WatchdogSec=%s\n", seconds(o.Watchdog))
 	}
 	b.WriteString("Restart=always\nRestartSec=1\nKillMode=control-group\n")
-	fmt.Fprintf(&b, "TimeoutStopSec=%s\n", seconds(o.DrainTimeout+15*time.Second))
+	fmt.Fprintf(&b, "TimeoutStopSec=%s\n", seconds(o.LameDuck+o.DrainTimeout+15*time.Second))
 	if o.User != "" {
 		fmt.Fprintf(&b, "User=%s\nGroup=%s\n", escape(o.User), escape(o.User))
 	}

@@ -52,6 +52,7 @@ func runFlags() []cli.Flag {
 		&cli.GenericFlag{Name: "env-file", Value: &valueList{}, Usage: "`FILE` of KEY=VALUE lines in systemd's EnvironmentFile= syntax, re-read at each rollout and pinned (repeatable; relative to --directory; -FILE: may be missing)"},
 		&cli.StringFlag{Name: "recycle-memory", Usage: "replace a worker gracefully (its successor ready first) when its process tree's memory (PSS) stays above `SIZE` (512M, 2G; default: off)"},
 		&cli.DurationFlag{Name: "recycle-after", Usage: "replace a worker gracefully once it is older than `DUR`, less up to 10% at random (default: off)"},
+		&cli.DurationFlag{Name: "lame-duck", Usage: "on a stop request, report the stop (/healthz 503, status --check, STATUS=) while every worker keeps serving this long, then drain; a second stop signal drains at once (for load balancers)"},
 		&cli.StringFlag{Name: "check", Usage: "shell `CMD` run before each rollout (like nginx -t); non-zero aborts it"},
 		&cli.StringFlag{Name: "config", Usage: "TOML `FILE` with these settings (keys are the flag names, plus command), re-read at every rollout; flags given here win"},
 		&cli.StringFlag{Name: "log", Value: "journal", Usage: "worker output: journal (native journald entries with BATON_WORKER, BATON_GENERATION; prefixed lines on stderr when journald is not baton's stderr) or inherit"},
@@ -141,6 +142,7 @@ func runConfig(st settings, out outputs) (supervisor.Config, error) {
 		func() (err error) { cfg.Check, err = st.String("check"); return },
 		func() (err error) { cfg.Watchdog, err = st.Duration("watchdog"); return },
 		func() (err error) { cfg.RecycleAfter, err = st.Duration("recycle-after"); return },
+		func() (err error) { cfg.LameDuck, err = st.Duration("lame-duck"); return },
 		func() error {
 			v, err := st.String("recycle-memory")
 			if err != nil || v == "" {

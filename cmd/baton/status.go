@@ -192,7 +192,7 @@ func printWorker(w io.Writer, wk control.Worker) {
 		status = "cannot start: " + wk.Error
 	}
 	if wk.AboveCeiling {
-		status = fmt.Sprintf("above --recycle-memory from its start (%s PSS): not recycled by memory; %s", bytesIEC(wk.MemoryBytes), status)
+		status = fmt.Sprintf("above --recycle-memory from its start (%s), as the worker it replaced: recycling backs off; %s", bytesIEC(wk.MemoryBytes), status)
 	}
 	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, wk.Recycles, cpu, rss, procs, control.Printable(status))
 }

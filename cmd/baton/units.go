@@ -55,6 +55,7 @@ func unitsAction(c *cli.Context) error {
 		AddressFamilies: c.StringSlice("address-family"),
 		Control:         c.String("control"),
 		DrainTimeout:    c.Duration("drain-timeout"),
+		LameDuck:        c.Duration("lame-duck"),
 		Watchdog:        c.Duration("watchdog-sec"),
 	}
 	for _, l := range c.StringSlice("listen") {

@@ -16,6 +16,9 @@ func (st *Status) Health() error {
 	case "starting":
 		return fmt.Errorf("starting: %d/%d ready", st.Ready, st.Slots)
 	case "stopping":
+		if st.LameDuckSeconds > 0 {
+			return fmt.Errorf("stopping: lame duck, every worker serves %.1fs more, then drains", st.LameDuckSeconds)
+		}
 		return errors.New("stopping")
 	}
 	var why []string

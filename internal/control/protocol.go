@@ -113,9 +113,12 @@ type Status struct {
 	// new one in place.
 	ExeReplaced bool   `json:"exe_replaced"`
 	State       string `json:"state"` // starting, ready, stopping
-	Generation  int    `json:"generation"`
-	Slots       int    `json:"slots"`
-	Ready       int    `json:"ready"`
+	// LameDuckSeconds is, while stopping with --lame-duck, how long every
+	// worker still serves before they drain.
+	LameDuckSeconds float64 `json:"lame_duck_seconds,omitempty"`
+	Generation      int     `json:"generation"`
+	Slots           int     `json:"slots"`
+	Ready           int     `json:"ready"`
 	// Workers holds one entry per slot, in slot order; a slot waiting for a
 	// crash restart has PID 0 and state "restarting".
 	Workers   []Worker   `json:"workers"`

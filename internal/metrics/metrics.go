@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
-	"golang.org/x/net/netutil"
 )
 
 // ContentType is the text format's content type.
@@ -67,24 +66,28 @@ func Handler(status StatusFunc) http.Handler {
 	return mux
 }
 
-// MaxConns bounds the connections the endpoint serves at once; more wait
-// in the listener's backlog. Every connection is an fd of baton's, which
-// new workers need: 200 idle connections to an unbounded endpoint would
-// take 200 of them (and under LimitNOFILE, all of them).
+// MaxConns bounds the connections the endpoint holds at once; a new one
+// beyond it closes the oldest (evict.go). Every connection is an fd of
+// baton's, which new workers need: 200 idle connections to an unbounded
+// endpoint would take 200 of them (and under LimitNOFILE, all of them).
 const MaxConns = 8
 
 // Serve serves Handler(status) on ln until Close. net/http backs off and
 // retries when accept fails for a while (EMFILE), as the control socket
 // does.
 func Serve(ln net.Listener, status StatusFunc) *http.Server {
+	// Every connection has bounded read, write and idle times: a request
+	// whose body never comes (ReadHeaderTimeout alone let net/http wait
+	// without end to discard it) ends after ReadTimeout.
 	srv := &http.Server{
 		Handler:           Handler(status),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: 2 * time.Second,
+		ReadTimeout:       5 * time.Second,
 		WriteTimeout:      scrapeTimeout + 5*time.Second,
-		IdleTimeout:       time.Minute,
+		IdleTimeout:       10 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 	}
-	go srv.Serve(netutil.LimitListener(ln, MaxConns))
+	go srv.Serve(evictOldest(ln, MaxConns))
 	return srv
 }
 

@@ -41,6 +41,9 @@ type Config struct {
 	// above which a worker is recycled; RecycleAfter the age. 0 is off.
 	RecycleMemory uint64
 	RecycleAfter  time.Duration
+	// LameDuck is how long a stop request first reports the stop while
+	// every worker keeps serving; 0 drains at once.
+	LameDuck time.Duration
 	// Control is the control socket's path; empty means none.
 	Control string
 	// Metrics is the TCP address the metrics endpoint listens on
@@ -206,18 +209,24 @@ func ParseStrategy(s string) (bool, error) {
 	return false, fmt.Errorf("--strategy %q: want rolling or blue-green", s)
 }
 
-// ParseSize parses a memory size: bytes, or with a K, M or G suffix
-// (powers of 1024; "Ki", "KiB" and "KB" mean the same), such as 512M.
+// ParseSize parses a memory size of at least 1 MiB: a number (1.5 is fine)
+// with K, M, G or T (powers of 1024, in any case, with or without "i" and
+// "B": 512M, 512MiB, 512mb), or bytes without a unit.
 func ParseSize(s string) (uint64, error) {
-	num := strings.TrimRight(s, "KMGTiBkmgtib")
-	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "B"), "i"))
-	shift := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
-	sh, ok := shift[unit]
-	n, err := strconv.ParseUint(strings.TrimSpace(num), 10, 64)
-	if !ok || err != nil || n > math.MaxUint64>>sh {
-		return 0, fmt.Errorf("%q: want a size such as 512M, 2G or 1048576", s)
+	bad := fmt.Errorf("%q: want a size of 1M or more, such as 512M, 1.5G or 1073741824", s)
+	unit := strings.ToUpper(strings.TrimLeft(s, "0123456789."))
+	num := s[:len(s)-len(unit)]
+	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
+	shift, ok := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[unit]
+	if !ok || num == "" || strings.HasSuffix(s, "iB") && unit == "" {
+		return 0, bad
 	}
-	return n << sh, nil
+	n, err := strconv.ParseFloat(num, 64)
+	bytes := n * float64(uint64(1)<<shift)
+	if err != nil || bytes < 1<<20 || bytes >= math.MaxUint64 {
+		return 0, bad
+	}
+	return uint64(bytes), nil
 }
 
 // ParseSignal parses a signal name with or without SIG ("TERM", "SIGQUIT").
@@ -253,6 +262,9 @@ func (c *Config) check() error {
 	}
 	if c.Canary < 0 {
 		errs = append(errs, fmt.Errorf("--canary %s: want 0 or more", c.Canary))
+	}
+	if c.LameDuck < 0 {
+		errs = append(errs, fmt.Errorf("--lame-duck %s: want 0 (off) or more", c.LameDuck))
 	}
 	if c.RecycleAfter < 0 {
 		errs = append(errs, fmt.Errorf("--recycle-after %s: want 0 (off) or more", c.RecycleAfter))

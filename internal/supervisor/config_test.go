@@ -84,3 +84,20 @@ func TestConfigCheckNamesEachProblem(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want uint64 // 0: refused
+	}{
+		{"512M", 512 << 20}, {"512MiB", 512 << 20}, {"512mb", 512 << 20}, {"512mib", 512 << 20}, {"512MB", 512 << 20},
+		{"1.5G", 3 << 29}, {"2g", 2 << 30}, {"1T", 1 << 40}, {"4096K", 4 << 20}, {"1048576", 1 << 20},
+		{"", 0}, {"0", 0}, {"-1", 0}, {"512", 0}, {"1023K", 0}, {"10iB", 0}, {"lots", 0}, {"5X", 0},
+		{"1.2.3M", 0}, {"16777216T", 0}, {"M", 0},
+	} {
+		got, err := ParseSize(tt.in)
+		if got != tt.want || (err == nil) != (tt.want != 0) {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+		}
+	}
+}

@@ -185,7 +185,7 @@ func (s *Supervisor) runDeferredUpgrade() {
 
 func (s *Supervisor) upgradeBlocker() error {
 	switch {
-	case s.stopping:
+	case s.stopping, s.lameDuck != nil:
 		return errors.New("baton is stopping")
 	case s.rollout != nil:
 		return fmt.Errorf("a rollout is in progress: upgrade when it has ended (%w)", control.ErrBusy)

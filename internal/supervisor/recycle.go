@@ -48,6 +48,10 @@ type recycleReq struct {
 	reason string // control.Recycle*
 	why    string // what the journal says of it: the figure, the age
 	reply  chan<- rolloutResult
+	// pid is the worker an automatic recycle is for: if another serves
+	// the slot by the time it could begin (a rollout or a crash replaced
+	// it), it is dropped.
+	pid int
 }
 
 // Recycle answers the control socket's recycle request.
@@ -94,15 +98,19 @@ func (s *Supervisor) queueRecycle(sl *slot, reason, why string) {
 			return
 		}
 	}
-	s.recycles = append(s.recycles, recycleReq{slots: []*slot{sl}, reason: reason, why: why})
+	s.recycles = append(s.recycles, recycleReq{slots: []*slot{sl}, reason: reason, why: why, pid: sl.w.pid})
 	s.nextRecycle()
 }
 
-// nextRecycle begins the first queued recycle when nothing else runs.
+// nextRecycle begins the first queued recycle when nothing else runs (an
+// upgrade waiting for its turn goes first).
 func (s *Supervisor) nextRecycle() {
-	for len(s.recycles) > 0 && s.rollout == nil && !s.stopping && s.readySent {
+	for len(s.recycles) > 0 && s.rollout == nil && !s.stopping && s.lameDuck == nil && s.readySent && !s.upgrading && !s.upgradeDeferred {
 		req := s.recycles[0]
 		s.recycles = s.recycles[1:]
+		if sl := req.slots[0]; req.pid != 0 && (sl.w == nil || sl.w.pid != req.pid) {
+			continue // that worker is gone already
+		}
 		// Slots removed by a scale since are not recycled.
 		targets := slices.DeleteFunc(slices.Clone(req.slots), func(sl *slot) bool { return sl.removed })
 		if len(targets) == 0 {
@@ -125,7 +133,8 @@ func (s *Supervisor) nextRecycle() {
 // recycled is told of a recycle that ended: it counts the workers it
 // replaced and holds back slots whose automatic recycle failed.
 func (s *Supervisor) recycled(r *rollout, err error) {
-	for _, sl := range r.moved {
+	for _, rp := range r.replaced {
+		sl := s.slots[rp.Slot]
 		sl.recycles++
 		sl.recycleRetry = 0
 		s.totals.CountRecycle(r.recycle)
@@ -133,7 +142,7 @@ func (s *Supervisor) recycled(r *rollout, err error) {
 			sl.w.memSuccessor = r.recycle == control.RecycleMemory
 		}
 	}
-	if err == nil || r.recycle == control.RecycleManual {
+	if err == nil || r.recycle == control.RecycleManual || s.stopping {
 		return
 	}
 	for _, sl := range r.targets {
@@ -158,7 +167,7 @@ func (s *Supervisor) armRecycleCheck() {
 // checkRecycle queues the recycles ages call for, and reads the serving
 // workers' memory off the loop when a ceiling is set.
 func (s *Supervisor) checkRecycle() {
-	if s.stopping || !s.readySent {
+	if s.stopping || s.lameDuck != nil || !s.readySent {
 		return
 	}
 	now := s.now()
@@ -169,8 +178,15 @@ func (s *Supervisor) checkRecycle() {
 			continue
 		}
 		if s.cfg.RecycleAfter > 0 && !now.Before(sl.recycleHold) {
+			// Age counts from readiness: a successor is young however
+			// long it took to start (counted from its start, one slower
+			// than a short limit would be recycled again at once).
 			limit := time.Duration(float64(s.cfg.RecycleAfter) * (1 - recycleJitter*w.jitter))
-			if age := now.Sub(w.started); age >= limit {
+			born := w.readyAt
+			if born.IsZero() {
+				born = w.started // adopted across an upgrade
+			}
+			if age := now.Sub(born); age >= limit {
 				s.queueRecycle(sl, control.RecycleAge, fmt.Sprintf("up %s, --recycle-after %s", age.Round(time.Second), s.cfg.RecycleAfter))
 			}
 		}
@@ -182,16 +198,30 @@ func (s *Supervisor) checkRecycle() {
 		return
 	}
 	s.sampling = true
+	ceiling := s.cfg.RecycleMemory // the loop's: a reload may change it meanwhile
 	go func() {
 		figures := make(map[int]uint64, len(pids))
+		errs := map[int]error{}
 		for _, pid := range pids {
-			if m, err := s.world.memory(pid, s.cfg.RecycleMemory); err == nil {
-				figures[pid] = m
+			m, err := s.world.memory(pid, ceiling)
+			if err != nil {
+				errs[pid] = err
+				continue
 			}
+			figures[pid] = m
 		}
 		s.post(func() {
 			s.sampling = false
-			s.onMemory(figures, s.now())
+			for pid, err := range errs {
+				// Said once a worker: a figure baton cannot read is a
+				// ceiling that never acts (a kernel before 4.14 has no
+				// smaps_rollup; a setuid process in the tree hides its own).
+				if w := s.workers[pid]; w != nil && !w.memErr {
+					w.memErr = true
+					s.log.Warn("cannot read a worker's memory: --recycle-memory cannot act on it", "slot", w.slot.index, "pid", pid, "err", err)
+				}
+			}
+			s.onMemory(figures, ceiling, s.now())
 		})
 	}()
 }
@@ -205,8 +235,7 @@ func (s *Supervisor) checkRecycle() {
 // again for 30 s, doubling up to an hour, instead of in a loop. The first
 // workers get no such benefit of the doubt: a worker that crossed the
 // ceiling quickly under load is a fast leak, and is recycled.
-func (s *Supervisor) onMemory(figures map[int]uint64, now time.Time) {
-	ceiling := s.cfg.RecycleMemory
+func (s *Supervisor) onMemory(figures map[int]uint64, ceiling uint64, now time.Time) {
 	for pid, m := range figures {
 		w := s.workers[pid]
 		if w == nil || w.state != stateReady || w.slot.w != w {
@@ -218,6 +247,7 @@ func (s *Supervisor) onMemory(figures map[int]uint64, now time.Time) {
 		switch {
 		case ceiling == 0 || m <= ceiling:
 			w.overSince = time.Time{}
+			w.aboveCeiling = false
 			if first && w.memSuccessor {
 				sl.memBackoff = 0 // the recycle helped
 			}

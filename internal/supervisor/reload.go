@@ -112,7 +112,7 @@ func (s *Supervisor) startRollout(reply chan<- rolloutResult, replace bool) {
 // rolloutRefused says why no rollout (or scale) can begin now, if none can.
 func (s *Supervisor) rolloutRefused() string {
 	switch {
-	case s.stopping:
+	case s.stopping, s.lameDuck != nil:
 		return "baton is stopping"
 	case !s.readySent:
 		return "baton is still starting: a rollout needs every slot ready first"

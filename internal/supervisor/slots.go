@@ -100,6 +100,8 @@ type proc struct {
 	// yet), since when it is above the ceiling, whether it was from its
 	// start, and its share of the age limit's jitter.
 	memory       uint64
+	memErr       bool // a figure could not be read, and that was said
+	readyAt      time.Time
 	overSince    time.Time
 	aboveCeiling bool
 	memSuccessor bool // it replaced a worker recycled by memory
@@ -225,6 +227,7 @@ func (s *Supervisor) onReady(w *proc) {
 		return
 	}
 	w.state = stateReady
+	w.readyAt = s.now()
 	if w.cancel != nil {
 		w.cancel()
 	}
@@ -384,14 +387,22 @@ func (s *Supervisor) scheduleStart(sl *slot) {
 	delay := sl.backoff
 	sl.backoff = min(2*sl.backoff, s.cfg.RestartBackoff.Max)
 	s.log.Info("restarting worker", "slot", sl.index, "in", delay, "restarts", sl.restarts)
-	sl.restart = s.after(delay, func() {
+	var fire func()
+	fire = func() {
 		sl.restart = nil
-		if s.stopping || sl.removed || sl.w != nil || sl.next != nil {
+		switch {
+		case s.stopping || sl.removed || sl.w != nil:
 			return // stopping, scaled away, or a rollout has put a worker in the slot since
+		case sl.next != nil:
+			// A rollout or a recycle brings a worker up here: look again
+			// later, for if it fails, nothing else fills the slot.
+			sl.restart = s.after(delay, fire)
+			return
 		}
 		s.fillSlot(sl)
 		s.updateStatus()
-	})
+	}
+	sl.restart = s.after(delay, fire)
 }
 
 // fillSlot starts a worker of the slot's generation in the empty slot sl,

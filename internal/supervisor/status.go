@@ -18,6 +18,9 @@ func (s *Supervisor) statusLine() string {
 	switch {
 	case s.stopping:
 		return fmt.Sprintf("stopping: %d workers draining", len(s.workers))
+	case s.lameDuck != nil:
+		return fmt.Sprintf("stopping: lame duck, %d/%d ready and serving, draining in %s", ready, len(s.slots),
+			s.lameDuckEnds.Sub(s.now()).Round(time.Second))
 	case !s.readySent:
 		return fmt.Sprintf("starting: %d/%d ready, generation %d", ready, len(s.slots), s.serving.gen)
 	}
@@ -110,6 +113,9 @@ func (s *Supervisor) snapshot() control.Status {
 	switch {
 	case s.stopping:
 		st.State = "stopping"
+	case s.lameDuck != nil:
+		st.State = "stopping"
+		st.LameDuckSeconds = max(s.lameDuckEnds.Sub(now).Seconds(), 0)
 	case !s.readySent:
 		st.State = "starting"
 	}

@@ -112,8 +112,12 @@ type Supervisor struct {
 	upgradeDeferred bool
 	upgrading       bool // an upgrade asks the binary on disk for its protocol
 	stopping        bool
-	stopSigs        int    // stop signals received
-	status          string // last STATUS= sent
+	// lameDuck is the end of --lame-duck, armed while baton reports that it
+	// stops and every worker still serves, at lameDuckEnds; nil otherwise.
+	lameDuck     timer
+	lameDuckEnds time.Time
+	stopSigs     int    // stop signals received
+	status       string // last STATUS= sent
 	// sockets is what the listeners last said of themselves; socketProblems
 	// the listeners that do not listen (sockets.go).
 	sockets        map[*activation.Listener]sockState
@@ -290,7 +294,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case <-ctxDone:
 			ctxDone = nil
 			s.log.Info("stop requested", "reason", context.Cause(ctx))
-			s.beginStop()
+			s.requestStop()
 		}
 	}
 	close(s.done)
@@ -430,15 +434,19 @@ func (s *Supervisor) onSignal(sig syscall.Signal) {
 		s.reap()
 	case unix.SIGTERM, unix.SIGINT:
 		s.stopSigs++
-		if s.stopSigs > 1 {
+		switch {
+		case s.lameDuck != nil:
+			s.log.Warn("second stop signal: the lame duck is cut short, workers drain now", "sig", sig.String())
+			s.beginStop()
+		case s.stopSigs > 1:
 			s.log.Warn("second stop signal: killing all workers", "sig", sig.String())
 			for _, w := range s.workers {
 				w.p.Kill()
 			}
-			return
+		default:
+			s.log.Info("stop requested", "sig", sig.String())
+			s.requestStop()
 		}
-		s.log.Info("stop requested", "sig", sig.String())
-		s.beginStop()
 	case unix.SIGHUP, unix.SIGUSR1:
 		// SIGUSR1 too: unlike SIGHUP it survives a re-exec (signals.go).
 		s.log.Info("rollout requested", "sig", sig.String())
@@ -474,19 +482,49 @@ func (s *Supervisor) reap() {
 	}
 }
 
-// beginStop asks every worker to drain; the loop ends when all have exited.
-func (s *Supervisor) beginStop() {
-	if s.stopping {
+// requestStop stops baton: at once, or with --lame-duck after that long
+// reporting that it stops while every worker keeps serving, so that a load
+// balancer checking /healthz sees the host leave before it stops serving.
+func (s *Supervisor) requestStop() {
+	d := s.cfg.LameDuck
+	if d <= 0 || s.stopping || s.lameDuck != nil || !s.readySent {
+		s.beginStop()
 		return
 	}
-	s.stopping = true
-	s.toStart = nil
+	s.lameDuckEnds = s.now().Add(d)
+	s.lameDuck = s.after(d, s.beginStop)
+	if s.rollout != nil {
+		s.rollout.stop() // its workers stay as they are, to be drained with the rest
+	}
+	s.dropRecycles()
+	s.tell("STOPPING=1")
+	s.log.Info("stopping: lame duck, every worker serves on while /healthz and status --check report the stop",
+		"for", d, "workers", len(s.workers))
+	s.updateStatus()
+}
+
+// dropRecycles answers the recycles asked for and not begun: baton stops.
+func (s *Supervisor) dropRecycles() {
 	for _, q := range s.recycles {
 		if q.reply != nil {
 			q.reply <- rolloutResult{err: errors.New("baton is stopping")}
 		}
 	}
 	s.recycles = nil
+}
+
+// beginStop asks every worker to drain; the loop ends when all have exited.
+func (s *Supervisor) beginStop() {
+	if s.stopping {
+		return
+	}
+	if s.lameDuck != nil {
+		s.lameDuck.Stop()
+		s.lameDuck = nil
+	}
+	s.stopping = true
+	s.toStart = nil
+	s.dropRecycles()
 	if s.rollout != nil {
 		s.rollout.stop()
 	}
