@@ -222,3 +222,35 @@ func TestStopDuringRecycle(t *testing.T) {
 		t.Errorf("recycles counted: %v", ts.totals.Recycles)
 	}
 }
+
+// TestRecycleOldWorkerCrashes: the worker being recycled crashes while its
+// successor starts, the slot's restart comes due meanwhile, and then the
+// successor fails too: the slot still gets a worker.
+func TestRecycleOldWorkerCrashes(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 1})
+	reply := make(chan rolloutResult, 1)
+	ts.requestRecycle(0, false, reply)
+	successor := ts.incoming(0)
+	ts.exit(ts.slots[0].w, 1)       // the old worker crashes: a restart after 100ms
+	ts.fw.clock.advance(time.Second) // it comes due while the successor starts
+	ts.settle()
+	ts.exit(successor, 1)
+	ts.fw.clock.advance(tailGrace)
+	for len(reply) == 0 { // the slot's restart may come first
+		ts.await("the failed successor's output")
+	}
+	if res := ts.result(reply); res.err == nil {
+		t.Fatal("the recycle did not fail")
+	}
+	for range 5 {
+		ts.fw.clock.advance(time.Second)
+		ts.settle()
+	}
+	if ts.slots[0].w == nil {
+		t.Fatal("the slot was left without a worker")
+	}
+	ts.ready(ts.slots[0].w)
+	if ts.readyCount() != 1 {
+		t.Errorf("%d ready", ts.readyCount())
+	}
+}
