@@ -68,4 +68,20 @@ func TestSmoke(t *testing.T) {
 	b.Reset()
 	FootprintTable(&b, []Footprint{f})
 	t.Logf("\n%s", b.String())
+
+	// The leak run, baton with recycling only (PM2 is a download): 64K a
+	// request at 100 req/s a worker passes a 32M ceiling in some 4 s (a
+	// fresh worker holds 7 MB, so its first look, within a second or two
+	// of ready, is below it), and the recycle follows 3 s later.
+	lp := LeakPlan{Rate: 200, KeepAliveEvery: 3, Duration: 12 * time.Second, Workers: 2, Leak: 64 << 10, Ceiling: 32 << 20}
+	lr, err := MeasureLeak(ctx, LeakScenarios(p, lp)[0], fmt.Sprintf("http://127.0.0.1:%d/", p.Port), lp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lr.Replaced < 1 || lr.FailedTotal != 0 || lr.MinServing != lp.Workers || lr.PeakWorkerRSS < lp.Ceiling {
+		t.Errorf("leak run: %+v", lr)
+	}
+	b.Reset()
+	LeakTable(&b, lp, []LeakResult{lr})
+	t.Logf("\n%s", b.String())
 }

@@ -11,6 +11,9 @@
 //                         which drains on its own) and prints "rolled".
 //   pm2 start app.js ...  under PM2 cluster mode: process.send('ready') once
 //                         listening (wait_ready), drains on SIGINT.
+//
+// LEAK_BYTES (default 0: none) is the Go worker's --leak: every request keeps
+// that many bytes more for good, every byte written so that it is resident.
 'use strict';
 const cluster = require('cluster');
 const http = require('http');
@@ -18,6 +21,8 @@ const http = require('http');
 const port = Number(process.env.PORT || 18080);
 const workMs = Number(process.env.WORK_MS || 5);
 const startMs = Number(process.env.START_MS || 200);
+const leakBytes = Number(process.env.LEAK_BYTES || 0);
+const leaked = []; // what LEAK_BYTES keeps: never freed
 
 if (process.argv[2] === 'cluster' && cluster.isPrimary) {
   primary(Number(process.env.WORKERS || 4));
@@ -28,6 +33,7 @@ if (process.argv[2] === 'cluster' && cluster.isPrimary) {
 function serve() {
   let draining = false;
   const server = http.createServer((req, res) => {
+    if (leakBytes > 0) leaked.push(Buffer.alloc(leakBytes, 1));
     setTimeout(() => {
       if (draining) res.setHeader('Connection', 'close');
       res.end(`hello from pid ${process.pid}\n`);

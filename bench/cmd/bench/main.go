@@ -3,6 +3,7 @@
 // markdown table and writes the results as JSON.
 //
 //	go run ./bench/cmd/bench -deploys 20 -json bench/results.json
+//	go run ./bench/cmd/bench -leak -json bench/results.json   # leaking workers only: sets "leak" in it
 package main
 
 import (
@@ -38,6 +39,12 @@ func main() {
 	others := flag.Bool("others", true, "also measure the Node cluster pattern, PM2 and tableflip (installed from npm and the Go module proxy)")
 	rates := flag.Bool("throughput", true, "measure the highest rate (wrk and the Go generator, bare worker and baton), wrk during rollouts, and baton's overhead per swap")
 	cache := flag.String("cache", "/var/cache/baton-bench", "where PM2 is installed")
+	leak := flag.Bool("leak", false, "run only the leaking-workers comparison: baton --recycle-memory, baton without recycling, PM2 max_memory_restart (with -others)")
+	var leakPlan bench.LeakPlan
+	flag.DurationVar(&leakPlan.Duration, "leak-duration", 2*time.Minute, "load per leak scenario")
+	flag.IntVar(&leakPlan.Workers, "leak-workers", 2, "workers per leak scenario")
+	leakSize := flag.String("leak-size", "16K", "what a worker keeps for good per request in the leak run")
+	leakCeiling := flag.String("leak-ceiling", "128M", "--recycle-memory and max_memory_restart in the leak run")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "baton-bench")
@@ -50,6 +57,11 @@ func main() {
 		fail(err)
 	}
 	p.Baton, p.Worker = bins.Baton, bins.Worker
+	if *leak {
+		leakPlan.Rate, leakPlan.KeepAliveEvery = plan.Rate, plan.KeepAliveEvery
+		runLeak(p, leakPlan, *leakSize, *leakCeiling, *others, *cache, *only, *out)
+		return
+	}
 	if *others {
 		root, err := rig.ModuleRoot()
 		if err != nil {
@@ -149,6 +161,55 @@ func main() {
 	if *out != "" {
 		b, _ := json.MarshalIndent(map[string]any{"params": p, "plan": plan, "report": report}, "", "  ")
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
+			fail(err)
+		}
+	}
+}
+
+// runLeak runs the leaking-workers comparison, prints its table and sets
+// "leak" in the JSON file, keeping what else it holds.
+func runLeak(p bench.Params, plan bench.LeakPlan, size, ceiling string, others bool, cache, only, out string) {
+	p.Workers = plan.Workers
+	var err error
+	if plan.Leak, err = bench.ParseSize(size); err != nil {
+		fail(err)
+	}
+	if plan.Ceiling, err = bench.ParseSize(ceiling); err != nil {
+		fail(err)
+	}
+	// Without recycling nothing bounds the leak but the run's length.
+	if avail := bench.MemAvailable(); avail > 0 && plan.Unbounded() > avail/2 {
+		fail(fmt.Errorf("the workers without recycling would keep %d MiB (%d req/s for %s, %s each), more than half of the %d MiB available: shorten -leak-duration or -leak-size",
+			plan.Unbounded()>>20, plan.Rate, plan.Duration, size, avail>>20))
+	}
+	if others {
+		root, err := rig.ModuleRoot()
+		if err != nil {
+			fail(err)
+		}
+		p.NodeDir = filepath.Join(root, "bench", "node")
+		p.PM2Dir = filepath.Join(cache, "pm2-"+bench.PM2Version)
+		if err := bench.InstallPM2(p.PM2Dir); err != nil {
+			fail(err)
+		}
+	}
+	var results []bench.LeakResult
+	for _, sc := range bench.LeakScenarios(p, plan) {
+		if !strings.Contains(sc.Name(), only) {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "measuring %s: %d workers leaking %s a request, %d req/s for %s...\n", sc.Name(), plan.Workers, size, plan.Rate, plan.Duration)
+		r, err := bench.MeasureLeak(context.Background(), sc, fmt.Sprintf("http://127.0.0.1:%d/", p.Port), plan)
+		if err != nil {
+			fail(err)
+		}
+		results = append(results, r)
+	}
+	fmt.Printf("%d workers, %s work per request, %s start-up, leaking %s per request; %d req/s for %s, every %dth kept-alive; ceiling %s\n\n",
+		plan.Workers, p.Work, p.StartDelay, size, plan.Rate, plan.Duration, plan.KeepAliveEvery, ceiling)
+	bench.LeakTable(os.Stdout, plan, results)
+	if out != "" {
+		if err := bench.SetJSON(out, "leak", map[string]any{"params": p, "plan": plan, "results": results}); err != nil {
 			fail(err)
 		}
 	}
