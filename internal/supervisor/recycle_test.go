@@ -231,7 +231,7 @@ func TestRecycleOldWorkerCrashes(t *testing.T) {
 	reply := make(chan rolloutResult, 1)
 	ts.requestRecycle(0, false, reply)
 	successor := ts.incoming(0)
-	ts.exit(ts.slots[0].w, 1)       // the old worker crashes: a restart after 100ms
+	ts.exit(ts.slots[0].w, 1)        // the old worker crashes: a restart after 100ms
 	ts.fw.clock.advance(time.Second) // it comes due while the successor starts
 	ts.settle()
 	ts.exit(successor, 1)
