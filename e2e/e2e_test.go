@@ -103,7 +103,9 @@ func rootfs(t *testing.T, version int) string {
 	args := []string{"build-rootfs"}
 	extra := ""
 	switch version {
-	case 252: // Debian 12
+	case 252: // Debian 12, with sshd for the fleet test's Ansible
+		extra = ",openssh-server"
+		args = append(args, "--include", "openssh-server")
 	case 254: // bookworm-backports
 		args = append(args, "--backports")
 	case 257: // Debian 13
@@ -255,6 +257,16 @@ func (b *box) status() status {
 		b.t.Fatalf("baton status --json: %v\n%s", err, out)
 	}
 	return st
+}
+
+// drained waits until unit's baton has no draining worker: one of the
+// generation just replaced may still take a connection before it closes
+// its copy of the socket (gunicorn's worker does, under load), and a test
+// that reads what serves must not take its answer for the new one's.
+func (b *box) drained(unit string) {
+	b.t.Helper()
+	b.waitFor(unit+"'s old workers gone", "baton status --json "+unit+
+		` | python3 -c 'import json,sys; sys.exit(len(json.load(sys.stdin)["draining"]) > 0)'`, 60*time.Second)
 }
 
 // load is loadgen running in the container's network namespace.
@@ -740,7 +752,7 @@ mkdir -p /srv/myrel/shared; printf '# settings\nGREETING=hello\nDATABASE_URL=pos
 	b.must(`set -e; groupadd --system myrel-secrets; chgrp myrel-secrets /srv/myrel/shared/app.env; chmod 0640 /srv/myrel/shared/app.env
 mkdir -p /etc/systemd/system/myrel.service.d; printf '[Service]\nSupplementaryGroups=myrel-secrets\n' > /etc/systemd/system/myrel.service.d/secrets.conf`)
 	b.must("baton units --name myrel --listen http=127.0.0.1:8070 --workers 2 --directory /srv/myrel/current " +
-		"--env-file /srv/myrel/shared/app.env --restart-backoff 50ms..1s --install -- /usr/bin/gunicorn --workers 1 app:app")
+		"--env-file /srv/myrel/shared/app.env --restart-backoff 50ms..1s --install -- /usr/bin/gunicorn --preload --workers 1 app:app")
 	if unit := b.must("cat /etc/systemd/system/myrel.service"); !strings.Contains(unit, "--directory /srv/myrel/current") {
 		t.Fatalf("the unit does not pass --directory:\n%s", unit)
 	}
@@ -752,6 +764,7 @@ mkdir -p /etc/systemd/system/myrel.service.d; printf '[Service]\nSupplementaryGr
 	// serves checks that both slots answer from release v with greeting g.
 	serves := func(v, g string) {
 		t.Helper()
+		b.drained("myrel")
 		want := fmt.Sprintf("release %s dir /srv/myrel/releases/%s greeting %s slot ", v, v, g)
 		seen := map[string]bool{}
 		for i := 0; i < 200 && len(seen) < 2; i++ {
