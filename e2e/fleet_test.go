@@ -233,6 +233,8 @@ func startHAProxy(t *testing.T, tmp string) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("haproxy", "-db", "-f", path)
+	// A run killed half-way must not leave HAProxy on the port.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -277,6 +279,7 @@ func waitBackends(t *testing.T, n int) {
 func startHostLoad(t *testing.T, url string) *load {
 	t.Helper()
 	l := &load{cmd: exec.Command(loadgen, "-url", url, "-fresh", "4", "-keepalive", "4")}
+	l.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	l.cmd.Stdout = &l.out
 	l.cmd.Stderr = os.Stderr
 	if err := l.cmd.Start(); err != nil {

@@ -53,6 +53,16 @@ type trackedConn struct {
 	once sync.Once
 }
 
+// CloseWrite passes through to a TCP connection: net/http half-closes
+// before it closes, so that a client whose request body it did not read
+// still gets the response.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.l.mu.Lock()

@@ -130,7 +130,7 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 		switch {
 		case err == nil:
 			return false
-		case reply == nil && !s.stopping:
+		case reply == nil && !s.stopping && s.lameDuck == nil:
 			s.upgrading = false
 			s.log.Info("upgrade deferred until the rollout or start has ended", "reason", err)
 			s.upgradeDeferred = true

@@ -78,3 +78,30 @@ func TestNoLameDuckByDefault(t *testing.T) {
 		t.Fatalf("without --lame-duck: %d stop signals, stopping %v", n, ts.stopping)
 	}
 }
+
+// TestLameDuckDuringRollout: a stop during a rollout, with another reload
+// asked for meanwhile, starts no rollout in the lame duck; the rollout's
+// new workers drain at once, the serving ones serve on.
+func TestLameDuckDuringRollout(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 2, LameDuck: time.Minute, GenSettings: GenSettings{StopSignal: syscall.SIGTERM}})
+	first, second := make(chan rolloutResult, 1), make(chan rolloutResult, 1)
+	ts.requestRollout(first)
+	ts.requestRollout(second) // one more follows, as asked
+	incoming := ts.incoming(0)
+	ts.onSignal(unix.SIGTERM)
+	ts.settle()
+	if ts.rollout != nil {
+		t.Fatal("a rollout runs in the lame duck")
+	}
+	for _, c := range []chan rolloutResult{first, second} {
+		if res := ts.result(c); res.err == nil {
+			t.Error("a caller was told the rollout ended ok")
+		}
+	}
+	if incoming.state != stateDraining || ts.slots[0].next != nil {
+		t.Errorf("the rollout's new worker is %s", incoming.state)
+	}
+	if ts.readyCount() != 2 || ts.stopping {
+		t.Errorf("in the lame duck: %d ready, stopping %v", ts.readyCount(), ts.stopping)
+	}
+}

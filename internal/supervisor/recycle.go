@@ -142,7 +142,7 @@ func (s *Supervisor) recycled(r *rollout, err error) {
 			sl.w.memSuccessor = r.recycle == control.RecycleMemory
 		}
 	}
-	if err == nil || r.recycle == control.RecycleManual || s.stopping {
+	if err == nil || r.recycle == control.RecycleManual || s.stopping || s.lameDuck != nil {
 		return
 	}
 	for _, sl := range r.targets {

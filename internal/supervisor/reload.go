@@ -181,7 +181,7 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 		s.configuredWorkers = s.pendingConfigured // applied: a reload scales again only when it changes
 	}
 	switch {
-	case s.stopping:
+	case s.stopping, s.lameDuck != nil: // no rollout follows: baton stops
 	case r.again:
 		s.log.Info("rolling out once more for requests that came during the last rollout")
 		s.soon(func() { s.beginRollout(r.waiters, false) })

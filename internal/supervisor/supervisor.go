@@ -494,7 +494,15 @@ func (s *Supervisor) requestStop() {
 	s.lameDuckEnds = s.now().Add(d)
 	s.lameDuck = s.after(d, s.beginStop)
 	if s.rollout != nil {
-		s.rollout.stop() // its workers stay as they are, to be drained with the rest
+		s.rollout.stop()
+	}
+	// New workers the stopped rollout left coming up are not needed: they
+	// drain now rather than fail later as crashes of the serving generation.
+	for _, sl := range s.slots {
+		if w := sl.next; w != nil {
+			sl.next = nil
+			s.drain(w)
+		}
 	}
 	s.dropRecycles()
 	s.tell("STOPPING=1")
