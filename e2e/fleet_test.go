@@ -111,73 +111,63 @@ func TestFleet(t *testing.T) {
 
 	startHAProxy(t, tmp)
 	waitBackends(t, 3)
-	l := startHostLoad(t, "http://"+frontend+"/")
-
-	// A rolling deploy of v2, host after host.
-	if out, err := ansible(hostsFile, tmp, "v2"); err != nil {
-		t.Fatalf("ansible deploy of v2: %v\n%s", err, out)
-	}
-	for i, b := range hosts {
-		servesRelease(t, b, i+1, "v2")
-	}
-	r := l.stop(t)
-	t.Logf("fleet: rolling deploy of 3 hosts through HAProxy: %d requests, %d failed, %d refused", r.OK, len(r.Failures), r.Refused)
-	failed := len(r.Failures) + r.Refused
-	if failed > 0 {
-		t.Errorf("rolling deploy: %d failed: %v", failed, r.Failures)
-	}
-
-	// A broken release: the play stops at the first host, which serves v2
-	// on, saying why; the others are not touched.
-	l = startHostLoad(t, "http://"+frontend+"/")
-	out, err := ansible(hostsFile, tmp, "broken")
-	if err == nil {
-		t.Fatalf("ansible deploy of a broken release succeeded:\n%s", out)
-	}
-	if !strings.Contains(out, "fatal: [web1]") || strings.Contains(out, "ok: [web2]") || strings.Contains(out, "changed: [web2]") {
-		t.Errorf("the play went on past web1:\n%s", out)
-	}
-	journal := hosts[0].must("journalctl -u myapp --no-pager | grep 'rollout failed' | tail -1")
-	if !strings.Contains(journal, "no database") {
-		t.Errorf("web1's journal does not say why: %s", journal)
-	}
-	servesRelease(t, hosts[0], 1, "v2")
-	for i, b := range hosts[1:] {
-		servesRelease(t, b, i+2, "v2")
-		if got := strings.TrimSpace(b.must("readlink /srv/myapp/current")); got != "/srv/myapp/releases/v2" {
-			t.Errorf("web%d's current points to %s after a play that stopped at web1", i+2, got)
+	// underLoad runs one step with load through HAProxy; no request may fail.
+	failed := 0
+	underLoad := func(what string, step func()) {
+		t.Helper()
+		l := startHostLoad(t, "http://"+frontend+"/")
+		step()
+		r := l.stop(t)
+		t.Logf("fleet: %s: %d requests, %d failed, %d refused", what, r.OK, len(r.Failures), r.Refused)
+		if n := len(r.Failures) + r.Refused; n > 0 {
+			failed += n
+			t.Errorf("%s: failed %v, %d refused", what, r.Failures, r.Refused)
 		}
 	}
-	r = l.stop(t)
-	t.Logf("fleet: broken release, stopped at web1: %d requests, %d failed, %d refused", r.OK, len(r.Failures), r.Refused)
-	failed += len(r.Failures) + r.Refused
-	if len(r.Failures)+r.Refused > 0 {
-		t.Errorf("broken release: failed %v, %d refused", r.Failures, r.Refused)
-	}
 
-	// A restart of a host: its lame duck takes it out of HAProxy first.
-	l = startHostLoad(t, "http://"+frontend+"/")
-	hosts[2].must("systemctl restart myapp.service")
-	hosts[2].waitFor("web3 back", "baton status myapp | grep -q '2/2 ready'", 60*time.Second)
-	waitBackends(t, 3)
-	r = l.stop(t)
-	t.Logf("fleet: systemctl restart of web3: %d requests, %d failed, %d refused", r.OK, len(r.Failures), r.Refused)
-	failed += len(r.Failures) + r.Refused
-	if len(r.Failures)+r.Refused > 0 {
-		t.Errorf("restart of a host: failed %v, %d refused", r.Failures, r.Refused)
-	}
-
-	// A host leaves: its socket unit too, so nothing is left to queue its
-	// connections. HAProxy must have taken it out before it stops serving.
-	l = startHostLoad(t, "http://"+frontend+"/")
-	hosts[1].must("systemctl stop myapp.service myapp.socket")
-	waitBackends(t, 2)
-	r = l.stop(t)
-	t.Logf("fleet: systemctl stop of web2: %d requests, %d failed, %d refused", r.OK, len(r.Failures), r.Refused)
-	failed += len(r.Failures) + r.Refused
-	if len(r.Failures)+r.Refused > 0 {
-		t.Errorf("stop of a host: failed %v, %d refused", r.Failures, r.Refused)
-	}
+	underLoad("rolling deploy of 3 hosts through HAProxy", func() {
+		if out, err := ansible(hostsFile, tmp, "v2"); err != nil {
+			t.Fatalf("ansible deploy of v2: %v\n%s", err, out)
+		}
+		for i, b := range hosts {
+			servesRelease(t, b, i+1, "v2")
+		}
+	})
+	// The play stops at the first host, which serves v2 on, saying why;
+	// the others are not touched.
+	underLoad("broken release, stopped at web1", func() {
+		out, err := ansible(hostsFile, tmp, "broken")
+		if err == nil {
+			t.Fatalf("ansible deploy of a broken release succeeded:\n%s", out)
+		}
+		if !strings.Contains(out, "fatal: [web1]") || strings.Contains(out, "ok: [web2]") || strings.Contains(out, "changed: [web2]") {
+			t.Errorf("the play went on past web1:\n%s", out)
+		}
+		journal := hosts[0].must("journalctl -u myapp --no-pager | grep 'rollout failed' | tail -1")
+		if !strings.Contains(journal, "no database") {
+			t.Errorf("web1's journal does not say why: %s", journal)
+		}
+		servesRelease(t, hosts[0], 1, "v2")
+		for i, b := range hosts[1:] {
+			servesRelease(t, b, i+2, "v2")
+			if got := strings.TrimSpace(b.must("readlink /srv/myapp/current")); got != "/srv/myapp/releases/v2" {
+				t.Errorf("web%d's current points to %s after a play that stopped at web1", i+2, got)
+			}
+		}
+	})
+	// The socket unit keeps the port and its queue across a restart.
+	underLoad("systemctl restart of web3", func() {
+		hosts[2].must("systemctl restart myapp.service")
+		hosts[2].waitFor("web3 back", "baton status myapp | grep -q '2/2 ready'", 60*time.Second)
+		waitBackends(t, 3)
+	})
+	// A host leaves, its socket unit too, so nothing is left to queue its
+	// connections: HAProxy must have taken it out (the lame duck) before
+	// it stops serving.
+	underLoad("systemctl stop of web2", func() {
+		hosts[1].must("systemctl stop myapp.service myapp.socket")
+		waitBackends(t, 2)
+	})
 	t.Logf("fleet: %d requests failed through HAProxy in all", failed)
 }
 

@@ -7,6 +7,7 @@ package faults
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -56,4 +57,16 @@ func serving(ctx context.Context, t *testing.T, web *activation.Listener, args .
 	svc := sd.Start(bins, []*activation.Listener{web}, nil, append([]string{"run", "--control", ctl}, args...)...)
 	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 	return svc, ctl
+}
+
+// freeAddr is a loopback TCP address that was free a moment ago, for a
+// listener baton opens itself (--metrics).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer free.Close()
+	return free.Addr().String()
 }

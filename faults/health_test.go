@@ -16,12 +16,7 @@ import (
 // end), 8 such clients made /healthz answer nothing for over five minutes.
 func TestHealthzWhileClientsHoldConnections(t *testing.T) {
 	ctx := timeout(t, 60*time.Second)
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := free.Addr().String()
-	free.Close()
+	addr := freeAddr(t)
 	serving(ctx, t, listener(t), "--workers", "1", "--metrics", addr, "--", bins.Worker)
 	for _, tt := range []struct {
 		name    string

@@ -182,12 +182,7 @@ func TestStartFailureIsNotACrash(t *testing.T) {
 // workers; unbounded, they took every fd and the reload failed.
 func TestMetricsConnectionsBounded(t *testing.T) {
 	ctx := timeout(t, 30*time.Second)
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := free.Addr().String()
-	free.Close()
+	addr := freeAddr(t)
 	svc, ctl := serving(ctx, t, listener(t), "--workers", "2", "--metrics", addr, "--", bins.Worker)
 	// Workers that just started still hold a pipe or two for a moment (the
 	// exec pipe closes once the worker runs): count once the number holds.
@@ -247,7 +242,7 @@ func TestMetricsConnectionsBounded(t *testing.T) {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	_, err = control.Call(ctx, ctl, control.Request{Command: control.CmdReload})
+	_, err := control.Call(ctx, ctl, control.Request{Command: control.CmdReload})
 	close(done)
 	<-sampled
 	if err != nil {
