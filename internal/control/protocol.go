@@ -108,6 +108,9 @@ type Status struct {
 	Exe     string    `json:"exe"`     // the binary this image runs
 	Version string    `json:"version"` // baton's version
 	Started time.Time `json:"started"` // when this image started (a re-exec starts a new one)
+	// ProcessStarted is when baton's process started, before any in-place
+	// upgrade: what its CPU time is counted from.
+	ProcessStarted time.Time `json:"process_started"`
 	// ExeReplaced: the binary this image runs was replaced or removed on
 	// disk since it started (a package upgrade): `baton upgrade` runs the
 	// new one in place.

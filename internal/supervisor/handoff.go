@@ -44,14 +44,18 @@ type handoffState struct {
 	// StartDir is the directory the first image started in, the default
 	// --directory: getcwd in the new image may name another (a $PWD
 	// symlink that has moved on since) or none (a pruned release).
-	StartDir  string           `json:"start_dir,omitempty"`
-	Gens      []handoffGen     `json:"gens"`
-	Slots     []handoffSlot    `json:"slots"`
-	Workers   []handoffWorker  `json:"workers"`
-	Crashes   []time.Time      `json:"crashes"`
-	Last      *control.Rollout `json:"last,omitempty"`
-	ReadySent bool             `json:"ready_sent"`
-	Totals    control.Totals   `json:"totals"`
+	StartDir string `json:"start_dir,omitempty"`
+	// ProcessStarted is when the process started, before the first image:
+	// the CPU time it has used counts from then, not from this exec (the
+	// new image once showed 57914% CPU).
+	ProcessStarted time.Time        `json:"process_started,omitzero"`
+	Gens           []handoffGen     `json:"gens"`
+	Slots          []handoffSlot    `json:"slots"`
+	Workers        []handoffWorker  `json:"workers"`
+	Crashes        []time.Time      `json:"crashes"`
+	Last           *control.Rollout `json:"last,omitempty"`
+	ReadySent      bool             `json:"ready_sent"`
+	Totals         control.Totals   `json:"totals"`
 	// ConfiguredWorkers: the configuration's workers at the last reload, so
 	// that a change made before an upgrade still scales at the next reload.
 	ConfiguredWorkers int                `json:"configured_workers,omitempty"`
@@ -274,7 +278,7 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 		Protocol: HandoffProtocol, LastGen: s.lastGen, Serving: s.serving.gen,
 		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, Totals: s.totals, ConfiguredWorkers: s.configuredWorkers, ReplyFD: -1, ControlFD: -1, MetricsFD: -1, NotifyDir: s.notifyDir,
 		Old:      handoffPredecessor{Exe: s.exe, Version: s.cfg.Version},
-		StartDir: s.startDir,
+		StartDir: s.startDir, ProcessStarted: s.procStarted,
 	}
 	dup := func(fd int) (int, error) {
 		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD, 0)
@@ -398,6 +402,9 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	s.lastGen, s.serving, s.previous = st.LastGen, gens[st.Serving], gens[st.Previous]
 	if st.StartDir != "" {
 		s.startDir = st.StartDir
+	}
+	if !st.ProcessStarted.IsZero() {
+		s.procStarted = st.ProcessStarted
 	}
 	s.crashes, s.last, s.readySent, s.totals = st.Crashes, st.Last, st.ReadySent, st.Totals
 	if st.ConfiguredWorkers > 0 {

@@ -9,6 +9,7 @@ package supervisor
 // or two and a scrape every 15 s the last 15 s.
 
 import (
+	"cmp"
 	"maps"
 	"sync"
 	"time"
@@ -102,7 +103,9 @@ func (s *Supervisor) addCosts(st *control.Status, at time.Time) {
 	}
 	maps.DeleteFunc(b.looks, func(pid int, _ *cpuLooks) bool { return !live[pid] })
 	if own, _, procs := s.world.usage(st.PID); procs > 0 {
-		st.CPUPercent = round1(b.own.share(at, own.CPU, st.Started))
+		// Since the process started, not this image: an in-place upgrade
+		// keeps the CPU time used before it.
+		st.CPUPercent = round1(b.own.share(at, own.CPU, cmp.Or(st.ProcessStarted, st.Started)))
 		st.CPUSeconds = own.CPU.Seconds()
 		st.RSSBytes = own.RSS
 	}

@@ -96,6 +96,7 @@ func (s *Supervisor) snapshot() control.Status {
 		Exe:                 s.exe,
 		Version:             s.cfg.Version,
 		Started:             s.started,
+		ProcessStarted:      s.procStarted,
 		ExeReplaced:         exeReplaced(),
 		State:               "ready",
 		Generation:          s.serving.gen,

@@ -51,13 +51,16 @@ const tailGrace = 200 * time.Millisecond
 
 // Supervisor is one `baton run`.
 type Supervisor struct {
-	world     world                  // the environment, the clock, process start
-	cfg       Config                 // the newest configuration
-	reload    func() (Config, error) // re-reads it for a rollout
-	log       *slog.Logger
-	exe       string    // the binary an upgrade re-executes
-	started   time.Time // when this image started
-	notifyDir string    // where the workers' notification sockets live
+	world   world                  // the environment, the clock, process start
+	cfg     Config                 // the newest configuration
+	reload  func() (Config, error) // re-reads it for a rollout
+	log     *slog.Logger
+	exe     string    // the binary an upgrade re-executes
+	started time.Time // when this image started
+	// procStarted is when the process started, before any in-place
+	// upgrade (handed over): its CPU time counts from then.
+	procStarted time.Time
+	notifyDir   string // where the workers' notification sockets live
 
 	sd        *notify.Client // systemd; nil when not under a service manager
 	listeners []*activation.Listener
@@ -199,6 +202,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer signal.Stop(s.sigs)
 
 	s.started = s.now()
+	s.procStarted = s.started
 	handoff, err := readHandoff(s.world.getenv)
 	if err != nil {
 		return err

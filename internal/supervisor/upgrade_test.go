@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,6 +94,12 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 	after := testsd.Status(ctx, t, ctl)
 	if after.PID != svc.PID() || after.Version != "v2" || !samePIDs(after, before) {
 		t.Fatalf("after the upgrade: %+v\nbefore: %+v", after, before)
+	}
+	// baton's own CPU share counts from the process's start: divided by the
+	// new image's age, it once read 57914%.
+	if limit := float64(100 * runtime.NumCPU()); after.CPUPercent > limit || !after.ProcessStarted.Equal(before.ProcessStarted) {
+		t.Errorf("after the upgrade, baton uses %.1f%% CPU (more than %.0f%%), process started %v, was %v",
+			after.CPUPercent, limit, after.ProcessStarted, before.ProcessStarted)
 	}
 	for _, l := range after.Listeners {
 		if l.Address != web.Addr() {
