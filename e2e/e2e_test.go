@@ -281,16 +281,24 @@ func (b *box) startLoad(url string) *load { return b.startLoadOf(url, 4, 4) }
 // request and keepAlive clients reusing theirs.
 func (b *box) startLoadOf(url string, fresh, keepAlive int) *load {
 	b.t.Helper()
-	l := &load{cmd: exec.Command("nsenter", "-t", b.leader, "-n", loadgen, "-url", url,
-		"-fresh", fmt.Sprint(fresh), "-keepalive", fmt.Sprint(keepAlive))}
+	return runLoad(b.t, exec.Command("nsenter", "-t", b.leader, "-n", loadgen, "-url", url,
+		"-fresh", fmt.Sprint(fresh), "-keepalive", fmt.Sprint(keepAlive)))
+}
+
+// runLoad starts a loadgen command; stop ends it and reads its result.
+func runLoad(t *testing.T, cmd *exec.Cmd) *load {
+	t.Helper()
+	l := &load{cmd: cmd}
 	l.cmd.Stdout = &l.out
 	l.cmd.Stderr = os.Stderr
+	// A killed test must not leave it running, nor a test that fails
+	// before stop (one did, at 14% of a core each, for as long as the
+	// machine ran).
+	l.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := l.cmd.Start(); err != nil {
-		b.t.Fatal(err)
+		t.Fatal(err)
 	}
-	// A test that fails before stop must not leave its load running (one
-	// did, at 14% of a core each, for as long as the machine ran).
-	b.t.Cleanup(func() {
+	t.Cleanup(func() {
 		l.cmd.Process.Kill() // gone already after stop: nothing to kill
 	})
 	return l

@@ -268,15 +268,7 @@ func waitBackends(t *testing.T, n int) {
 // half fresh connections, half kept alive.
 func startHostLoad(t *testing.T, url string) *load {
 	t.Helper()
-	l := &load{cmd: exec.Command(loadgen, "-url", url, "-fresh", "4", "-keepalive", "4")}
-	l.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	l.cmd.Stdout = &l.out
-	l.cmd.Stderr = os.Stderr
-	if err := l.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.cmd.Process.Kill() })
-	return l
+	return runLoad(t, exec.Command(loadgen, "-url", url, "-fresh", "4", "-keepalive", "4"))
 }
 
 // TestFleetRecipesInDocs: the playbook and the HAProxy configuration that

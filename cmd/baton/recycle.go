@@ -32,10 +32,7 @@ func recycleCommand() *cli.Command {
 			} else {
 				req.Slot = n
 			}
-			path, err := controlPath(c)
-			if unit := c.Args().Get(1); unit != "" && c.String("control") == "" {
-				path, err = unitControlPath(unit)
-			}
+			path, err := controlPathFor(c, c.Args().Get(1))
 			if err != nil {
 				return err
 			}

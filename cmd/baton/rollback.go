@@ -26,10 +26,7 @@ func rollbackCommand() *cli.Command {
 			if c.NArg() > 1 {
 				return fmt.Errorf("rollback: want at most a unit, as in `baton rollback myapp`; got %d arguments", c.NArg())
 			}
-			path, err := controlPath(c)
-			if unit := c.Args().First(); unit != "" && c.String("control") == "" {
-				path, err = unitControlPath(unit)
-			}
+			path, err := controlPathFor(c, c.Args().First())
 			if err != nil {
 				return err
 			}

@@ -29,10 +29,7 @@ func scaleCommand() *cli.Command {
 			if err != nil || n < 1 {
 				return fmt.Errorf("scale: %q is not a number of workers (1 or more)", c.Args().First())
 			}
-			path, err := controlPath(c)
-			if unit := c.Args().Get(1); unit != "" && c.String("control") == "" {
-				path, err = unitControlPath(unit)
-			}
+			path, err := controlPathFor(c, c.Args().Get(1))
 			if err != nil {
 				return err
 			}

@@ -80,7 +80,7 @@ func printStatus(w io.Writer, st *control.Status) {
 	}
 	fmt.Fprintln(w)
 	if st.RSSBytes > 0 {
-		fmt.Fprintf(w, "baton itself: %.1f%% CPU, %s resident\n", st.CPUPercent, bytesIEC(st.RSSBytes))
+		fmt.Fprintf(w, "baton itself: %.1f%% CPU, %s resident\n", st.CPUPercent, control.IEC(st.RSSBytes))
 	}
 	fmt.Fprintf(w, "version %s", control.Printable(st.Version))
 	if version != st.Version {
@@ -185,32 +185,29 @@ func printWorker(w io.Writer, wk control.Worker) {
 		up = (time.Duration(wk.UptimeSeconds) * time.Second).String()
 	}
 	if wk.Processes > 0 {
-		cpu, rss, procs = fmt.Sprintf("%.1f%%", wk.CPUPercent), bytesIEC(wk.TreeRSSBytes), fmt.Sprint(wk.Processes)
+		cpu, rss, procs = fmt.Sprintf("%.1f%%", wk.CPUPercent), control.IEC(wk.TreeRSSBytes), fmt.Sprint(wk.Processes)
 	}
 	status := wk.Status
 	if wk.Error != "" {
 		status = "cannot start: " + wk.Error
 	}
 	if wk.AboveCeiling {
-		status = fmt.Sprintf("above --recycle-memory from its start (%s), as the worker it replaced: recycling backs off; %s", bytesIEC(wk.MemoryBytes), status)
+		status = fmt.Sprintf("above --recycle-memory from its start (%s), as the worker it replaced: recycling backs off; %s", control.IEC(wk.MemoryBytes), status)
 	}
 	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, wk.Recycles, cpu, rss, procs, control.Printable(status))
 }
 
-// bytesIEC is n bytes in KiB, MiB or GiB, one decimal, as top shows them.
-func bytesIEC(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
-	default:
-		return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
-	}
-}
-
 func secs(s float64) time.Duration {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
+}
+
+// controlPathFor is --control when given, else UNIT's control socket when
+// a unit is named, else the default one.
+func controlPathFor(c *cli.Context, unit string) (string, error) {
+	if unit != "" && c.String("control") == "" {
+		return unitControlPath(unit)
+	}
+	return controlPath(c)
 }
 
 // unitControlPath finds the control socket of a baton run as UNIT: under

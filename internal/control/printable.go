@@ -40,3 +40,15 @@ func Printable(s string) string {
 	}
 	return b.String()
 }
+
+// IEC is n bytes in KiB, MiB or GiB, one decimal, as top shows them.
+func IEC(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
+	}
+}

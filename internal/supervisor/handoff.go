@@ -134,7 +134,7 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 		switch {
 		case err == nil:
 			return false
-		case reply == nil && !s.stopping && s.lameDuck == nil:
+		case reply == nil && !s.leaving():
 			s.upgrading = false
 			s.log.Info("upgrade deferred until the rollout or start has ended", "reason", err)
 			s.upgradeDeferred = true
@@ -189,7 +189,7 @@ func (s *Supervisor) runDeferredUpgrade() {
 
 func (s *Supervisor) upgradeBlocker() error {
 	switch {
-	case s.stopping, s.lameDuck != nil:
+	case s.leaving():
 		return errors.New("baton is stopping")
 	case s.rollout != nil:
 		return fmt.Errorf("a rollout is in progress: upgrade when it has ended (%w)", control.ErrBusy)

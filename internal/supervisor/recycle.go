@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
-	"github.com/batonsd/baton/internal/proctree"
 )
 
 const (
@@ -105,7 +104,7 @@ func (s *Supervisor) queueRecycle(sl *slot, reason, why string) {
 // nextRecycle begins the first queued recycle when nothing else runs (an
 // upgrade waiting for its turn goes first).
 func (s *Supervisor) nextRecycle() {
-	for len(s.recycles) > 0 && s.rollout == nil && !s.stopping && s.lameDuck == nil && s.readySent && !s.upgrading && !s.upgradeDeferred {
+	for len(s.recycles) > 0 && s.rollout == nil && !s.leaving() && s.readySent && !s.upgrading && !s.upgradeDeferred {
 		req := s.recycles[0]
 		s.recycles = s.recycles[1:]
 		if sl := req.slots[0]; req.pid != 0 && (sl.w == nil || sl.w.pid != req.pid) {
@@ -142,7 +141,7 @@ func (s *Supervisor) recycled(r *rollout, err error) {
 			sl.w.memSuccessor = r.recycle == control.RecycleMemory
 		}
 	}
-	if err == nil || r.recycle == control.RecycleManual || s.stopping || s.lameDuck != nil {
+	if err == nil || r.recycle == control.RecycleManual || s.leaving() {
 		return
 	}
 	for _, sl := range r.targets {
@@ -167,7 +166,7 @@ func (s *Supervisor) armRecycleCheck() {
 // checkRecycle queues the recycles ages call for, and reads the serving
 // workers' memory off the loop when a ceiling is set.
 func (s *Supervisor) checkRecycle() {
-	if s.stopping || s.lameDuck != nil || !s.readySent {
+	if s.leaving() || !s.readySent {
 		return
 	}
 	now := s.now()
@@ -262,40 +261,10 @@ func (s *Supervisor) onMemory(figures map[int]uint64, ceiling uint64, now time.T
 			w.overSince = now
 		case now.Sub(w.overSince) >= recycleConfirm:
 			s.queueRecycle(sl, control.RecycleMemory, fmt.Sprintf("memory %s above --recycle-memory %s for %s",
-				sizeIEC(m), sizeIEC(ceiling), now.Sub(w.overSince).Round(time.Second)))
+				control.IEC(m), control.IEC(ceiling), now.Sub(w.overSince).Round(time.Second)))
 		}
 	}
 }
 
 // newJitter is a worker's share of recycleJitter, in [0, 1).
 func newJitter() float64 { return rand.Float64() }
-
-// sizeIEC is n bytes as 312.5M.
-func sizeIEC(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
-}
-
-// treeMemory is the memory of pid's process tree measured against ceiling
-// (world.memory): PSS, which counts the pages a pre-fork server's master
-// shares with its children once (RSS counts them in every process: a
-// gunicorn of 4 workers held 40 MB by PSS and 130 MB by RSS), but read only
-// when the tree's RSS, which is never less, passes the ceiling: smaps_rollup
-// walks the page tables, about 15 us per MB (2.6 ms for that gunicorn,
-// 15 ms for a 1 GB process), where statm costs some 40 us a process.
-func treeMemory(pid int, ceiling uint64) (uint64, error) {
-	rss, procs := proctree.OfTree(pid)
-	if procs == 0 {
-		return 0, fmt.Errorf("worker %d: gone", pid)
-	}
-	if rss.RSS <= ceiling {
-		return rss.RSS, nil
-	}
-	m, err := proctree.MemoryOf(pid)
-	return m.PSS, err
-}

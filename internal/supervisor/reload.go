@@ -112,7 +112,7 @@ func (s *Supervisor) startRollout(reply chan<- rolloutResult, replace bool) {
 // rolloutRefused says why no rollout (or scale) can begin now, if none can.
 func (s *Supervisor) rolloutRefused() string {
 	switch {
-	case s.stopping, s.lameDuck != nil:
+	case s.leaving():
 		return "baton is stopping"
 	case !s.readySent:
 		return "baton is still starting: a rollout needs every slot ready first"
@@ -181,7 +181,7 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 		s.configuredWorkers = s.pendingConfigured // applied: a reload scales again only when it changes
 	}
 	switch {
-	case s.stopping, s.lameDuck != nil: // no rollout follows: baton stops
+	case s.leaving(): // no rollout follows: baton stops
 	case r.again:
 		s.log.Info("rolling out once more for requests that came during the last rollout")
 		s.soon(func() { s.beginRollout(r.waiters, false) })
