@@ -105,3 +105,27 @@ func TestLameDuckDuringRollout(t *testing.T) {
 		t.Errorf("in the lame duck: %d ready, stopping %v", ts.readyCount(), ts.stopping)
 	}
 }
+
+// TestCrashInLameDuck: a worker that crashes during the lame duck is
+// restarted (the period is still serving time), and the lame duck still
+// ends in the drain.
+func TestCrashInLameDuck(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 2, LameDuck: 5 * time.Second, GenSettings: GenSettings{StopSignal: syscall.SIGTERM}})
+	ts.onSignal(unix.SIGTERM)
+	ts.settle()
+	ts.exit(ts.slots[0].w, 1)
+	ts.fw.clock.advance(time.Second) // past the restart backoff
+	ts.settle()
+	if w := ts.slots[0].w; w == nil {
+		t.Fatal("the crashed worker's slot stays empty in the lame duck")
+	}
+	ts.ready(ts.slots[0].w)
+	if ts.readyCount() != 2 || ts.stopping {
+		t.Fatalf("in the lame duck after a crash: %d ready, stopping %v", ts.readyCount(), ts.stopping)
+	}
+	ts.fw.clock.advance(4 * time.Second)
+	ts.settle()
+	if !ts.stopping || ts.stopSignals() != 2 {
+		t.Errorf("after the lame duck: stopping %v, %d stop signals", ts.stopping, ts.stopSignals())
+	}
+}
