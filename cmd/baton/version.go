@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"fmt"
 	"runtime/debug"
 	"strconv"
@@ -35,8 +34,14 @@ func versionCommand() *cli.Command {
 		Name:  "version",
 		Usage: "print the version, commit and state-handoff protocol version",
 		Action: func(c *cli.Context) error {
-			proto := cmp.Or(handoffProtocol, strconv.Itoa(supervisor.HandoffProtocol))
-			fmt.Fprintf(c.App.Writer, "baton %s\ncommit %s\nhandoff-protocol %s\n", version, commit(), proto)
+			proto, reads := strconv.Itoa(supervisor.HandoffProtocol), supervisor.HandoffReads.String()
+			if handoffProtocol != "" {
+				proto, reads = handoffProtocol, handoffProtocol+"-"+handoffProtocol
+			}
+			// A running baton reads these two lines before it re-executes
+			// this binary in place (handoff.go); older ones read only the
+			// first and require it equal to their own.
+			fmt.Fprintf(c.App.Writer, "baton %s\ncommit %s\nhandoff-protocol %s\nhandoff-reads %s\n", version, commit(), proto, reads)
 			return nil
 		},
 	}

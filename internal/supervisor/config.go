@@ -278,19 +278,6 @@ func (c *Config) check() error {
 	return errors.Join(errs...)
 }
 
-// HandoffProtocol is the version of the state a running baton hands to a
-// re-executed one. A binary with another version is refused as an in-place
-// upgrade.
-//
-// 2 added the control socket's listener and the signals caught during the
-// exec: an image of protocol 1 given them would leave the listener open
-// and then find its own control socket "served by another process".
-const HandoffProtocol = 2
-
-// oldestHandoff is the oldest state this image still reads (missing fields
-// take their defaults).
-const oldestHandoff = 1
-
 // genSpec is what the workers of one generation are started from: the
 // command and worker settings as they were when the generation was made.
 type genSpec struct {

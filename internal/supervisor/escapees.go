@@ -55,12 +55,12 @@ func (s *Supervisor) stopEscapees(w *proc) {
 			continue
 		}
 		sig := w.spec.cfg.StopSignal
-		s.log.Warn("stopping a process the worker left behind", "slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen,
+		s.log.Warn("stopping a process the worker left behind", "slot", w.slot.Index, "pid", w.pid, "gen", w.spec.gen,
 			"left", pid, "sig", sig.String())
 		unix.Kill(pid, sig) // gone already: nothing to stop
 		s.after(escapeeGrace, func() {
 			if notifySocketOf(pid) == addr { // still there (a reused pid would not have it)
-				s.log.Warn("killing a process the worker left behind", "slot", w.slot.index, "left", pid)
+				s.log.Warn("killing a process the worker left behind", "slot", w.slot.Index, "left", pid)
 				unix.Kill(pid, unix.SIGKILL)
 			}
 		})

@@ -34,36 +34,53 @@ import (
 // environment.
 const handoffEnv = "BATON_HANDOFF_FD"
 
+// HandoffProtocol is the version of the state a running baton hands to a
+// re-executed one (handoffState). Any change to the state's shape bumps it:
+// TestHandoffShapeIsThePrococol fails otherwise.
+//
+// 2 added the control socket's listener and the signals caught during the
+// exec. 3 hands over every slot and worker field that must survive (the
+// *Kept structs, whole), the removed slots whose workers still drain, the
+// CPU looks and the metrics listener.
+const HandoffProtocol = 3
+
+// HandoffReads is the range of protocols this image reads. Both sides check
+// it the same way: the running image asks the binary on disk for its range
+// (`baton version`) before the exec, the new image checks the state's
+// protocol against its own range after it.
+var HandoffReads = ProtocolRange{Oldest: 3, Newest: HandoffProtocol}
+
+// ProtocolRange is a range of handoff protocols, both ends included.
+type ProtocolRange struct{ Oldest, Newest int }
+
+// Reads says whether a state of protocol p can be read.
+func (r ProtocolRange) Reads(p int) bool { return r.Oldest <= p && p <= r.Newest }
+
+func (r ProtocolRange) String() string { return fmt.Sprintf("%d-%d", r.Oldest, r.Newest) }
+
+// handoffState is everything that crosses an in-place upgrade. The
+// Supervisor's, slots' and workers' own state travels whole (the *Kept
+// structs); what is here besides is how they refer to each other and the
+// fds. A decoder refuses unknown fields: a state it cannot read whole is
+// not read at all.
 type handoffState struct {
-	Protocol  int               `json:"protocol"`
+	Protocol int `json:"protocol"`
+	supervisorKept
+	Costs     costLooks         `json:"costs"`
 	Listeners []handoffListener `json:"listeners"`
-	LastGen   int               `json:"last_gen"`
 	Serving   int               `json:"serving"`
 	// Previous is the generation `baton rollback` rolls out (0: none).
-	Previous int `json:"previous,omitempty"`
-	// StartDir is the directory the first image started in, the default
-	// --directory: getcwd in the new image may name another (a $PWD
-	// symlink that has moved on since) or none (a pruned release).
-	StartDir string `json:"start_dir,omitempty"`
-	// ProcessStarted is when the process started, before the first image:
-	// the CPU time it has used counts from then, not from this exec (the
-	// new image once showed 57914% CPU).
-	ProcessStarted time.Time        `json:"process_started,omitzero"`
-	Gens           []handoffGen     `json:"gens"`
-	Slots          []handoffSlot    `json:"slots"`
-	Workers        []handoffWorker  `json:"workers"`
-	Crashes        []time.Time      `json:"crashes"`
-	Last           *control.Rollout `json:"last,omitempty"`
-	ReadySent      bool             `json:"ready_sent"`
-	Totals         control.Totals   `json:"totals"`
-	// ConfiguredWorkers: the configuration's workers at the last reload, so
-	// that a change made before an upgrade still scales at the next reload.
-	ConfiguredWorkers int                `json:"configured_workers,omitempty"`
-	ReplyFD           int                `json:"reply_fd"`   // the upgrade caller's connection, or -1
-	ControlFD         int                `json:"control_fd"` // the control socket's listener, or -1
-	MetricsFD         int                `json:"metrics_fd"` // the metrics endpoint's listener, or -1
-	NotifyDir         string             `json:"notify_dir"`
-	Old               handoffPredecessor `json:"old"`
+	Previous int          `json:"previous,omitempty"`
+	Gens     []handoffGen `json:"gens"`
+	// Slots are the serving slots in order, then the slots a scale down
+	// removed whose workers still drain.
+	Slots     []handoffSlot      `json:"slots"`
+	Workers   []handoffWorker    `json:"workers"`
+	ReplyFD   int                `json:"reply_fd"`   // the upgrade caller's connection, or -1
+	ControlFD int                `json:"control_fd"` // the control socket's listener, or -1
+	MetricsFD int                `json:"metrics_fd"` // the metrics endpoint's listener, or -1
+	NotifyDir string             `json:"notify_dir"`
+	Old       handoffPredecessor `json:"old"`
 }
 
 type handoffPredecessor struct {
@@ -77,37 +94,22 @@ type handoffListener struct {
 	Source string `json:"source"`
 }
 
-// handoffGen is a generation and what its workers were started with (the
-// JSON of protocol 1, which listed the same fields one by one).
+// handoffGen is a generation and what its workers were started with.
 type handoffGen struct {
 	Gen int `json:"gen"`
 	GenSettings
 }
 
 type handoffSlot struct {
-	Index    int           `json:"index"`
-	Restarts int           `json:"restarts"`
-	Backoff  time.Duration `json:"backoff"`
-	Gen      int           `json:"gen"`
-	PID      int           `json:"pid"` // its serving worker, 0 if waiting for a restart
-	// Recycles counts its workers recycled; RecycleHold and RecycleRetry
-	// hold it back from automatic recycling after a failed one.
-	Recycles     int           `json:"recycles,omitempty"`
-	RecycleHold  time.Time     `json:"recycle_hold,omitzero"`
-	RecycleRetry time.Duration `json:"recycle_retry,omitempty"`
-	MemBackoff   time.Duration `json:"mem_backoff,omitempty"`
+	slotKept
+	Gen int `json:"gen"`
+	PID int `json:"pid"` // its serving worker, 0 if waiting for a restart
 }
 
 type handoffWorker struct {
 	worker.Handoff
-	State    procState     `json:"state"`
-	Deadline time.Time     `json:"deadline"`
-	Failed   string        `json:"failed,omitempty"`
-	Cause    string        `json:"cause,omitempty"`
-	Status   string        `json:"status,omitempty"`
-	Watchdog time.Duration `json:"watchdog"`
-	// AboveCeiling: above --recycle-memory from its start (recycle.go).
-	AboveCeiling bool `json:"above_ceiling,omitempty"`
+	procKept
+	SlotAt int `json:"slot_at"` // its slot's place in handoffState.Slots
 }
 
 // Upgrade answers the control socket's upgrade request.
@@ -161,14 +163,14 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 			fail(fmt.Errorf("%s version: %s", s.exe, out))
 			return
 		}
-		proto, err := parseHandoffProtocol(out)
+		proto, reads, err := parseHandoffProtocol(out)
 		switch {
 		case err != nil:
 			fail(fmt.Errorf("%s version: %w", s.exe, err))
 			return
-		case proto != HandoffProtocol:
-			fail(fmt.Errorf("%s speaks state-handoff protocol %d, this baton %d: it cannot take over in place; "+
-				"run systemctl restart instead (the FD store keeps the sockets)", s.exe, proto, HandoffProtocol))
+		case !reads.Reads(HandoffProtocol):
+			fail(fmt.Errorf("%s speaks state-handoff protocol %d (reads %s), this baton hands over %d: it cannot take over in place; "+
+				"run systemctl restart instead (the FD store keeps the sockets)", s.exe, proto, reads, HandoffProtocol))
 			return
 		}
 		if blocked() { // things may have moved meanwhile
@@ -193,19 +195,39 @@ func (s *Supervisor) upgradeBlocker() error {
 		return errors.New("baton is stopping")
 	case s.rollout != nil:
 		return fmt.Errorf("a rollout is in progress: upgrade when it has ended (%w)", control.ErrBusy)
-	case !s.readySent:
+	case !s.ReadySent:
 		return fmt.Errorf("baton is still starting (%w)", control.ErrBusy)
 	}
 	return nil
 }
 
-func parseHandoffProtocol(out string) (int, error) {
+// parseHandoffProtocol reads `baton version`'s handoff lines: the protocol
+// the binary speaks and the range it reads ("handoff-reads 3-3"; without
+// that line, as before protocol 3, just the protocol).
+func parseHandoffProtocol(out string) (int, ProtocolRange, error) {
+	proto, reads := 0, ProtocolRange{}
 	for line := range strings.Lines(out) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "handoff-protocol "); ok {
-			return strconv.Atoi(v)
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "handoff-protocol "); ok {
+			p, err := strconv.Atoi(v)
+			if err != nil {
+				return 0, reads, fmt.Errorf("handoff-protocol %q: %w", v, err)
+			}
+			proto = p
+		}
+		if v, ok := strings.CutPrefix(line, "handoff-reads "); ok {
+			if _, err := fmt.Sscanf(v, "%d-%d", &reads.Oldest, &reads.Newest); err != nil {
+				return 0, reads, fmt.Errorf("handoff-reads %q: %w", v, err)
+			}
 		}
 	}
-	return 0, fmt.Errorf("no handoff-protocol line in %q", out)
+	switch {
+	case proto == 0:
+		return 0, reads, fmt.Errorf("no handoff-protocol line in %q", out)
+	case reads == ProtocolRange{}:
+		reads = ProtocolRange{proto, proto}
+	}
+	return proto, reads, nil
 }
 
 // reexec hands the state over and execs; it returns only on failure, having
@@ -275,10 +297,9 @@ func writeState(f *os.File, st handoffState) error {
 func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, error) {
 	var fds []int
 	st := handoffState{
-		Protocol: HandoffProtocol, LastGen: s.lastGen, Serving: s.serving.gen,
-		Crashes: s.crashes, Last: s.last, ReadySent: s.readySent, Totals: s.totals, ConfiguredWorkers: s.configuredWorkers, ReplyFD: -1, ControlFD: -1, MetricsFD: -1, NotifyDir: s.notifyDir,
-		Old:      handoffPredecessor{Exe: s.exe, Version: s.cfg.Version},
-		StartDir: s.startDir, ProcessStarted: s.procStarted,
+		Protocol: HandoffProtocol, supervisorKept: s.supervisorKept, Costs: s.costs.handOver(),
+		Serving: s.serving.gen, NotifyDir: s.notifyDir, ReplyFD: -1, ControlFD: -1, MetricsFD: -1,
+		Old: handoffPredecessor{Exe: s.exe, Version: s.cfg.Version},
 	}
 	dup := func(fd int) (int, error) {
 		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD, 0)
@@ -299,16 +320,24 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 		gens[s.previous.gen] = s.previous
 		st.Previous = s.previous.gen
 	}
-	for _, sl := range s.slots {
+	at := map[*slot]int{}
+	addSlot := func(sl *slot) {
+		if _, ok := at[sl]; ok {
+			return
+		}
+		at[sl] = len(st.Slots)
 		gens[sl.spec.gen] = sl.spec
 		pid := 0
 		if sl.w != nil {
 			pid = sl.w.pid
 		}
-		st.Slots = append(st.Slots, handoffSlot{Index: sl.index, Restarts: sl.restarts, Backoff: sl.backoff, Gen: sl.spec.gen, PID: pid,
-			Recycles: sl.recycles, RecycleHold: sl.recycleHold, RecycleRetry: sl.recycleRetry, MemBackoff: sl.memBackoff})
+		st.Slots = append(st.Slots, handoffSlot{slotKept: sl.slotKept, Gen: sl.spec.gen, PID: pid})
+	}
+	for _, sl := range s.slots {
+		addSlot(sl)
 	}
 	for _, w := range s.workers {
+		addSlot(w.slot) // a removed slot whose worker drains
 		gens[w.spec.gen] = w.spec
 		h, err := w.p.Handoff()
 		if err != nil {
@@ -316,8 +345,7 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 		}
 		fds = append(fds, h.NotifyFD)
 		fds = append(fds, h.OutputFDs...)
-		st.Workers = append(st.Workers, handoffWorker{Handoff: h, State: w.state, Deadline: w.deadline,
-			Failed: w.failed, Cause: w.cause, Status: w.status, Watchdog: w.wdInterval, AboveCeiling: w.aboveCeiling})
+		st.Workers = append(st.Workers, handoffWorker{Handoff: h, procKept: w.procKept, SlotAt: at[w.slot]})
 	}
 	for _, g := range gens {
 		st.Gens = append(st.Gens, handoffGen{Gen: g.gen, GenSettings: g.cfg.GenSettings})
@@ -372,12 +400,20 @@ func readHandoff(getenv func(string) string) (*handoffState, error) {
 	}
 	f := os.NewFile(uintptr(fd), "handoff")
 	defer f.Close()
-	st := handoffState{ControlFD: -1, MetricsFD: -1} // absent from protocol 1, and from older builds of 2
-	if err := json.NewDecoder(bufio.NewReader(f)).Decode(&st); err != nil {
+	return decodeState(bufio.NewReader(f))
+}
+
+// decodeState reads a state whole: an unknown field, a protocol outside
+// HandoffReads or trailing data is an error, not a partial adoption.
+func decodeState(r io.Reader) (*handoffState, error) {
+	var st handoffState
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&st); err != nil {
 		return nil, fmt.Errorf("read handoff state: %w", err)
 	}
-	if st.Protocol < oldestHandoff || st.Protocol > HandoffProtocol {
-		return nil, fmt.Errorf("handoff state of protocol %d, this baton speaks %d", st.Protocol, HandoffProtocol)
+	if !HandoffReads.Reads(st.Protocol) {
+		return nil, fmt.Errorf("handoff state of protocol %d, this baton reads %s", st.Protocol, HandoffReads)
 	}
 	return &st, nil
 }
@@ -399,24 +435,18 @@ func (s *Supervisor) adopt(st *handoffState) error {
 		cfg.GenSettings = g.GenSettings
 		gens[g.Gen] = &genSpec{gen: g.Gen, cfg: cfg}
 	}
-	s.lastGen, s.serving, s.previous = st.LastGen, gens[st.Serving], gens[st.Previous]
-	if st.StartDir != "" {
-		s.startDir = st.StartDir
-	}
-	if !st.ProcessStarted.IsZero() {
-		s.procStarted = st.ProcessStarted
-	}
-	s.crashes, s.last, s.readySent, s.totals = st.Crashes, st.Last, st.ReadySent, st.Totals
-	if st.ConfiguredWorkers > 0 {
-		s.configuredWorkers = st.ConfiguredWorkers
-	}
-	s.slots = make([]*slot, len(st.Slots))
+	s.serving, s.previous = gens[st.Serving], gens[st.Previous]
+	s.supervisorKept = st.supervisorKept
+	s.costs.costLooks = st.Costs
+	all := make([]*slot, len(st.Slots))
 	for i, hs := range st.Slots {
-		s.slots[i] = &slot{index: hs.Index, restarts: hs.Restarts, backoff: hs.Backoff, spec: gens[hs.Gen],
-			recycles: hs.Recycles, recycleHold: hs.RecycleHold, recycleRetry: hs.RecycleRetry, memBackoff: hs.MemBackoff}
+		all[i] = &slot{slotKept: hs.slotKept, spec: gens[hs.Gen]}
+		if !hs.Removed {
+			s.slots = append(s.slots, all[i])
+		}
 	}
 	for _, hw := range st.Workers {
-		sl, spec := s.slots[hw.Slot], gens[hw.Generation]
+		sl, spec := all[hw.SlotAt], gens[hw.Generation]
 		p, err := worker.Adopt(hw.Handoff, worker.Spec{Output: s.cfg.Output, OnNotify: s.onNotifyFunc(), Logger: s.log})
 		if err != nil {
 			// A worker we cannot watch must not run unsupervised.
@@ -425,15 +455,12 @@ func (s *Supervisor) adopt(st *handoffState) error {
 			continue
 		}
 		w := newProc(p, sl, spec)
-		w.state, w.failed, w.cause, w.status, w.deadline, w.wdInterval = hw.State, hw.Failed, hw.Cause, hw.Status, hw.Deadline, hw.Watchdog
-		w.aboveCeiling = hw.AboveCeiling
+		w.procKept = hw.procKept
 		s.workers[w.pid] = w
-		for _, hs := range st.Slots {
-			if hs.Index == hw.Slot && hs.PID == hw.PID {
-				sl.w = w
-			}
+		if st.Slots[hw.SlotAt].PID == hw.PID {
+			sl.w = w
 		}
-		switch w.state {
+		switch w.State {
 		case stateStarting:
 			s.awaitReady(w)
 		case stateReady:

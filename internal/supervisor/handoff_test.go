@@ -41,12 +41,4 @@ func TestGenSettingsHandedOverWhole(t *testing.T) {
 	if diff := cmp.Diff(in, out); diff != "" {
 		t.Errorf("after the handoff (-before +after):\n%s", diff)
 	}
-	// Protocol 1 wrote the same fields one by one, ready as its flag value.
-	var old handoffGen
-	if err := json.Unmarshal([]byte(`{"gen":3,"command":["w"],"ready":"delay:2s","ready_timeout":1000000000,"drain_timeout":2000000000,"stop_signal":15,"watchdog":0}`), &old); err != nil {
-		t.Fatal(err)
-	}
-	if old.Gen != 3 || old.Ready != (Ready{Kind: ReadyDelay, Delay: 2 * time.Second}) || old.StopSignal != syscall.SIGTERM || old.DrainTimeout != 2*time.Second {
-		t.Errorf("protocol 1 generation read as %+v", old)
-	}
 }

@@ -98,8 +98,8 @@ func TestLameDuckDuringRollout(t *testing.T) {
 			t.Error("a caller was told the rollout ended ok")
 		}
 	}
-	if incoming.state != stateDraining || ts.slots[0].next != nil {
-		t.Errorf("the rollout's new worker is %s", incoming.state)
+	if incoming.State != stateDraining || ts.slots[0].next != nil {
+		t.Errorf("the rollout's new worker is %s", incoming.State)
 	}
 	if ts.readyCount() != 2 || ts.stopping {
 		t.Errorf("in the lame duck: %d ready, stopping %v", ts.readyCount(), ts.stopping)

@@ -92,9 +92,9 @@ func (s *Supervisor) boundDraining() {
 	var draining []*proc
 	held := 0
 	for _, w := range s.workers {
-		if w.state == stateDraining {
+		if w.State == stateDraining {
 			held++
-			if !w.killed {
+			if !w.Killed {
 				draining = append(draining, w)
 			}
 		}
@@ -110,12 +110,12 @@ func (s *Supervisor) boundDraining() {
 	if over <= 0 {
 		return
 	}
-	slices.SortFunc(draining, func(a, b *proc) int { return a.drainStart.Compare(b.drainStart) })
+	slices.SortFunc(draining, func(a, b *proc) int { return a.DrainStart.Compare(b.DrainStart) })
 	for _, w := range draining[:over] {
 		s.log.Warn("too many draining workers for RLIMIT_NOFILE: killing the one draining longest",
-			"slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen, "draining", held, "budget", s.drainingBudget(), "limit", s.fdLimit)
-		w.killed = true
-		s.totals.DrainKills++
+			"slot", w.slot.Index, "pid", w.pid, "gen", w.spec.gen, "draining", held, "budget", s.drainingBudget(), "limit", s.fdLimit)
+		w.Killed = true
+		s.Totals.DrainKills++
 		w.p.Kill()
 	}
 }

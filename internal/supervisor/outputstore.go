@@ -27,7 +27,7 @@ import (
 const outputPrefix = "baton-out."
 
 func outputName(w *proc, stream worker.Stream) string {
-	return fmt.Sprintf("%s%d.%d.%d.%s", outputPrefix, w.slot.index, w.spec.gen, w.pid, stream)
+	return fmt.Sprintf("%s%d.%d.%d.%s", outputPrefix, w.slot.Index, w.spec.gen, w.pid, stream)
 }
 
 // parseOutputName reads a name outputName made.
@@ -60,7 +60,7 @@ func (s *Supervisor) storeOutput(w *proc) {
 	w.p.OutputFDs(func(stream worker.Stream, fd int) {
 		msg := fmt.Sprintf("FDSTORE=1\nFDNAME=%s\nFDPOLL=0", outputName(w, stream))
 		if err := s.sd.SendFDs(msg, fd); err != nil {
-			s.log.Warn("FD store: worker output not stored", "slot", w.slot.index, "pid", w.pid, "err", err)
+			s.log.Warn("FD store: worker output not stored", "slot", w.slot.Index, "pid", w.pid, "err", err)
 		}
 	})
 }

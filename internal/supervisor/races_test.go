@@ -77,7 +77,7 @@ func newTestSupervisor(t *testing.T, cfg Config) *testSupervisor {
 	for _, sl := range ts.slots {
 		ts.ready(sl.w)
 	}
-	if !ts.readySent {
+	if !ts.ReadySent {
 		t.Fatal("the fake workers' READY=1 did not make the service ready")
 	}
 	return ts
@@ -150,7 +150,7 @@ func (ts *testSupervisor) incoming(i int) *proc {
 // drainedOut: the workers told to drain exit, as they would.
 func (ts *testSupervisor) drainedOut() {
 	for _, w := range ts.workers {
-		if w.state == stateDraining {
+		if w.State == stateDraining {
 			ts.exit(w, 0)
 		}
 	}
@@ -229,17 +229,17 @@ func TestStopWhileFailureIsExplained(t *testing.T) {
 	}
 	failed.p.(*fakeProcess).outputEnds()
 	ts.await("the failed worker's output") // its afterOutput callback
-	if ts.last.Error != res.r.Error {
-		t.Errorf("the late output changed the result to %q", ts.last.Error)
+	if ts.Last.Error != res.r.Error {
+		t.Errorf("the late output changed the result to %q", ts.Last.Error)
 	}
 	for _, sl := range ts.slots {
 		if sl.restart != nil || sl.next != nil {
-			t.Errorf("slot %d: restart %v, next %v after a stop", sl.index, sl.restart != nil, sl.next)
+			t.Errorf("slot %d: restart %v, next %v after a stop", sl.Index, sl.restart != nil, sl.next)
 		}
 	}
 	for _, w := range ts.workers {
-		if w.state != stateDraining {
-			t.Errorf("worker %d is %s, want draining", w.pid, w.state)
+		if w.State != stateDraining {
+			t.Errorf("worker %d is %s, want draining", w.pid, w.State)
 		}
 	}
 }
@@ -268,8 +268,8 @@ func TestReloadDuringRollback(t *testing.T) {
 	}
 	failed.p.(*fakeProcess).outputEnds()
 	ts.await("the failed worker's output")
-	if ts.last == nil || ts.last.State != "failed" || ts.rollout == nil {
-		t.Fatalf("after the rollback: last %+v, rollout %+v; want it failed and the next one running", ts.last, ts.rollout)
+	if ts.Last == nil || ts.Last.State != "failed" || ts.rollout == nil {
+		t.Fatalf("after the rollback: last %+v, rollout %+v; want it failed and the next one running", ts.Last, ts.rollout)
 	}
 	for i := range 2 {
 		ts.ready(ts.incoming(i))

@@ -104,14 +104,14 @@ func (s *Supervisor) queueRecycle(sl *slot, reason, why string) {
 // nextRecycle begins the first queued recycle when nothing else runs (an
 // upgrade waiting for its turn goes first).
 func (s *Supervisor) nextRecycle() {
-	for len(s.recycles) > 0 && s.rollout == nil && !s.leaving() && s.readySent && !s.upgrading && !s.upgradeDeferred {
+	for len(s.recycles) > 0 && s.rollout == nil && !s.leaving() && s.ReadySent && !s.upgrading && !s.upgradeDeferred {
 		req := s.recycles[0]
 		s.recycles = s.recycles[1:]
 		if sl := req.slots[0]; req.pid != 0 && (sl.w == nil || sl.w.pid != req.pid) {
 			continue // that worker is gone already
 		}
 		// Slots removed by a scale since are not recycled.
-		targets := slices.DeleteFunc(slices.Clone(req.slots), func(sl *slot) bool { return sl.removed })
+		targets := slices.DeleteFunc(slices.Clone(req.slots), func(sl *slot) bool { return sl.Removed })
 		if len(targets) == 0 {
 			if req.reply != nil {
 				req.reply <- rolloutResult{err: errors.New("recycle: the slot was removed by a scale meanwhile")}
@@ -134,11 +134,11 @@ func (s *Supervisor) nextRecycle() {
 func (s *Supervisor) recycled(r *rollout, err error) {
 	for _, rp := range r.replaced {
 		sl := s.slots[rp.Slot]
-		sl.recycles++
-		sl.recycleRetry = 0
-		s.totals.CountRecycle(r.recycle)
+		sl.Recycles++
+		sl.RecycleRetry = 0
+		s.Totals.CountRecycle(r.recycle)
 		if sl.w != nil {
-			sl.w.memSuccessor = r.recycle == control.RecycleMemory
+			sl.w.MemSuccessor = r.recycle == control.RecycleMemory
 		}
 	}
 	if err == nil || r.recycle == control.RecycleManual || s.leaving() {
@@ -146,10 +146,10 @@ func (s *Supervisor) recycled(r *rollout, err error) {
 	}
 	for _, sl := range r.targets {
 		if !slices.Contains(r.moved, sl) {
-			sl.recycleRetry = min(max(2*sl.recycleRetry, recycleRetry), recycleRetryMax)
-			sl.recycleHold = s.now().Add(sl.recycleRetry)
-			s.log.Warn("recycle failed: the old worker serves on; recycling this slot again later", "slot", sl.index,
-				"in", sl.recycleRetry, "err", err)
+			sl.RecycleRetry = min(max(2*sl.RecycleRetry, recycleRetry), recycleRetryMax)
+			sl.RecycleHold = s.now().Add(sl.RecycleRetry)
+			s.log.Warn("recycle failed: the old worker serves on; recycling this slot again later", "slot", sl.Index,
+				"in", sl.RecycleRetry, "err", err)
 		}
 	}
 }
@@ -166,22 +166,22 @@ func (s *Supervisor) armRecycleCheck() {
 // checkRecycle queues the recycles ages call for, and reads the serving
 // workers' memory off the loop when a ceiling is set.
 func (s *Supervisor) checkRecycle() {
-	if s.leaving() || !s.readySent {
+	if s.leaving() || !s.ReadySent {
 		return
 	}
 	now := s.now()
 	var pids []int
 	for _, sl := range s.slots {
 		w := sl.w
-		if w == nil || w.state != stateReady {
+		if w == nil || w.State != stateReady {
 			continue
 		}
-		if s.cfg.RecycleAfter > 0 && !now.Before(sl.recycleHold) {
+		if s.cfg.RecycleAfter > 0 && !now.Before(sl.RecycleHold) {
 			// Age counts from readiness: a successor is young however
 			// long it took to start (counted from its start, one slower
 			// than a short limit would be recycled again at once).
-			limit := time.Duration(float64(s.cfg.RecycleAfter) * (1 - recycleJitter*w.jitter))
-			born := w.readyAt
+			limit := time.Duration(float64(s.cfg.RecycleAfter) * (1 - recycleJitter*w.Jitter))
+			born := w.ReadyAt
 			if born.IsZero() {
 				born = w.started // adopted across an upgrade
 			}
@@ -215,9 +215,9 @@ func (s *Supervisor) checkRecycle() {
 				// Said once a worker: a figure baton cannot read is a
 				// ceiling that never acts (a kernel before 4.14 has no
 				// smaps_rollup; a setuid process in the tree hides its own).
-				if w := s.workers[pid]; w != nil && !w.memErr {
-					w.memErr = true
-					s.log.Warn("cannot read a worker's memory: --recycle-memory cannot act on it", "slot", w.slot.index, "pid", pid, "err", err)
+				if w := s.workers[pid]; w != nil && !w.MemErr {
+					w.MemErr = true
+					s.log.Warn("cannot read a worker's memory: --recycle-memory cannot act on it", "slot", w.slot.Index, "pid", pid, "err", err)
 				}
 			}
 			s.onMemory(figures, ceiling, s.now())
@@ -237,31 +237,31 @@ func (s *Supervisor) checkRecycle() {
 func (s *Supervisor) onMemory(figures map[int]uint64, ceiling uint64, now time.Time) {
 	for pid, m := range figures {
 		w := s.workers[pid]
-		if w == nil || w.state != stateReady || w.slot.w != w {
+		if w == nil || w.State != stateReady || w.slot.w != w {
 			continue
 		}
 		sl := w.slot
-		first := w.memory == 0
-		w.memory = m
+		first := w.Memory == 0
+		w.Memory = m
 		switch {
 		case ceiling == 0 || m <= ceiling:
-			w.overSince = time.Time{}
-			w.aboveCeiling = false
-			if first && w.memSuccessor {
-				sl.memBackoff = 0 // the recycle helped
+			w.OverSince = time.Time{}
+			w.AboveCeiling = false
+			if first && w.MemSuccessor {
+				sl.MemBackoff = 0 // the recycle helped
 			}
-		case first && w.memSuccessor:
-			w.aboveCeiling = true
-			sl.memBackoff = min(max(2*sl.memBackoff, recycleRetry), recycleRetryMax)
-			sl.recycleHold = now.Add(sl.memBackoff)
+		case first && w.MemSuccessor:
+			w.AboveCeiling = true
+			sl.MemBackoff = min(max(2*sl.MemBackoff, recycleRetry), recycleRetryMax)
+			sl.RecycleHold = now.Add(sl.MemBackoff)
 			s.log.Warn("worker above --recycle-memory from its start, as the worker it replaced: not recycled by memory before the back-off has passed (is the ceiling too low?)",
-				"slot", sl.index, "pid", pid, "memory", m, "ceiling", ceiling, "back_off", sl.memBackoff)
-		case now.Before(sl.recycleHold):
-		case w.overSince.IsZero():
-			w.overSince = now
-		case now.Sub(w.overSince) >= recycleConfirm:
+				"slot", sl.Index, "pid", pid, "memory", m, "ceiling", ceiling, "back_off", sl.MemBackoff)
+		case now.Before(sl.RecycleHold):
+		case w.OverSince.IsZero():
+			w.OverSince = now
+		case now.Sub(w.OverSince) >= recycleConfirm:
 			s.queueRecycle(sl, control.RecycleMemory, fmt.Sprintf("memory %s above --recycle-memory %s for %s",
-				control.IEC(m), control.IEC(ceiling), now.Sub(w.overSince).Round(time.Second)))
+				control.IEC(m), control.IEC(ceiling), now.Sub(w.OverSince).Round(time.Second)))
 		}
 	}
 }

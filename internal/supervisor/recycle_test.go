@@ -59,15 +59,15 @@ func TestRecycleByMemory(t *testing.T) {
 	if got := ts.serving(); got[0] != successor.pid || got[1] != before[1] {
 		t.Fatalf("serving %v after the recycle", got)
 	}
-	if old.state != stateDraining || !slices.Equal(ts.fw.procs[old.pid].signals, []syscall.Signal{syscall.SIGTERM}) {
-		t.Errorf("the recycled worker is %s, got %v", old.state, ts.fw.procs[old.pid].signals)
+	if old.State != stateDraining || !slices.Equal(ts.fw.procs[old.pid].signals, []syscall.Signal{syscall.SIGTERM}) {
+		t.Errorf("the recycled worker is %s, got %v", old.State, ts.fw.procs[old.pid].signals)
 	}
-	if ts.last.Kind != "recycle" || ts.last.Reason != "memory" || len(ts.last.Replaced) != 1 ||
-		ts.last.Replaced[0] != (control.Replacement{Slot: 0, PID: before[0], Successor: successor.pid}) {
-		t.Errorf("last rollout %+v", ts.last)
+	if ts.Last.Kind != "recycle" || ts.Last.Reason != "memory" || len(ts.Last.Replaced) != 1 ||
+		ts.Last.Replaced[0] != (control.Replacement{Slot: 0, PID: before[0], Successor: successor.pid}) {
+		t.Errorf("last rollout %+v", ts.Last)
 	}
-	if ts.totals.Recycles[control.RecycleMemory] != 1 || ts.slots[0].recycles != 1 || len(ts.totals.Crashes) != 0 || ts.lastGen != 1 {
-		t.Errorf("totals %+v, slot recycles %d, generation %d", ts.totals, ts.slots[0].recycles, ts.lastGen)
+	if ts.Totals.Recycles[control.RecycleMemory] != 1 || ts.slots[0].Recycles != 1 || len(ts.Totals.Crashes) != 0 || ts.LastGen != 1 {
+		t.Errorf("totals %+v, slot recycles %d, generation %d", ts.Totals, ts.slots[0].Recycles, ts.LastGen)
 	}
 }
 
@@ -115,10 +115,10 @@ func TestRecycleByAgeOneAtATime(t *testing.T) {
 		for ts.rollout == nil {
 			ts.tick()
 		}
-		if len(ts.rollout.targets) != 1 || done[ts.rollout.targets[0].index] {
-			t.Fatalf("recycle of %d slots, slot %d again", len(ts.rollout.targets), ts.rollout.targets[0].index)
+		if len(ts.rollout.targets) != 1 || done[ts.rollout.targets[0].Index] {
+			t.Fatalf("recycle of %d slots, slot %d again", len(ts.rollout.targets), ts.rollout.targets[0].Index)
 		}
-		i := ts.rollout.targets[0].index
+		i := ts.rollout.targets[0].Index
 		done[i] = true
 		ts.serving()
 		ts.ready(ts.incoming(i))
@@ -126,8 +126,8 @@ func TestRecycleByAgeOneAtATime(t *testing.T) {
 	if got := ts.serving(); slices.ContainsFunc(got, func(p int) bool { return slices.Contains(before, p) }) {
 		t.Errorf("serving %v, some of %v not recycled", got, before)
 	}
-	if ts.totals.Recycles[control.RecycleAge] != 3 {
-		t.Errorf("totals %+v", ts.totals)
+	if ts.Totals.Recycles[control.RecycleAge] != 3 {
+		t.Errorf("totals %+v", ts.Totals)
 	}
 }
 
@@ -167,14 +167,14 @@ func TestRecycleSuccessorFails(t *testing.T) {
 	ts.exit(ts.incoming(0), 1)
 	ts.fw.clock.advance(tailGrace)
 	ts.await("the failed successor's output")
-	if ts.last == nil || ts.last.State != "failed" || ts.last.Kind != "recycle" {
-		t.Fatalf("last %+v", ts.last)
+	if ts.Last == nil || ts.Last.State != "failed" || ts.Last.Kind != "recycle" {
+		t.Fatalf("last %+v", ts.Last)
 	}
 	if got := ts.serving(); got[0] != old {
 		t.Fatalf("serving %v, want the old %d", got, old)
 	}
-	if len(ts.totals.Crashes) != 0 || ts.totals.NewWorkerFailures[control.CauseExit] != 1 || ts.totals.Recycles != nil {
-		t.Errorf("totals %+v", ts.totals)
+	if len(ts.Totals.Crashes) != 0 || ts.Totals.NewWorkerFailures[control.CauseExit] != 1 || ts.Totals.Recycles != nil {
+		t.Errorf("totals %+v", ts.Totals)
 	}
 	for range 20 {
 		ts.tick()
@@ -214,12 +214,12 @@ func TestStopDuringRecycle(t *testing.T) {
 		t.Error("the queued recycle's caller heard no error")
 	}
 	for _, w := range ts.workers {
-		if w.state != stateDraining {
-			t.Errorf("worker %d (the successor: %v) is %s while stopping", w.pid, w == successor, w.state)
+		if w.State != stateDraining {
+			t.Errorf("worker %d (the successor: %v) is %s while stopping", w.pid, w == successor, w.State)
 		}
 	}
-	if ts.totals.Recycles != nil {
-		t.Errorf("recycles counted: %v", ts.totals.Recycles)
+	if ts.Totals.Recycles != nil {
+		t.Errorf("recycles counted: %v", ts.Totals.Recycles)
 	}
 }
 

@@ -54,12 +54,12 @@ func (s *Supervisor) awaitRollout(reply chan<- rolloutResult) {
 	case s.rollout != nil:
 		s.rollout.waiters = append(s.rollout.waiters, reply)
 		return
-	case s.last != nil && s.now().Sub(s.lastEnded) < 2*time.Second:
+	case s.Last != nil && s.now().Sub(s.LastEnded) < 2*time.Second:
 		var err error
-		if s.last.Error != "" {
-			err = errors.New(s.last.Error)
+		if s.Last.Error != "" {
+			err = errors.New(s.Last.Error)
 		}
-		reply <- rolloutResult{r: *s.last, err: err}
+		reply <- rolloutResult{r: *s.Last, err: err}
 		return
 	}
 	s.awaiting = append(s.awaiting, reply)
@@ -114,7 +114,7 @@ func (s *Supervisor) rolloutRefused() string {
 	switch {
 	case s.leaving():
 		return "baton is stopping"
-	case !s.readySent:
+	case !s.ReadySent:
 		return "baton is still starting: a rollout needs every slot ready first"
 	}
 	return ""
@@ -159,11 +159,11 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 		}
 		s.serving = next
 	}
-	s.last, s.lastEnded = &res, s.now()
+	s.Last, s.LastEnded = &res, s.now()
 	s.rollout = nil
 	elapsed := s.now().Sub(r.started)
 	took := elapsed.Round(time.Millisecond)
-	s.totals.CountRollout(cmp.Or(res.Kind, "reload"), res.State, elapsed.Seconds())
+	s.Totals.CountRollout(cmp.Or(res.Kind, "reload"), res.State, elapsed.Seconds())
 	if err != nil {
 		s.log.Error("rollout failed", "from", res.From, "to", res.To, "err", err, "took", took)
 	} else {
@@ -178,7 +178,7 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 		s.recycled(r, err)
 	}
 	if err == nil && !r.scaleOnly && r.given == nil && r.recycle == "" {
-		s.configuredWorkers = s.pendingConfigured // applied: a reload scales again only when it changes
+		s.ConfiguredWorkers = s.pendingConfigured // applied: a reload scales again only when it changes
 	}
 	switch {
 	case s.leaving(): // no rollout follows: baton stops
@@ -212,7 +212,7 @@ func (s *Supervisor) load() (Config, error) {
 	if err := s.sizeFor(&cfg); err != nil {
 		return cfg, err
 	}
-	if err := s.world.pin(&cfg, s.startDir); err != nil {
+	if err := s.world.pin(&cfg, s.StartDir); err != nil {
 		return cfg, err
 	}
 	if !slices.Equal(specStrings(cfg), specStrings(s.cfg)) {
@@ -252,8 +252,8 @@ func (s *Supervisor) runCheck(cfg Config, done func(error)) {
 // now on (rolloutHost).
 func (s *Supervisor) newGen(cfg Config) *genSpec {
 	s.cfg = cfg
-	s.lastGen++
-	return &genSpec{gen: s.lastGen, cfg: cfg}
+	s.LastGen++
+	return &genSpec{gen: s.LastGen, cfg: cfg}
 }
 
 // restartSlot restarts an empty slot as after a crash (rolloutHost).

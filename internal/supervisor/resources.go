@@ -27,29 +27,29 @@ const cpuWindow = time.Second
 type cpuLooks [2]cpuSample
 
 type cpuSample struct {
-	at  time.Time
-	cpu time.Duration
+	At  time.Time     `json:"at"`
+	CPU time.Duration `json:"cpu"`
 }
 
 // share is the CPU used since an earlier look, in percent of one core,
 // taking the look at now with cpu used in all; since is when the process
 // started (the base of the first look).
 func (l *cpuLooks) share(now time.Time, cpu time.Duration, since time.Time) float64 {
-	base := cpuSample{at: since}
+	base := cpuSample{At: since}
 	switch {
-	case !l[1].at.IsZero() && now.Sub(l[1].at) >= cpuWindow:
+	case !l[1].At.IsZero() && now.Sub(l[1].At) >= cpuWindow:
 		base = l[1]
-	case !l[0].at.IsZero():
+	case !l[0].At.IsZero():
 		base = l[0]
 	}
-	if l[1].at.IsZero() || now.Sub(l[1].at) >= cpuWindow {
-		l[0], l[1] = l[1], cpuSample{at: now, cpu: cpu}
+	if l[1].At.IsZero() || now.Sub(l[1].At) >= cpuWindow {
+		l[0], l[1] = l[1], cpuSample{At: now, CPU: cpu}
 	}
-	d := now.Sub(base.at)
-	if d <= 0 || cpu < base.cpu {
+	d := now.Sub(base.At)
+	if d <= 0 || cpu < base.CPU {
 		return 0
 	}
-	return float64(cpu-base.cpu) / float64(d) * 100
+	return float64(cpu-base.CPU) / float64(d) * 100
 }
 
 // usageOf reads a process's usage and its tree's (world.usage).
@@ -62,11 +62,28 @@ func usageOf(pid int) (own, tree proctree.Usage, procs int) {
 // costBook holds the earlier CPU looks at each worker, by pid, and at
 // baton. Status reads /proc off the loop (the trees of 64 workers take tens
 // of milliseconds to read, which the loop must not wait for), so the book
-// has its own lock; concurrent status requests take turns.
+// has its own lock; concurrent status requests take turns. An in-place
+// upgrade hands the looks over (handoff.go), so the first status after it
+// shows the last window, not an average since the worker started.
 type costBook struct {
-	mu    sync.Mutex
-	own   cpuLooks
-	looks map[int]*cpuLooks
+	mu sync.Mutex
+	costLooks
+}
+
+type costLooks struct {
+	Own   cpuLooks          `json:"own"`
+	Looks map[int]*cpuLooks `json:"looks,omitempty"`
+}
+
+// handOver is a copy of the looks, for the handoff.
+func (b *costBook) handOver() costLooks {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := costLooks{Own: b.Own, Looks: make(map[int]*cpuLooks, len(b.Looks))}
+	for pid, l := range b.Looks {
+		c.Looks[pid] = new(*l)
+	}
+	return c
 }
 
 // addCosts fills in what each worker listed in st, and baton itself, cost
@@ -76,8 +93,8 @@ func (s *Supervisor) addCosts(st *control.Status, at time.Time) {
 	b := &s.costs
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.looks == nil {
-		b.looks = map[int]*cpuLooks{}
+	if b.Looks == nil {
+		b.Looks = map[int]*cpuLooks{}
 	}
 	live := map[int]bool{}
 	for _, list := range [][]control.Worker{st.Workers, st.Incoming, st.Draining} {
@@ -91,10 +108,10 @@ func (s *Supervisor) addCosts(st *control.Status, at time.Time) {
 			if procs == 0 {
 				continue // gone, or not readable
 			}
-			l := b.looks[cw.PID]
+			l := b.Looks[cw.PID]
 			if l == nil {
 				l = new(cpuLooks)
-				b.looks[cw.PID] = l
+				b.Looks[cw.PID] = l
 			}
 			started := at.Add(-time.Duration(cw.UptimeSeconds * float64(time.Second)))
 			cw.CPUPercent = round1(l.share(at, tree.CPU, started))
@@ -102,11 +119,11 @@ func (s *Supervisor) addCosts(st *control.Status, at time.Time) {
 			cw.RSSBytes, cw.TreeRSSBytes, cw.Processes = own.RSS, tree.RSS, procs
 		}
 	}
-	maps.DeleteFunc(b.looks, func(pid int, _ *cpuLooks) bool { return !live[pid] })
+	maps.DeleteFunc(b.Looks, func(pid int, _ *cpuLooks) bool { return !live[pid] })
 	if own, _, procs := s.world.usage(st.PID); procs > 0 {
 		// Since the process started, not this image: an in-place upgrade
 		// keeps the CPU time used before it.
-		st.CPUPercent = round1(b.own.share(at, own.CPU, cmp.Or(st.ProcessStarted, st.Started)))
+		st.CPUPercent = round1(b.Own.share(at, own.CPU, cmp.Or(st.ProcessStarted, st.Started)))
 		st.CPUSeconds = own.CPU.Seconds()
 		st.RSSBytes = own.RSS
 	}

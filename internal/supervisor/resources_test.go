@@ -57,7 +57,7 @@ func TestAddCosts(t *testing.T) {
 	}
 	st = control.Status{PID: 1, Workers: []control.Worker{{PID: 10, UptimeSeconds: 6}}}
 	s.addCosts(&st, at.Add(2*time.Second))
-	if len(s.costs.looks) != 1 || s.costs.looks[10] == nil {
-		t.Errorf("looks after pid 11 went: %v", s.costs.looks)
+	if len(s.costs.Looks) != 1 || s.costs.Looks[10] == nil {
+		t.Errorf("looks after pid 11 went: %v", s.costs.Looks)
 	}
 }

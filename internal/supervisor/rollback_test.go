@@ -113,15 +113,15 @@ func TestNotReadyIsDrained(t *testing.T) {
 	ts.fw.clock.advance(tailGrace) // the reason's wait for its last output
 	ts.await("the failed worker's output")
 	res := ts.result(reply)
-	if res.err == nil || res.r.State != "failed" || ts.slots[0].w != old || old.state != stateReady {
+	if res.err == nil || res.r.State != "failed" || ts.slots[0].w != old || old.State != stateReady {
 		t.Fatalf("rollout: %+v %v; slot 0 has pid %d", res.r, res.err, ts.slots[0].w.pid)
 	}
 	fp := ts.fw.procs[w.pid]
-	if w.state != stateDraining || !slices.Equal(fp.signals, []syscall.Signal{syscall.SIGTERM}) {
-		t.Fatalf("the worker not ready in time is %s and got %v, want draining with SIGTERM only", w.state, fp.signals)
+	if w.State != stateDraining || !slices.Equal(fp.signals, []syscall.Signal{syscall.SIGTERM}) {
+		t.Fatalf("the worker not ready in time is %s and got %v, want draining with SIGTERM only", w.State, fp.signals)
 	}
-	if ts.totals.NewWorkerFailures[control.CauseNotReady] != 1 || len(ts.totals.Crashes) != 0 {
-		t.Errorf("totals: %+v", ts.totals)
+	if ts.Totals.NewWorkerFailures[control.CauseNotReady] != 1 || len(ts.Totals.Crashes) != 0 {
+		t.Errorf("totals: %+v", ts.Totals)
 	}
 	ts.fw.clock.advance(10 * time.Second) // its drain deadline
 	ts.settle()

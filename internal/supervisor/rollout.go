@@ -263,7 +263,7 @@ func (r *rollout) checked(cfg Config, err error) {
 			if sl.w != nil {
 				pid = sl.w.pid
 			}
-			log.Info("recycling worker: its successor starts first", "slot", sl.index, "pid", pid, "gen", r.to.gen,
+			log.Info("recycling worker: its successor starts first", "slot", sl.Index, "pid", pid, "gen", r.to.gen,
 				"reason", r.recycle, "why", r.recycleWhy)
 		}
 	default:
@@ -294,12 +294,12 @@ func (r *rollout) resize() {
 	case r.size > r.fromSize:
 		r.targets = append(r.targets, r.host.addSlots(r.size-r.fromSize, r.to)...)
 	case r.size < r.fromSize:
-		r.targets = slices.DeleteFunc(r.targets, func(sl *slot) bool { return sl.index >= r.size })
+		r.targets = slices.DeleteFunc(r.targets, func(sl *slot) bool { return sl.Index >= r.size })
 	}
 }
 
 // added reports whether the rollout added sl.
-func (r *rollout) added(sl *slot) bool { return sl.index >= r.fromSize }
+func (r *rollout) added(sl *slot) bool { return sl.Index >= r.fromSize }
 
 func (r *rollout) surge() int {
 	if r.recycle != "" {
@@ -328,7 +328,7 @@ func (r *rollout) nextBatch() {
 	r.host.progressed()
 	for _, sl := range r.batch {
 		if sl.next = r.host.startWorker(sl, r.to); sl.next == nil {
-			r.abort(fmt.Errorf("worker %d of generation %d could not be started", sl.index, r.to.gen), nil)
+			r.abort(fmt.Errorf("worker %d of generation %d could not be started", sl.Index, r.to.gen), nil)
 			return
 		}
 	}
@@ -367,7 +367,7 @@ func (r *rollout) canaryElapsed() {
 // worker.
 func (r *rollout) batchReady() bool {
 	for _, sl := range r.batch {
-		if sl.next == nil || sl.next.state != stateReady {
+		if sl.next == nil || sl.next.State != stateReady {
 			return false
 		}
 	}
@@ -378,8 +378,8 @@ func (r *rollout) batchReady() bool {
 func (r *rollout) promote() {
 	for _, sl := range r.batch {
 		if r.recycle != "" && sl.w != nil {
-			r.replaced = append(r.replaced, control.Replacement{Slot: sl.index, PID: sl.w.pid, Successor: sl.next.pid})
-			r.host.logger().Info("worker recycled: its successor is ready, it drains", "slot", sl.index, "pid", sl.w.pid,
+			r.replaced = append(r.replaced, control.Replacement{Slot: sl.Index, PID: sl.w.pid, Successor: sl.next.pid})
+			r.host.logger().Info("worker recycled: its successor is ready, it drains", "slot", sl.Index, "pid", sl.w.pid,
 				"successor", sl.next.pid, "reason", r.recycle, "why", r.recycleWhy)
 		}
 		r.replace(sl, r.to)
@@ -410,14 +410,14 @@ func (r *rollout) replace(sl *slot, spec *genSpec) {
 func (r *rollout) workerFailed(w *proc, reason string) {
 	switch r.phase {
 	case phaseRolling, phaseCanary:
-		r.abort(fmt.Errorf("worker %d (pid %d, generation %d): %s", w.slot.index, w.pid, w.spec.gen, reason), w)
+		r.abort(fmt.Errorf("worker %d (pid %d, generation %d): %s", w.slot.Index, w.pid, w.spec.gen, reason), w)
 	case phaseRollingBack:
 		// A new-generation worker in a target being rolled back is simply
 		// gone; a target left with no worker at all restarts in the
 		// previous generation as after any crash.
 		sl := w.slot
 		if w.spec == r.from {
-			r.host.logger().Error("rollback worker failed", "slot", sl.index, "pid", w.pid, "reason", reason)
+			r.host.logger().Error("rollback worker failed", "slot", sl.Index, "pid", w.pid, "reason", reason)
 		}
 		if sl.w == nil && sl.next == nil && !r.added(sl) {
 			r.host.restartSlot(sl)

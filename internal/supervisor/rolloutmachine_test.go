@@ -58,14 +58,14 @@ func (h *fakeHost) newGen(cfg Config) *genSpec {
 
 func (h *fakeHost) startWorker(sl *slot, spec *genSpec) *proc {
 	h.pid++
-	w := newProc(newFakeProcess(h.pid, sl.index, spec.gen, h.clock.now), sl, spec)
-	w.state = stateStarting
+	w := newProc(newFakeProcess(h.pid, sl.Index, spec.gen, h.clock.now), sl, spec)
+	w.State = stateStarting
 	h.started = append(h.started, w)
 	return w
 }
 
 func (h *fakeHost) drain(w *proc) {
-	w.state = stateDraining
+	w.State = stateDraining
 	h.drained = append(h.drained, w)
 }
 
@@ -76,7 +76,7 @@ func (h *fakeHost) slotCount() int { return len(h.slots) }
 func (h *fakeHost) addSlots(n int, spec *genSpec) []*slot {
 	var added []*slot
 	for range n {
-		sl := &slot{index: len(h.slots), spec: spec}
+		sl := &slot{slotKept: slotKept{Index: len(h.slots)}, spec: spec}
 		h.slots = append(h.slots, sl)
 		added = append(added, sl)
 	}
@@ -149,9 +149,9 @@ func newMachine(t *testing.T, n int, cfg Config) *machine {
 	from := &genSpec{gen: 1, cfg: cfg}
 	m := &machine{h: h}
 	for i := range n {
-		sl := &slot{index: i, spec: from}
+		sl := &slot{slotKept: slotKept{Index: i}, spec: from}
 		sl.w = newProc(newFakeProcess(i+1, i, 1, h.clock.now), sl, from)
-		sl.w.state = stateReady
+		sl.w.State = stateReady
 		m.slots = append(m.slots, sl)
 	}
 	h.slots = slices.Clone(m.slots)
@@ -169,7 +169,7 @@ func (m *machine) newWorker(n int) *proc {
 
 func (m *machine) ready(n int) {
 	w := m.newWorker(n)
-	w.state = stateReady
+	w.State = stateReady
 	m.r.workerReady(w)
 }
 
@@ -389,7 +389,7 @@ func TestRolloutMachine(t *testing.T) {
 			}
 			for _, sl := range m.slots {
 				if sl.next != nil {
-					t.Errorf("slot %d still has an incoming worker after the end", sl.index)
+					t.Errorf("slot %d still has an incoming worker after the end", sl.Index)
 				}
 			}
 			// Nothing moves an ended rollout.

@@ -61,7 +61,7 @@ func (s *Supervisor) checkSize(n int) error {
 // outlives deploys that do not touch workers.
 func (s *Supervisor) sizeFor(cfg *Config) error {
 	s.pendingConfigured = cfg.Workers
-	if cfg.Workers == s.configuredWorkers {
+	if cfg.Workers == s.ConfiguredWorkers {
 		cfg.Workers = len(s.slots)
 		return nil
 	}
@@ -76,7 +76,7 @@ func (s *Supervisor) slotCount() int { return len(s.slots) }
 func (s *Supervisor) addSlots(n int, spec *genSpec) []*slot {
 	added := make([]*slot, n)
 	for i := range added {
-		added[i] = &slot{index: len(s.slots), spec: spec, backoff: s.cfg.RestartBackoff.Min}
+		added[i] = &slot{slotKept: slotKept{Index: len(s.slots), Backoff: s.cfg.RestartBackoff.Min}, spec: spec}
 		s.slots = append(s.slots, added[i])
 	}
 	return added
@@ -86,7 +86,7 @@ func (s *Supervisor) addSlots(n int, spec *genSpec) []*slot {
 // their restarts and removes them (rolloutHost).
 func (s *Supervisor) removeSlots(keep int) {
 	for _, sl := range s.slots[keep:] {
-		sl.removed = true
+		sl.Removed = true
 		if sl.restart != nil {
 			sl.restart.Stop()
 			sl.restart = nil

@@ -97,62 +97,122 @@ var answeredBy = regexp.MustCompile(`slot (\d+) pid (\d+)`)
 // TestScaleDownFinishesSlowRequests: the workers a scale down removes drain
 // like old workers in a rollout: slow requests they took are answered, not
 // cut.
-//
-// All workers accept on one socket and the kernel, not baton, picks which
-// takes a connection: on a busy machine one worker can take a dozen in a row
-// (CI saw slot 0 take all 12). So slow requests are sent one at a time until
-// a worker the scale down removes holds one, up to a bound; reaching the
-// bound fails the test as unproven rather than passing it.
 func TestScaleDownFinishesSlowRequests(t *testing.T) {
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "4")
+	held := holdSlowRequests(ctx, t, s)
+	if r, err := scale(ctx, s.ctl, 1); err != nil || r.Workers != 1 {
+		t.Fatalf("scale to 1: %+v, %v", r, err)
+	}
+	held.answered(t)
+}
+
+// TestUpgradeWhileRemovedWorkersDrain: an in-place upgrade right after a
+// scale down, while the removed slots' workers drain. Their slots are no
+// longer among the serving ones; the state once named them by index and
+// the new image died on an index out of range, taking the service down.
+// Now the removed slots travel with their workers, which finish their
+// requests under the new image.
+func TestUpgradeWhileRemovedWorkersDrain(t *testing.T) {
+	ctx := timeout(t, 60*time.Second)
+	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "4")
+	held := holdSlowRequests(ctx, t, s)
+	if r, err := scale(ctx, s.ctl, 1); err != nil || r.Workers != 1 {
+		t.Fatalf("scale to 1: %+v, %v", r, err)
+	}
+	u, err := upgrade(ctx, s.ctl)
+	if err != nil {
+		t.Fatalf("upgrade while removed workers drain: %v", err)
+	}
 	st := testsd.Status(ctx, t, s.ctl)
-	removed := map[int]bool{}
+	draining := 0
+	for _, w := range st.Draining {
+		if held.removed[w.PID] {
+			draining++
+		}
+	}
+	if draining == 0 {
+		if time.Since(held.last) > 2*time.Second {
+			t.Fatalf("premise: the scale down and upgrade took %s, the removed workers' 3 s requests may be done", time.Since(held.last))
+		}
+		t.Fatalf("no removed worker draining after the upgrade: %+v", st.Draining)
+	}
+	t.Logf("upgraded to pid %d with %d removed workers draining", u.PID, draining)
+	held.answered(t)
+	s.svc.Signal(t, unix.SIGTERM)
+	if code := s.svc.Wait(ctx, t); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+}
+
+// slowRequests are slow requests in the workers' hands, some of them in
+// the hands of the workers a scale down to 1 removes.
+type slowRequests struct {
+	removed map[int]bool // the pids of the workers of slots 1 and up
+	sent    int
+	last    time.Time // when the last was taken
+	answers chan slowAnswer
+}
+
+type slowAnswer struct {
+	body string
+	err  error
+}
+
+// holdSlowRequests sends slow requests until a worker of a slot above 0
+// holds one. All workers accept on one socket and the kernel, not baton,
+// picks which takes a connection: on a busy machine one worker can take a
+// dozen in a row (CI saw slot 0 take all 12). So they go one at a time, up
+// to a bound; reaching it fails the test as unproven rather than passing.
+func holdSlowRequests(ctx context.Context, t *testing.T, s *service) *slowRequests {
+	t.Helper()
+	st := testsd.Status(ctx, t, s.ctl)
+	r := &slowRequests{removed: map[int]bool{}}
 	for _, w := range st.Workers[1:] {
-		removed[w.PID] = true
+		r.removed[w.PID] = true
 	}
 	const atLeast, atMost = 6, 80
-	type answer struct {
-		body string
-		err  error
-	}
-	answers := make(chan answer, atMost)
+	r.answers = make(chan slowAnswer, atMost)
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 20 * time.Second}
 	held := regexp.MustCompile(`\[worker \d+ pid (\d+)\] GET /sleep/3s: answering`)
 	heldByRemoved := func() bool {
 		for _, m := range held.FindAllStringSubmatch(s.svc.Output.String(), -1) {
-			if pid, _ := strconv.Atoi(m[1]); removed[pid] {
+			if pid, _ := strconv.Atoi(m[1]); r.removed[pid] {
 				return true
 			}
 		}
 		return false
 	}
-	sent := 0
-	for sent < atLeast || !heldByRemoved() {
-		if sent == atMost {
-			t.Fatalf("premise: %d slow requests sent, none taken by the 3 workers the scale down removes", sent)
+	for r.sent < atLeast || !heldByRemoved() {
+		if r.sent == atMost {
+			t.Fatalf("premise: %d slow requests sent, none taken by the workers a scale down to 1 removes", r.sent)
 		}
 		go func() {
 			resp, err := c.Get(s.url() + "sleep/3s")
 			if err != nil {
-				answers <- answer{err: err}
+				r.answers <- slowAnswer{err: err}
 				return
 			}
 			body, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			answers <- answer{body: string(body), err: err}
+			r.answers <- slowAnswer{body: string(body), err: err}
 		}()
-		sent++
-		waitCount(ctx, t, s, "GET /sleep/3s: answering in 3s", sent) // in a worker's hands
+		r.sent++
+		waitCount(ctx, t, s, "GET /sleep/3s: answering in 3s", r.sent) // in a worker's hands
+		r.last = time.Now()
 	}
-	if r, err := scale(ctx, s.ctl, 1); err != nil || r.Workers != 1 {
-		t.Fatalf("scale to 1: %+v, %v", r, err)
-	}
+	return r
+}
+
+// answered checks every slow request was answered, some by the removed
+// workers.
+func (r *slowRequests) answered(t *testing.T) {
+	t.Helper()
 	fromRemoved := 0
-	for range sent {
-		a := <-answers
+	for range r.sent {
+		a := <-r.answers
 		if a.err != nil {
-			t.Errorf("a slow request was cut by the scale down: %v", a.err)
+			t.Errorf("a slow request was cut: %v", a.err)
 			continue
 		}
 		m := answeredBy.FindStringSubmatch(a.body)
@@ -160,14 +220,14 @@ func TestScaleDownFinishesSlowRequests(t *testing.T) {
 			t.Errorf("answer %q", a.body)
 			continue
 		}
-		if pid, _ := strconv.Atoi(m[2]); removed[pid] {
+		if pid, _ := strconv.Atoi(m[2]); r.removed[pid] {
 			fromRemoved++
 		}
 	}
 	if fromRemoved == 0 {
 		t.Fatal("a removed worker held a slow request, yet no answer came from one")
 	}
-	t.Logf("%d of %d slow requests were answered by the 3 workers the scale down removed", fromRemoved, sent)
+	t.Logf("%d of %d slow requests were answered by the workers the scale down removed", fromRemoved, r.sent)
 }
 
 // waitCount waits until text is in the service's output count times.

@@ -59,8 +59,8 @@ func TestScaleUpThenDown(t *testing.T) {
 		t.Fatalf("scale to 1: %+v, %v; %d slots", res.r, res.err, len(ts.slots))
 	}
 	for _, w := range gone {
-		if w.state != stateDraining {
-			t.Errorf("worker %d of a removed slot is %s, want draining", w.pid, w.state)
+		if w.State != stateDraining {
+			t.Errorf("worker %d of a removed slot is %s, want draining", w.pid, w.State)
 		}
 	}
 	ts.drainedOut()
@@ -69,7 +69,7 @@ func TestScaleUpThenDown(t *testing.T) {
 	}
 	for _, w := range gone {
 		if w.slot.restart != nil {
-			t.Errorf("removed slot %d is to restart", w.slot.index)
+			t.Errorf("removed slot %d is to restart", w.slot.Index)
 		}
 	}
 }
@@ -95,11 +95,11 @@ func TestScaleFailureKeepsSize(t *testing.T) {
 	if len(ts.slots) != 2 || ts.readyCount() != 2 {
 		t.Errorf("after the failed scale: %d slots, %d ready; want the 2 serving before", len(ts.slots), ts.readyCount())
 	}
-	if added.state != stateDraining {
-		t.Errorf("the added slot's ready worker is %s, want draining", added.state)
+	if added.State != stateDraining {
+		t.Errorf("the added slot's ready worker is %s, want draining", added.State)
 	}
-	if len(ts.crashes) != 0 {
-		t.Errorf("a new slot's failure counted as %d crashes of the serving generation", len(ts.crashes))
+	if len(ts.Crashes) != 0 {
+		t.Errorf("a new slot's failure counted as %d crashes of the serving generation", len(ts.Crashes))
 	}
 }
 

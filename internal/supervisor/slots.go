@@ -18,27 +18,36 @@ import (
 )
 
 type slot struct {
-	index    int
-	w        *proc    // the worker serving in this slot
-	next     *proc    // its replacement, while a rollout brings one up
-	spec     *genSpec // the generation this slot serves; crash restarts use it
-	restarts int
-	backoff  time.Duration
-	restart  timer
-	// startErr is why the last start of a worker in this slot failed in
+	slotKept
+	w       *proc    // the worker serving in this slot
+	next    *proc    // its replacement, while a rollout brings one up
+	spec    *genSpec // the generation this slot serves; crash restarts use it
+	restart timer
+}
+
+// slotKept is the part of a slot an in-place upgrade hands over as it is
+// (handoff.go): every field is exported, for the JSON, and a field added
+// here is handed over with no more code. The completeness test fails on a
+// field added to slot that is neither here nor listed as not needed.
+type slotKept struct {
+	Index    int           `json:"index"`
+	Restarts int           `json:"restarts"`
+	Backoff  time.Duration `json:"backoff"`
+	// StartErr is why the last start of a worker in this slot failed in
 	// baton itself (fork, pipes, sockets), until a start succeeds.
-	startErr string
-	// removed: a scale down took the slot away; nothing starts in it.
-	removed bool
-	// recycles counts its workers replaced by recycling; a slot whose
+	StartErr string `json:"start_err,omitempty"`
+	// Removed: a scale down took the slot away; nothing starts in it. Its
+	// workers may still drain.
+	Removed bool `json:"removed,omitempty"`
+	// Recycles counts its workers replaced by recycling; a slot whose
 	// automatic recycle failed is not recycled automatically again before
-	// recycleHold, recycleRetry doubling (recycle.go).
-	recycles     int
-	recycleHold  time.Time
-	recycleRetry time.Duration
-	// memBackoff is how long the slot waits before a recycle by memory
+	// RecycleHold, RecycleRetry doubling (recycle.go).
+	Recycles     int           `json:"recycles,omitempty"`
+	RecycleHold  time.Time     `json:"recycle_hold,omitzero"`
+	RecycleRetry time.Duration `json:"recycle_retry,omitempty"`
+	// MemBackoff is how long the slot waits before a recycle by memory
 	// after a successor was born above the ceiling (recycle.go).
-	memBackoff time.Duration
+	MemBackoff time.Duration `json:"mem_backoff,omitempty"`
 }
 
 type procState string
@@ -72,40 +81,47 @@ type process interface {
 
 // proc is the loop's record of one worker process.
 type proc struct {
-	p        process
-	pid      int
-	started  time.Time
-	slot     *slot
-	spec     *genSpec
-	state    procState
-	exited   bool
-	failed   string // why baton killed it while starting
-	cause    string // and that as a control.Cause* (the metrics' label)
-	status   string // its own STATUS=
-	deadline time.Time
-	// drainStart is when it was told to drain; killed, that baton has
-	// SIGKILLed it early (too many draining for the fd budget).
-	drainStart time.Time
-	killed     bool
-	timers     []timer
-	cancel     context.CancelFunc // stops a readiness probe
+	procKept
+	p       process
+	pid     int
+	started time.Time
+	slot    *slot
+	spec    *genSpec
+	exited  bool
+	timers  []timer
+	cancel  context.CancelFunc // stops a readiness probe
+	wdTimer timer
+	// lastPing is the watchdog's last ping; the interval starts over at an
+	// in-place upgrade.
+	lastPing time.Time
+}
 
-	pendingSig syscall.Signal // held until the worker has exec'd (see signal)
-
-	wdInterval time.Duration // the worker's watchdog; 0 is off
-	wdTimer    timer
-	lastPing   time.Time
+// procKept is the part of a worker's record an in-place upgrade hands over
+// as it is (handoff.go), like slotKept.
+type procKept struct {
+	State    procState `json:"state"`
+	Failed   string    `json:"failed,omitempty"` // why baton killed it while starting
+	Cause    string    `json:"cause,omitempty"`  // and that as a control.Cause* (the metrics' label)
+	Status   string    `json:"status,omitempty"` // its own STATUS=
+	Deadline time.Time `json:"deadline"`
+	// DrainStart is when it was told to drain; Killed, that baton has
+	// SIGKILLed it early (too many draining for the fd budget, limits.go).
+	DrainStart time.Time `json:"drain_start,omitzero"`
+	Killed     bool      `json:"killed,omitempty"`
+	// PendingSig is held until the worker has exec'd (see signal).
+	PendingSig syscall.Signal `json:"pending_sig,omitempty"`
+	Watchdog   time.Duration  `json:"watchdog"` // the worker's watchdog; 0 is off
 
 	// For recycling (recycle.go): its tree's last memory figure (0: none
 	// yet), since when it is above the ceiling, whether it was from its
 	// start, and its share of the age limit's jitter.
-	memory       uint64
-	memErr       bool // a figure could not be read, and that was said
-	readyAt      time.Time
-	overSince    time.Time
-	aboveCeiling bool
-	memSuccessor bool // it replaced a worker recycled by memory
-	jitter       float64
+	Memory       uint64    `json:"memory,omitempty"`
+	MemErr       bool      `json:"mem_err,omitempty"` // a figure could not be read, and that was said
+	ReadyAt      time.Time `json:"ready_at,omitzero"`
+	OverSince    time.Time `json:"over_since,omitzero"`
+	AboveCeiling bool      `json:"above_ceiling,omitempty"`
+	MemSuccessor bool      `json:"mem_successor,omitempty"` // it replaced a worker recycled by memory
+	Jitter       float64   `json:"jitter,omitempty"`
 }
 
 // deathSignal is what a worker gets if baton dies (kill -9, OOM killer).
@@ -134,7 +150,7 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		Env:         workerEnv(s.baseEnv, cfg),
 		Dir:         cfg.Directory,
 		Listeners:   s.listeners,
-		Slot:        sl.index,
+		Slot:        sl.Index,
 		Generation:  spec.gen,
 		Output:      s.cfg.Output,
 		NotifyDir:   s.notifyDir,
@@ -143,23 +159,23 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		Logger:      s.log,
 	})
 	if err != nil {
-		sl.startErr = err.Error()
-		s.log.Error("worker start failed", "slot", sl.index, "gen", spec.gen, "err", err)
+		sl.StartErr = err.Error()
+		s.log.Error("worker start failed", "slot", sl.Index, "gen", spec.gen, "err", err)
 		return nil
 	}
-	sl.startErr = ""
+	sl.StartErr = ""
 	w := newProc(p, sl, spec)
-	w.state, w.wdInterval = stateStarting, cfg.Watchdog
+	w.State, w.Watchdog = stateStarting, cfg.Watchdog
 	s.workers[w.pid] = w
 	s.storeOutput(w)
-	s.log.Info("worker started", "slot", sl.index, "pid", w.pid, "gen", spec.gen)
+	s.log.Info("worker started", "slot", sl.Index, "pid", w.pid, "gen", spec.gen)
 	s.awaitReady(w)
 	return w
 }
 
 func newProc(p process, sl *slot, spec *genSpec) *proc {
 	info := p.Info()
-	return &proc{p: p, pid: info.PID, started: info.Started, slot: sl, spec: spec, jitter: newJitter()}
+	return &proc{p: p, pid: info.PID, started: info.Started, slot: sl, spec: spec, procKept: procKept{Jitter: newJitter()}}
 }
 
 // onNotify returns the callback that posts a worker's notifications into
@@ -176,7 +192,7 @@ func (s *Supervisor) awaitReady(w *proc) {
 	cfg := w.spec.cfg
 	sl := w.slot
 	w.timers = append(w.timers, s.after(w.started.Add(cfg.ReadyTimeout).Sub(s.now()), func() {
-		if w.state == stateStarting && !w.exited {
+		if w.State == stateStarting && !w.exited {
 			s.notReady(w, fmt.Sprintf("not ready within --ready-timeout %s", cfg.ReadyTimeout))
 		}
 	}))
@@ -189,7 +205,7 @@ func (s *Supervisor) awaitReady(w *proc) {
 	case ReadyHTTP:
 		ctx, cancel := context.WithCancel(context.Background())
 		w.cancel = cancel
-		url := cfg.Ready.ProbeURL(sl.index, w.pid)
+		url := cfg.Ready.ProbeURL(sl.Index, w.pid)
 		go probe(ctx, url, func() { s.post(func() { s.onReady(w) }) })
 	case ReadyListening:
 		ctx, cancel := context.WithCancel(context.Background())
@@ -205,10 +221,10 @@ func (s *Supervisor) onNotify(pid int, m notify.Message) {
 		return // exited since
 	}
 	if st, ok := m["STATUS"]; ok {
-		w.status = st
+		w.Status = st
 	}
 	if m.Is("STOPPING", "1") {
-		s.log.Info("worker stopping", "slot", w.slot.index, "pid", pid)
+		s.log.Info("worker stopping", "slot", w.slot.Index, "pid", pid)
 	}
 	if _, ok := m["WATCHDOG"]; ok || m["WATCHDOG_USEC"] != "" {
 		s.onWatchdogMessage(w, m)
@@ -223,23 +239,23 @@ func (s *Supervisor) onNotify(pid int, m notify.Message) {
 }
 
 func (s *Supervisor) onReady(w *proc) {
-	if w.exited || w.state != stateStarting {
+	if w.exited || w.State != stateStarting {
 		return
 	}
-	w.state = stateReady
-	w.readyAt = s.now()
+	w.State = stateReady
+	w.ReadyAt = s.now()
 	if w.cancel != nil {
 		w.cancel()
 	}
 	s.armWatchdog(w)
 	s.checkListenersAfter(w) // the hygiene guard (sockets.go)
-	s.log.Info("worker ready", "slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen,
+	s.log.Info("worker ready", "slot", w.slot.Index, "pid", w.pid, "gen", w.spec.gen,
 		"after", s.now().Sub(w.started).Round(time.Millisecond))
 	if w.slot.next == w && s.rollout != nil {
 		s.rollout.workerReady(w)
 	}
-	if !s.readySent && !s.stopping && s.readyCount() == len(s.slots) {
-		s.readySent = true
+	if !s.ReadySent && !s.stopping && s.readyCount() == len(s.slots) {
+		s.ReadySent = true
 		s.status = s.statusLine()
 		s.tell("READY=1\nSTATUS=" + s.status)
 		s.log.Info("service ready", "workers", len(s.slots), "gen", s.serving.gen)
@@ -251,7 +267,7 @@ func (s *Supervisor) onReady(w *proc) {
 func (s *Supervisor) readyCount() int {
 	n := 0
 	for _, sl := range s.slots {
-		if sl.w != nil && sl.w.state == stateReady {
+		if sl.w != nil && sl.w.State == stateReady {
 			n++
 		}
 	}
@@ -278,11 +294,11 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 	wasNext := w.leaveSlot()
 	how := describeExit(ws)
 	reason, cause := how, exitCause(ws)
-	if w.failed != "" {
-		reason, cause = w.failed, w.cause
+	if w.Failed != "" {
+		reason, cause = w.Failed, w.Cause
 	}
-	if w.state == stateDraining {
-		s.log.Info("worker stopped", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, "exit", how)
+	if w.State == stateDraining {
+		s.log.Info("worker stopped", "slot", sl.Index, "pid", w.pid, "gen", w.spec.gen, "exit", how)
 	} else {
 		s.lost(w, wasNext, "exit", how, reason, cause)
 	}
@@ -311,7 +327,7 @@ func (w *proc) leaveSlot() (wasNext bool) {
 // a SIGKILL would cut them. Its slot goes on at once: the rollout it
 // belongs to aborts, or the slot restarts as after a crash.
 func (s *Supervisor) notReady(w *proc, reason string) {
-	w.failed, w.cause = reason, control.CauseNotReady
+	w.Failed, w.Cause = reason, control.CauseNotReady
 	if w.cancel != nil {
 		w.cancel()
 	}
@@ -328,8 +344,8 @@ func (s *Supervisor) notReady(w *proc, reason string) {
 func (s *Supervisor) lost(w *proc, wasNext bool, key, how, reason, cause string) {
 	sl := w.slot
 	if s.rollout != nil && (wasNext || w.spec == s.rollout.to && s.rollout.to != s.rollout.from) {
-		s.log.Error("new worker failed", "slot", sl.index, "pid", w.pid, "gen", w.spec.gen, key, how, "reason", reason)
-		s.totals.CountNewWorkerFailure(cause)
+		s.log.Error("new worker failed", "slot", sl.Index, "pid", w.pid, "gen", w.spec.gen, key, how, "reason", reason)
+		s.Totals.CountNewWorkerFailure(cause)
 		s.rollout.workerFailed(w, reason)
 		return
 	}
@@ -337,36 +353,36 @@ func (s *Supervisor) lost(w *proc, wasNext bool, key, how, reason, cause string)
 	if key != "exit" {
 		msg = "worker not ready in time: draining it"
 	}
-	s.log.Error(msg, "slot", sl.index, "pid", w.pid, "gen", w.spec.gen,
+	s.log.Error(msg, "slot", sl.Index, "pid", w.pid, "gen", w.spec.gen,
 		key, how, "reason", reason, "uptime", s.now().Sub(w.started).Round(time.Millisecond))
-	s.totals.CountCrash(cause)
+	s.Totals.CountCrash(cause)
 	s.onCrash(sl, s.now().Sub(w.started))
 }
 
 // onCrash counts a crash against the limit and schedules the slot's restart.
 func (s *Supervisor) onCrash(sl *slot, uptime time.Duration) {
 	now := s.now()
-	kept := s.crashes[:0]
-	for _, t := range s.crashes {
+	kept := s.Crashes[:0]
+	for _, t := range s.Crashes {
 		if now.Sub(t) < s.cfg.CrashLimit.Per {
 			kept = append(kept, t)
 		}
 	}
-	s.crashes = append(kept, now)
-	if len(s.crashes) > s.cfg.CrashLimit.N {
+	s.Crashes = append(kept, now)
+	if len(s.Crashes) > s.cfg.CrashLimit.N {
 		if s.exitErr == nil {
 			s.exitErr = fmt.Errorf("%w: %d worker crashes within %s (--crash-limit %d/%s)",
-				ErrCrashLimit, len(s.crashes), s.cfg.CrashLimit.Per, s.cfg.CrashLimit.N, s.cfg.CrashLimit.Per)
-			s.log.Error("crash limit reached: stopping", "crashes", len(s.crashes), "within", s.cfg.CrashLimit.Per)
+				ErrCrashLimit, len(s.Crashes), s.cfg.CrashLimit.Per, s.cfg.CrashLimit.N, s.cfg.CrashLimit.Per)
+			s.log.Error("crash limit reached: stopping", "crashes", len(s.Crashes), "within", s.cfg.CrashLimit.Per)
 		}
 		s.beginStop()
 		return
 	}
 	if uptime >= s.cfg.RestartBackoff.Max {
-		sl.backoff = s.cfg.RestartBackoff.Min // it had a healthy run
+		sl.Backoff = s.cfg.RestartBackoff.Min // it had a healthy run
 	}
-	sl.restarts++
-	s.totals.Restarts++
+	sl.Restarts++
+	s.Totals.Restarts++
 	s.scheduleStart(sl)
 }
 
@@ -381,17 +397,17 @@ func (s *Supervisor) retryStart(sl *slot) { s.scheduleStart(sl) }
 // scheduleStart starts a worker in sl after the slot's backoff, which then
 // doubles.
 func (s *Supervisor) scheduleStart(sl *slot) {
-	if s.stopping || sl.removed || sl.restart != nil {
+	if s.stopping || sl.Removed || sl.restart != nil {
 		return
 	}
-	delay := sl.backoff
-	sl.backoff = min(2*sl.backoff, s.cfg.RestartBackoff.Max)
-	s.log.Info("restarting worker", "slot", sl.index, "in", delay, "restarts", sl.restarts)
+	delay := sl.Backoff
+	sl.Backoff = min(2*sl.Backoff, s.cfg.RestartBackoff.Max)
+	s.log.Info("restarting worker", "slot", sl.Index, "in", delay, "restarts", sl.Restarts)
 	var fire func()
 	fire = func() {
 		sl.restart = nil
 		switch {
-		case s.stopping || sl.removed || sl.w != nil:
+		case s.stopping || sl.Removed || sl.w != nil:
 			return // stopping, scaled away, or a rollout has put a worker in the slot since
 		case sl.next != nil:
 			// A rollout or a recycle brings a worker up here: look again
@@ -415,12 +431,12 @@ func (s *Supervisor) fillSlot(sl *slot) {
 
 // drain sends the stop signal and arms the SIGKILL deadline.
 func (s *Supervisor) drain(w *proc) {
-	if w.state == stateDraining {
+	if w.State == stateDraining {
 		return
 	}
-	w.state = stateDraining
-	w.drainStart = s.now()
-	w.deadline = w.drainStart.Add(w.spec.cfg.DrainTimeout)
+	w.State = stateDraining
+	w.DrainStart = s.now()
+	w.Deadline = w.DrainStart.Add(w.spec.cfg.DrainTimeout)
 	s.signal(w, w.spec.cfg.StopSignal)
 	s.armDrainDeadline(w)
 	s.boundDraining()
@@ -433,31 +449,31 @@ func (s *Supervisor) signal(w *proc, sig syscall.Signal) {
 	select {
 	case <-w.p.Execd():
 	default:
-		if w.pendingSig == 0 {
+		if w.PendingSig == 0 {
 			go func() {
 				<-w.p.Execd()
 				s.post(func() {
 					if !w.exited {
-						s.signal(w, w.pendingSig)
+						s.signal(w, w.PendingSig)
 					}
 				})
 			}()
 		}
-		w.pendingSig = sig
+		w.PendingSig = sig
 		return
 	}
 	if err := w.p.Signal(sig); err != nil {
-		s.log.Warn("signal worker", "slot", w.slot.index, "pid", w.pid, "sig", sig.String(), "err", err)
+		s.log.Warn("signal worker", "slot", w.slot.Index, "pid", w.pid, "sig", sig.String(), "err", err)
 	}
 }
 
 // armDrainDeadline SIGKILLs a draining worker at its deadline. Each worker
 // drains under its own generation's settings.
 func (s *Supervisor) armDrainDeadline(w *proc) {
-	w.timers = append(w.timers, s.after(w.deadline.Sub(s.now()), func() {
+	w.timers = append(w.timers, s.after(w.Deadline.Sub(s.now()), func() {
 		if !w.exited {
-			s.log.Warn("drain deadline passed: killing worker", "slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen, "timeout", w.spec.cfg.DrainTimeout)
-			s.totals.DrainKills++
+			s.log.Warn("drain deadline passed: killing worker", "slot", w.slot.Index, "pid", w.pid, "gen", w.spec.gen, "timeout", w.spec.cfg.DrainTimeout)
+			s.Totals.DrainKills++
 			w.p.Kill()
 		}
 	}))

@@ -95,8 +95,8 @@ func (s *Supervisor) noteChanges(l *activation.Listener, was, now activation.Soc
 	who := "a worker"
 	var whom []any
 	if w != nil {
-		who = fmt.Sprintf("worker %d (pid %d, generation %d)", w.slot.index, w.pid, w.spec.gen)
-		whom = []any{"slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen}
+		who = fmt.Sprintf("worker %d (pid %d, generation %d)", w.slot.Index, w.pid, w.spec.gen)
+		whom = []any{"slot", w.slot.Index, "pid", w.pid, "gen", w.spec.gen}
 	}
 	note := func(what string) {
 		changes = append(changes, fmt.Sprintf("%s: %s, after %s became ready", s.now().Format(time.RFC3339), what, who))

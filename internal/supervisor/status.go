@@ -21,7 +21,7 @@ func (s *Supervisor) statusLine() string {
 	case s.lameDuck != nil:
 		return fmt.Sprintf("stopping: lame duck, %d/%d ready and serving, draining in %s", ready, len(s.slots),
 			s.lameDuckEnds.Sub(s.now()).Round(time.Second))
-	case !s.readySent:
+	case !s.ReadySent:
 		return fmt.Sprintf("starting: %d/%d ready, generation %d", ready, len(s.slots), s.serving.gen)
 	}
 	line := fmt.Sprintf("%d/%d ready, generation %d", ready, len(s.slots), s.serving.gen)
@@ -34,7 +34,7 @@ func (s *Supervisor) statusLine() string {
 				return line + fmt.Sprintf(", scaling to %d workers", r.size)
 			}
 			if r.recycle != "" && len(r.batch) > 0 {
-				return line + fmt.Sprintf(", recycling worker %d (%s)", r.batch[0].index, r.recycle)
+				return line + fmt.Sprintf(", recycling worker %d (%s)", r.batch[0].Index, r.recycle)
 			}
 			return line + fmt.Sprintf(", rollout %d/%d to generation %d", len(r.moved)+len(r.batch), len(r.targets), r.to.gen)
 		case phaseCanary:
@@ -49,7 +49,7 @@ func (s *Supervisor) statusLine() string {
 	if len(s.socketProblems) > 0 {
 		line += ", " + shorten(strings.Join(s.socketProblems, "; "), 120)
 	}
-	if l := s.last; l != nil {
+	if l := s.Last; l != nil {
 		kind := cmp.Or(l.Kind, "reload")
 		if l.State == "ok" {
 			return line + ", last " + kind + " ok"
@@ -96,7 +96,7 @@ func (s *Supervisor) snapshot() control.Status {
 		Exe:                 s.exe,
 		Version:             s.cfg.Version,
 		Started:             s.started,
-		ProcessStarted:      s.procStarted,
+		ProcessStarted:      s.ProcessStarted,
 		ExeReplaced:         exeReplaced(),
 		State:               "ready",
 		Generation:          s.serving.gen,
@@ -106,10 +106,10 @@ func (s *Supervisor) snapshot() control.Status {
 		Draining:            []control.Worker{},
 		Incoming:            []control.Worker{},
 		Listeners:           []control.Listener{},
-		Crashes:             len(s.crashes),
+		Crashes:             len(s.Crashes),
 		RecycleMemoryBytes:  s.cfg.RecycleMemory,
 		RecycleAfterSeconds: s.cfg.RecycleAfter.Seconds(),
-		Totals:              s.totals.Clone(), // read by the control server, as the loop counts on
+		Totals:              s.Totals.Clone(), // read by the control server, as the loop counts on
 	}
 	switch {
 	case s.stopping:
@@ -117,12 +117,12 @@ func (s *Supervisor) snapshot() control.Status {
 	case s.lameDuck != nil:
 		st.State = "stopping"
 		st.LameDuckSeconds = max(s.lameDuckEnds.Sub(now).Seconds(), 0)
-	case !s.readySent:
+	case !s.ReadySent:
 		st.State = "starting"
 	}
 	for _, sl := range s.slots {
 		if sl.w == nil {
-			st.Workers = append(st.Workers, control.Worker{Slot: sl.index, State: "restarting", Restarts: sl.restarts, Recycles: sl.recycles, Error: sl.startErr})
+			st.Workers = append(st.Workers, control.Worker{Slot: sl.Index, State: "restarting", Restarts: sl.Restarts, Recycles: sl.Recycles, Error: sl.StartErr})
 			continue
 		}
 		st.Workers = append(st.Workers, s.describe(sl.w, now))
@@ -131,7 +131,7 @@ func (s *Supervisor) snapshot() control.Status {
 		r := s.rollout.describe()
 		st.Rollout = &r
 	}
-	st.LastRollout = s.last
+	st.LastRollout = s.Last
 	st.Generations = s.generations()
 	for _, sl := range s.slots {
 		if sl.next != nil {
@@ -139,9 +139,9 @@ func (s *Supervisor) snapshot() control.Status {
 		}
 	}
 	for _, w := range s.workers {
-		if w.state == stateDraining {
+		if w.State == stateDraining {
 			d := s.describe(w, now)
-			d.Deadline = &w.deadline
+			d.Deadline = &w.Deadline
 			st.Draining = append(st.Draining, d)
 		}
 	}
@@ -173,7 +173,7 @@ func (s *Supervisor) generations() []control.Generation {
 	}
 	var draining []*genSpec
 	for _, w := range s.workers {
-		if w.state == stateDraining {
+		if w.State == stateDraining {
 			draining = append(draining, w.spec)
 		}
 	}
@@ -189,16 +189,16 @@ func (s *Supervisor) generations() []control.Generation {
 
 func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {
 	return control.Worker{
-		Slot:          w.slot.index,
+		Slot:          w.slot.Index,
 		PID:           w.pid,
 		Generation:    w.spec.gen,
-		State:         string(w.state),
+		State:         string(w.State),
 		UptimeSeconds: now.Sub(w.started).Seconds(),
-		Restarts:      w.slot.restarts,
-		Status:        w.status,
-		Recycles:      w.slot.recycles,
-		MemoryBytes:   w.memory,
-		AboveCeiling:  w.aboveCeiling,
+		Restarts:      w.slot.Restarts,
+		Status:        w.Status,
+		Recycles:      w.slot.Recycles,
+		MemoryBytes:   w.Memory,
+		AboveCeiling:  w.AboveCeiling,
 	}
 }
 

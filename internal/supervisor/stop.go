@@ -14,7 +14,7 @@ func (s *Supervisor) leaving() bool { return s.stopping || s.lameDuck != nil }
 // balancer checking /healthz sees the host leave before it stops serving.
 func (s *Supervisor) requestStop() {
 	d := s.cfg.LameDuck
-	if d <= 0 || s.leaving() || !s.readySent {
+	if d <= 0 || s.leaving() || !s.ReadySent {
 		s.beginStop()
 		return
 	}

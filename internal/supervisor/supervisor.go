@@ -51,16 +51,13 @@ const tailGrace = 200 * time.Millisecond
 
 // Supervisor is one `baton run`.
 type Supervisor struct {
-	world   world                  // the environment, the clock, process start
-	cfg     Config                 // the newest configuration
-	reload  func() (Config, error) // re-reads it for a rollout
-	log     *slog.Logger
-	exe     string    // the binary an upgrade re-executes
-	started time.Time // when this image started
-	// procStarted is when the process started, before any in-place
-	// upgrade (handed over): its CPU time counts from then.
-	procStarted time.Time
-	notifyDir   string // where the workers' notification sockets live
+	world     world                  // the environment, the clock, process start
+	cfg       Config                 // the newest configuration
+	reload    func() (Config, error) // re-reads it for a rollout
+	log       *slog.Logger
+	exe       string    // the binary an upgrade re-executes
+	started   time.Time // when this image started
+	notifyDir string    // where the workers' notification sockets live
 
 	sd        *notify.Client // systemd; nil when not under a service manager
 	listeners []*activation.Listener
@@ -87,10 +84,6 @@ type Supervisor struct {
 	// previous is the generation that served before serving, what `baton
 	// rollback` rolls out again; nil until a rollout has replaced one.
 	previous *genSpec
-	// startDir is the directory baton started in: the workers' directory
-	// without --directory (pin.go).
-	startDir string
-	lastGen  int // the highest generation number given out
 	slots    []*slot
 	workers  map[int]*proc   // every live worker we started, by pid
 	helpers  map[int]*helper // every live helper command (--check), by pid
@@ -99,17 +92,13 @@ type Supervisor struct {
 	// sampling, that the workers' memory is being read.
 	recycles []recycleReq
 	sampling bool
-	// wantSize is a `baton scale` not begun yet (0: none); configuredWorkers
-	// the configuration's workers at the last reload that ended ok (or the
-	// start), pendingConfigured at the reload in progress (scale.go).
-	wantSize, configuredWorkers, pendingConfigured int
-	last                                           *control.Rollout
-	lastEnded                                      time.Time
-	awaiting                                       []chan<- rolloutResult // await-reload callers, for the next rollout
-	toStart                                        []*slot                // slots of a fresh start not started yet
-	exited                                         []process
-	crashes                                        []time.Time
-	readySent                                      bool
+	// wantSize is a `baton scale` not begun yet (0: none);
+	// pendingConfigured the configuration's workers at the reload in
+	// progress (scale.go).
+	wantSize, pendingConfigured int
+	awaiting                    []chan<- rolloutResult // await-reload callers, for the next rollout
+	toStart                     []*slot                // slots of a fresh start not started yet
+	exited                      []process
 	// upgradeDeferred: SIGUSR2 came during a rollout or the start; the
 	// upgrade runs when that has ended.
 	upgradeDeferred bool
@@ -128,7 +117,30 @@ type Supervisor struct {
 	socketProblems []string
 	exitErr        error
 	costs          costBook // earlier looks at CPU time, for status (resources.go)
-	totals         control.Totals
+	supervisorKept
+}
+
+// supervisorKept is what the Supervisor hands over as it is at an in-place
+// upgrade (handoff.go), like slotKept: every field exported for the JSON.
+type supervisorKept struct {
+	// ProcessStarted is when the process started, before any in-place
+	// upgrade: its CPU time counts from then (the new image once showed
+	// 57914% CPU, dividing it by its own age).
+	ProcessStarted time.Time `json:"process_started"`
+	// StartDir is the directory baton started in: the workers' directory
+	// without --directory (pin.go). getcwd in a new image may name another
+	// (a $PWD symlink that has moved on since) or none (a pruned release).
+	StartDir string `json:"start_dir"`
+	LastGen  int    `json:"last_gen"` // the highest generation number given out
+	// ConfiguredWorkers is the configuration's workers at the last reload
+	// that ended ok (or the start), so that a change made before an
+	// upgrade still scales at the next reload (scale.go).
+	ConfiguredWorkers int              `json:"configured_workers"`
+	Last              *control.Rollout `json:"last,omitempty"` // the last rollout's result
+	LastEnded         time.Time        `json:"last_ended,omitzero"`
+	Crashes           []time.Time      `json:"crashes"` // recent crashes, for the crash limit
+	ReadySent         bool             `json:"ready_sent"`
+	Totals            control.Totals   `json:"totals"`
 }
 
 // New returns a Supervisor ready to Run. load gives the configuration, at
@@ -168,24 +180,23 @@ func newIn(wd world, load func() (Config, error)) (*Supervisor, error) {
 		return nil, fmt.Errorf("find baton's own binary: %w", err)
 	}
 	return &Supervisor{
-		world:    wd,
-		exe:      exe,
-		cfg:      cfg,
-		startDir: startDir,
+		world: wd,
+		exe:   exe,
+		cfg:   cfg,
 		// What the configuration says of workers at the start; a reload
 		// that says otherwise scales.
-		configuredWorkers: cfg.Workers,
-		reload:            load,
-		log:               log,
-		source:            map[*activation.Listener]string{},
-		baseEnv:           worker.Env(wd.environ(), cfg.Output != nil),
-		underSystemd:      wd.getenv("INVOCATION_ID") != "",
-		fdLimit:           openFileLimit(),
-		events:            make(chan func(), 64),
-		done:              make(chan struct{}),
-		workers:           map[int]*proc{},
-		helpers:           map[int]*helper{},
-		sockets:           map[*activation.Listener]sockState{},
+		supervisorKept: supervisorKept{StartDir: startDir, ConfiguredWorkers: cfg.Workers},
+		reload:         load,
+		log:            log,
+		source:         map[*activation.Listener]string{},
+		baseEnv:        worker.Env(wd.environ(), cfg.Output != nil),
+		underSystemd:   wd.getenv("INVOCATION_ID") != "",
+		fdLimit:        openFileLimit(),
+		events:         make(chan func(), 64),
+		done:           make(chan struct{}),
+		workers:        map[int]*proc{},
+		helpers:        map[int]*helper{},
+		sockets:        map[*activation.Listener]sockState{},
 	}, nil
 }
 
@@ -202,7 +213,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer signal.Stop(s.sigs)
 
 	s.started = s.now()
-	s.procStarted = s.started
+	s.ProcessStarted = s.started
 	handoff, err := readHandoff(s.world.getenv)
 	if err != nil {
 		return err
@@ -347,11 +358,11 @@ func (s *Supervisor) start() error {
 
 // makeSlots makes generation 1 and its slots, queued to start.
 func (s *Supervisor) makeSlots() {
-	s.lastGen = 1
+	s.LastGen = 1
 	s.serving = &genSpec{gen: 1, cfg: s.cfg}
 	s.slots = make([]*slot, s.cfg.Workers)
 	for i := range s.slots {
-		s.slots[i] = &slot{index: i, spec: s.serving, backoff: s.cfg.RestartBackoff.Min}
+		s.slots[i] = &slot{slotKept: slotKept{Index: i, Backoff: s.cfg.RestartBackoff.Min}, spec: s.serving}
 	}
 	s.log.Info("starting", "workers", s.cfg.Workers, "gen", 1, "command", s.cfg.Command, "ready", s.cfg.Ready.String())
 	s.toStart = append(s.toStart, s.slots...)

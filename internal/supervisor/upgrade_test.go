@@ -150,7 +150,7 @@ func TestUpgradeRefusals(t *testing.T) {
 	os.WriteFile(script, []byte("#!/bin/sh\necho baton v9\necho handoff-protocol 99\n"), 0o755)
 	copyFile(t, script, path)
 	_, err := upgrade(ctx, s.ctl)
-	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("speaks state-handoff protocol 99, this baton %d", supervisor.HandoffProtocol)) || !strings.Contains(err.Error(), "systemctl restart") {
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("speaks state-handoff protocol 99 (reads 99-99), this baton hands over %d", supervisor.HandoffProtocol)) || !strings.Contains(err.Error(), "systemctl restart") {
 		t.Errorf("upgrade to another protocol: %v", err)
 	}
 	copyFile(t, bins.Baton, path)

@@ -18,15 +18,15 @@ const abortGrace = 2 * time.Second
 // WATCHDOG_USEC=). The watch starts at readiness: --ready-timeout covers the
 // start.
 func (s *Supervisor) armWatchdog(w *proc) {
-	if w.wdInterval <= 0 || w.exited {
+	if w.Watchdog <= 0 || w.exited {
 		return
 	}
 	w.lastPing = s.now()
 	if w.wdTimer != nil {
-		w.wdTimer.Reset(w.wdInterval)
+		w.wdTimer.Reset(w.Watchdog)
 		return
 	}
-	w.wdTimer = s.after(w.wdInterval, func() { s.watchdogExpired(w, false) })
+	w.wdTimer = s.after(w.Watchdog, func() { s.watchdogExpired(w, false) })
 	w.timers = append(w.timers, w.wdTimer)
 }
 
@@ -40,22 +40,22 @@ func (s *Supervisor) onWatchdogMessage(w *proc, m notify.Message) {
 		if err != nil {
 			w.p.Warn("worker sent a bad WATCHDOG_USEC", "value", v)
 		} else {
-			w.wdInterval = interval
-			if w.wdInterval == 0 && w.wdTimer != nil {
+			w.Watchdog = interval
+			if w.Watchdog == 0 && w.wdTimer != nil {
 				w.wdTimer.Stop()
 			}
-			s.log.Info("worker changed its watchdog", "slot", w.slot.index, "pid", w.pid, "interval", w.wdInterval)
+			s.log.Info("worker changed its watchdog", "slot", w.slot.Index, "pid", w.pid, "interval", w.Watchdog)
 		}
 	}
 	switch m["WATCHDOG"] {
 	case "1":
-		if w.state == stateReady {
+		if w.State == stateReady {
 			s.armWatchdog(w)
 		}
 	case "trigger":
 		s.watchdogExpired(w, true)
 	default:
-		if _, ok := m["WATCHDOG_USEC"]; ok && w.state == stateReady {
+		if _, ok := m["WATCHDOG_USEC"]; ok && w.State == stateReady {
 			s.armWatchdog(w)
 		}
 	}
@@ -64,25 +64,25 @@ func (s *Supervisor) onWatchdogMessage(w *proc, m notify.Message) {
 // watchdogExpired sends SIGABRT (a chance to dump stacks), then SIGKILL
 // after abortGrace; the exit then counts as a crash (or aborts a rollout).
 func (s *Supervisor) watchdogExpired(w *proc, triggered bool) {
-	if w.exited || w.state == stateDraining || w.failed != "" {
+	if w.exited || w.State == stateDraining || w.Failed != "" {
 		return
 	}
 	late := s.now().Sub(w.lastPing)
-	if !triggered && (w.wdInterval <= 0 || late < w.wdInterval) {
+	if !triggered && (w.Watchdog <= 0 || late < w.Watchdog) {
 		return // a ping came after the timer fired
 	}
-	w.cause = control.CauseWatchdog
+	w.Cause = control.CauseWatchdog
 	if triggered {
-		w.failed = "watchdog triggered by the worker (WATCHDOG=trigger)"
+		w.Failed = "watchdog triggered by the worker (WATCHDOG=trigger)"
 	} else {
-		w.failed = fmt.Sprintf("watchdog: no WATCHDOG=1 for %s (--watchdog %s)", late.Round(time.Millisecond), w.wdInterval)
+		w.Failed = fmt.Sprintf("watchdog: no WATCHDOG=1 for %s (--watchdog %s)", late.Round(time.Millisecond), w.Watchdog)
 	}
-	s.log.Error("worker watchdog expired: SIGABRT", "slot", w.slot.index, "pid", w.pid, "gen", w.spec.gen,
-		"late", (late - w.wdInterval).Round(time.Millisecond), "reason", w.failed)
+	s.log.Error("worker watchdog expired: SIGABRT", "slot", w.slot.Index, "pid", w.pid, "gen", w.spec.gen,
+		"late", (late - w.Watchdog).Round(time.Millisecond), "reason", w.Failed)
 	s.signal(w, unix.SIGABRT)
 	w.timers = append(w.timers, s.after(abortGrace, func() {
 		if !w.exited {
-			s.log.Warn("worker still there after SIGABRT: killing it", "slot", w.slot.index, "pid", w.pid)
+			s.log.Warn("worker still there after SIGABRT: killing it", "slot", w.slot.Index, "pid", w.pid)
 			w.p.Kill()
 		}
 	}))
