@@ -9,8 +9,8 @@ import (
 	"testing"
 )
 
-// maxTracked bounds a tracked file: the largest source file is some 70 KB
-// (the README); a build output is megabytes.
+// maxTracked bounds a tracked file: the largest source file is some 40 KB
+// (e2e/e2e_test.go); a build output is megabytes.
 const maxTracked = 512 << 10
 
 // TestNoBuildOutputTracked: no tracked file is a build output (an

@@ -45,7 +45,7 @@ const module = "github.com/batonsd/baton"
 //   - only internal/systemd talks D-Bus;
 //   - only cmd/baton imports the CLI framework and the TOML parser;
 //   - no binary links the testing package, nor Prometheus's libraries
-//     (only tests parse the metrics with them: README, Metrics).
+//     (only tests parse the metrics with them: docs/operating.md, Metrics).
 func TestImportRules(t *testing.T) {
 	std := map[string]bool{}
 	for _, p := range list(t, "std") {

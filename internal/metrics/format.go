@@ -11,8 +11,9 @@ import (
 // family a # HELP and a # TYPE line, then its samples, one per line, as
 // name{label="value",...} value. That is the whole format baton needs: the
 // client library would cost baton 3.5 MB of resident memory and 6.7 MB of
-// binary just by being linked (measured: README, Metrics), for four kinds
-// of line. The tests parse what this writes with Prometheus's own parser.
+// binary just by being linked (measured: docs/operating.md, Metrics), for
+// four kinds of line. The tests parse what this writes with Prometheus's own
+// parser.
 type exposition struct {
 	b bytes.Buffer
 }

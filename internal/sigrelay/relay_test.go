@@ -190,7 +190,7 @@ func TestWithoutRelayPendingTermIsFatal(t *testing.T) {
 	var exit *exec.ExitError
 	if err == nil {
 		// The premise broke: this test would pass whatever the relay does.
-		t.Fatal("the Go runtime no longer kills an image started with SIGTERM pending: the relay's premise changed (internal/sigrelay, README)")
+		t.Fatal("the Go runtime no longer kills an image started with SIGTERM pending: the relay's premise changed (internal/sigrelay; docs/design.md, Signals across a re-exec)")
 	}
 	if !errors.As(err, &exit) {
 		t.Fatal(err)
