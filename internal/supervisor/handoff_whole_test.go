@@ -46,7 +46,7 @@ var notHandedOver = map[reflect.Type]map[string]string{
 		"sampling":          "a memory reading in flight is dropped; the next tick reads again",
 		"wantSize":          "begun at once outside a rollout, which blocks an upgrade",
 		"pendingConfigured": "set only during a reload (a rollout)",
-		"awaiting":          "await-reload callers' connections end with the exec; they see EOF and retry",
+		"requests":          "callers waiting on a rollout: an upgrade is refused during one; await-reload callers waiting for one to begin see EOF at the exec",
 		"toStart":           "the start blocks an upgrade (ReadySent)", "exited": "their output pipes are read to the end before the exec is taken",
 		"upgradeDeferred": "false when an upgrade runs", "upgrading": "the upgrade itself",
 		"stopping": "an upgrade is refused while stopping", "lameDuck": "an upgrade is refused while stopping",

@@ -255,7 +255,7 @@ func TestReloadDuringRollback(t *testing.T) {
 	failed := ts.incoming(1)
 	ts.exit(failed, 1)
 	ts.onSignal(unix.SIGHUP)
-	if !ts.rollout.again {
+	if !ts.requests.again {
 		t.Fatal("SIGHUP during the rollback was not kept for after it")
 	}
 	back := ts.incoming(0) // generation 1 again in slot 0

@@ -118,14 +118,12 @@ func (s *Supervisor) nextRecycle() {
 			}
 			continue
 		}
-		s.tell(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
 		r := newRollout(s, s.serving, targets, nil)
 		r.recycle, r.recycleWhy = req.reason, req.why
 		if req.reply != nil {
-			r.own = []chan<- rolloutResult{req.reply}
+			s.requests.own = []chan<- rolloutResult{req.reply}
 		}
-		s.rollout = r
-		r.begin()
+		s.begin(r)
 	}
 }
 

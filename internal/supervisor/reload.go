@@ -1,16 +1,14 @@
 package supervisor
 
-// Rollouts as the supervisor asks for them and hosts them: the requests
-// (reload, await-reload, a signal, a replacement), coalescing, and the
-// effects a rollout has through its host (rollout.go).
+// Rollouts as the supervisor asks for them: the requests (reload,
+// await-reload, a signal, a replacement), the callers waiting on them and
+// coalescing. What a rollout does through its host is in host.go.
 
 import (
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"reflect"
 	"slices"
 	"time"
 
@@ -21,6 +19,41 @@ import (
 type rolloutResult struct {
 	r   control.Rollout
 	err error
+}
+
+// rolloutRequests are the callers waiting on rollouts, kept by the host:
+// a rollout knows nothing of who asked for it.
+type rolloutRequests struct {
+	// awaiting are await-reload callers waiting for the next rollout to
+	// begin (the reload signal is on its way).
+	awaiting []chan<- rolloutResult
+	// waiters get the result of the running rollout or, when more follow
+	// it, of the last; own get the running rollout's own (a rollback's, a
+	// recycle's), even when another follows.
+	waiters, own []chan<- rolloutResult
+	// again: a reload was asked for during the running rollout; one more
+	// follows it.
+	again bool
+}
+
+// begin announces a rollout to systemd and begins it.
+func (s *Supervisor) begin(r *rollout) {
+	s.tell(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+	s.follow(r)
+}
+
+// follow begins a rollout that follows another: systemd still waits for
+// the READY=1 that ends the reload.
+func (s *Supervisor) follow(r *rollout) {
+	s.rollout = r
+	r.begin()
+}
+
+// sendReady tells systemd the service is ready (the start, or a rollout's
+// end) with the status line.
+func (s *Supervisor) sendReady() {
+	s.status = s.statusLine()
+	s.tell("READY=1\nSTATUS=" + s.status)
 }
 
 // Reload answers the control socket's reload request: it runs a rollout and
@@ -52,7 +85,7 @@ func (s *Supervisor) AwaitReload(ctx context.Context) (control.Rollout, error) {
 func (s *Supervisor) awaitRollout(reply chan<- rolloutResult) {
 	switch {
 	case s.rollout != nil:
-		s.rollout.waiters = append(s.rollout.waiters, reply)
+		s.requests.waiters = append(s.requests.waiters, reply)
 		return
 	case s.Last != nil && s.now().Sub(s.LastEnded) < 2*time.Second:
 		var err error
@@ -62,10 +95,11 @@ func (s *Supervisor) awaitRollout(reply chan<- rolloutResult) {
 		reply <- rolloutResult{r: *s.Last, err: err}
 		return
 	}
-	s.awaiting = append(s.awaiting, reply)
+	q := &s.requests
+	q.awaiting = append(q.awaiting, reply)
 	s.after(awaitSignalled, func() {
-		if i := slices.Index(s.awaiting, reply); i >= 0 {
-			s.awaiting = slices.Delete(s.awaiting, i, i+1)
+		if i := slices.Index(q.awaiting, reply); i >= 0 {
+			q.awaiting = slices.Delete(q.awaiting, i, i+1)
 			reply <- rolloutResult{err: fmt.Errorf("no rollout began within %s: was the reload signal sent?", awaitSignalled)}
 		}
 	})
@@ -92,21 +126,22 @@ func (s *Supervisor) startRollout(reply chan<- rolloutResult, replace bool) {
 		}
 		return
 	}
-	if r := s.rollout; r != nil {
-		if reply != nil {
-			r.waiters = append(r.waiters, reply)
-		}
-		r.again = true
+	q := &s.requests
+	if reply != nil {
+		q.waiters = append(q.waiters, reply)
+	}
+	if s.rollout != nil {
+		q.again = true
 		s.log.Info("rollout requested during a rollout: one more follows when this one ends")
 		return
 	}
-	waiters := s.awaiting
-	s.awaiting = nil
-	if reply != nil {
-		waiters = append(waiters, reply)
+	q.waiters = append(q.waiters, q.awaiting...)
+	q.awaiting = nil
+	var given *Config
+	if replace {
+		given = &s.serving.cfg
 	}
-	s.tell(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
-	s.beginRollout(waiters, replace)
+	s.begin(s.sized(newRollout(s, s.serving, s.slots, given)))
 }
 
 // rolloutRefused says why no rollout (or scale) can begin now, if none can.
@@ -120,175 +155,20 @@ func (s *Supervisor) rolloutRefused() string {
 	return ""
 }
 
-// beginRollout begins a rollout of the configuration (replace: of the
-// serving one, not re-read) or, with neither that nor a reload asked
-// (scaleOnly), a scale. A scale asked for (wantSize) is carried out by the
-// rollout that begins, whichever it is.
-func (s *Supervisor) beginRollout(waiters []chan<- rolloutResult, replace bool) {
-	var given *Config
-	if replace {
-		given = &s.serving.cfg
-	}
-	r := newRollout(s, s.serving, s.slots, given)
+// sized gives a reload or a scale the size a `baton scale` asked for
+// (wantSize), if one did: the rollout that begins carries it out,
+// whichever it is.
+func (s *Supervisor) sized(r *rollout) *rollout {
 	r.size, s.wantSize = s.wantSize, 0
-	r.waiters = waiters
-	s.rollout = r
-	r.begin()
+	return r
 }
 
-// beginScale begins a rollout that only changes the number of slots.
-func (s *Supervisor) beginScale(waiters []chan<- rolloutResult) {
+// scaleOnly is a rollout that only changes the number of slots.
+func (s *Supervisor) scaleOnly() *rollout {
 	r := newRollout(s, s.serving, nil, nil)
 	r.scaleOnly = true
-	r.size, s.wantSize = s.wantSize, 0
-	r.waiters = waiters
-	s.rollout = r
-	r.begin()
+	return s.sized(r)
 }
-
-// ended is the rollout's report (rolloutHost): the result is kept for
-// status, and unless another request came meanwhile, systemd hears
-// READY=1, on every path, and every waiting caller gets the result.
-func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
-	if next := r.serving(); next != s.serving {
-		// What `baton rollback` rolls out again: the last generation that
-		// ran something else (a reload that changed only workers, or one
-		// more rollout of the same release, keeps the one before).
-		if !reflect.DeepEqual(next.cfg.GenSettings, s.serving.cfg.GenSettings) {
-			s.previous = s.serving
-		}
-		s.serving = next
-	}
-	s.Last, s.LastEnded = &res, s.now()
-	s.rollout = nil
-	elapsed := s.now().Sub(r.started)
-	took := elapsed.Round(time.Millisecond)
-	s.Totals.CountRollout(cmp.Or(res.Kind, "reload"), res.State, elapsed.Seconds())
-	if err != nil {
-		s.log.Error("rollout failed", "from", res.From, "to", res.To, "err", err, "took", took)
-	} else {
-		s.log.Info("rollout done", "gen", res.To, "took", took)
-	}
-	// Who asked for this rollout itself (a rollback) hears its result, even
-	// when another rollout follows for requests that came meanwhile.
-	for _, w := range r.own {
-		w <- rolloutResult{r: res, err: err}
-	}
-	if r.recycle != "" {
-		s.recycled(r, err)
-	}
-	if err == nil && !r.scaleOnly && r.given == nil && r.recycle == "" {
-		s.ConfiguredWorkers = s.pendingConfigured // applied: a reload scales again only when it changes
-	}
-	switch {
-	case s.leaving(): // no rollout follows: baton stops
-	case r.again:
-		s.log.Info("rolling out once more for requests that came during the last rollout")
-		s.soon(func() { s.beginRollout(r.waiters, false) })
-		return
-	case s.wantSize > 0:
-		s.log.Info("scaling, as asked during the last rollout", "workers", s.wantSize)
-		s.soon(func() { s.beginScale(r.waiters) })
-		return
-	}
-	s.status = s.statusLine()
-	s.tell("READY=1\nSTATUS=" + s.status)
-	for _, w := range r.waiters {
-		w <- rolloutResult{r: res, err: err}
-	}
-	s.runDeferredUpgrade()
-	s.soon(s.nextRecycle) // recycles asked for meanwhile waited
-}
-
-// load re-reads the configuration for a rollout (rolloutHost).
-func (s *Supervisor) load() (Config, error) {
-	cfg, err := s.reload()
-	if err == nil {
-		err = cfg.check()
-	}
-	if err != nil {
-		return cfg, err
-	}
-	if err := s.sizeFor(&cfg); err != nil {
-		return cfg, err
-	}
-	if err := s.world.pin(&cfg, s.StartDir); err != nil {
-		return cfg, err
-	}
-	if !slices.Equal(specStrings(cfg), specStrings(s.cfg)) {
-		s.log.Warn("--listen changed: sockets are kept until the next restart")
-	}
-	return cfg, nil
-}
-
-func specStrings(c Config) []string {
-	out := make([]string, len(c.Listen))
-	for i, l := range c.Listen {
-		out[i] = l.String()
-	}
-	return out
-}
-
-// runCheck runs cfg's --check (rolloutHost): the check that guards a
-// deploy is the one that comes with it.
-func (s *Supervisor) runCheck(cfg Config, done func(error)) {
-	if cfg.Check == "" {
-		done(nil)
-		return
-	}
-	s.log.Info("running --check", "command", cfg.Check)
-	// In the generation's directory, with its environment: the check of a
-	// release is made where and as its workers will run.
-	s.runHelper([]string{"/bin/sh", "-c", cfg.Check}, cfg.Directory, workerEnv(s.baseEnv, cfg), cfg.ReadyTimeout, func(ok bool, reason string) {
-		if !ok {
-			done(fmt.Errorf("--check %q failed: %s", cfg.Check, reason))
-			return
-		}
-		done(nil)
-	})
-}
-
-// newGen makes the next generation of cfg, the newest configuration from
-// now on (rolloutHost).
-func (s *Supervisor) newGen(cfg Config) *genSpec {
-	s.cfg = cfg
-	s.LastGen++
-	return &genSpec{gen: s.LastGen, cfg: cfg}
-}
-
-// restartSlot restarts an empty slot as after a crash (rolloutHost).
-func (s *Supervisor) restartSlot(sl *slot) { s.onCrash(sl, 0) }
-
-// afterOutput calls f on the loop once w's output is read to its end, or
-// after tailGrace (rolloutHost): the reason of a failure quotes the
-// worker's last lines, which may still be in the pipe when its exit is
-// reaped.
-func (s *Supervisor) afterOutput(w *proc, f func()) {
-	expired := make(chan struct{})
-	t := s.world.afterFunc(tailGrace, func() { close(expired) })
-	go func() {
-		select {
-		case <-w.p.Done():
-			t.Stop()
-		case <-expired:
-		}
-		s.post(f)
-	}()
-}
-
-// listenerProblems checks the listeners now (rolloutHost).
-func (s *Supervisor) listenerProblems() []string { return s.checkListeners() }
-
-// progressed asks systemd for more time and updates the status
-// (rolloutHost): a reload is bounded by TimeoutStartSec, and N slow
-// workers may need more.
-func (s *Supervisor) progressed() {
-	d := s.cfg.ReadyTimeout + s.cfg.Canary + 10*time.Second
-	s.tell(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds()))
-	s.updateStatus()
-}
-
-func (s *Supervisor) logger() *slog.Logger { return s.log }
 
 func monotonicUsec() int64 {
 	var ts unix.Timespec

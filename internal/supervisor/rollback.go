@@ -46,10 +46,8 @@ func (s *Supervisor) requestRollback(reply chan<- rolloutResult) {
 	}
 	cfg := s.cfg // this baton's process settings, the previous generation's own
 	cfg.GenSettings = s.previous.cfg.GenSettings
-	s.tell(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
 	r := newRollout(s, s.serving, s.slots, &cfg)
 	r.rollbackOf = s.previous.gen
-	r.own = []chan<- rolloutResult{reply}
-	s.rollout = r
-	r.begin()
+	s.requests.own = []chan<- rolloutResult{reply}
+	s.begin(r)
 }

@@ -76,14 +76,11 @@ type rollout struct {
 	// size is the number of slots when it ends ok (0: as the configuration
 	// rolled out says); fromSize the number when it began rolling.
 	size, fromSize int
-
-	// Requests attached to it, for the host: callers waiting for the
-	// result (of the last rollout, when more follow), callers waiting for
-	// this one's own (a rollback's), and whether another request came (one
-	// more rollout follows).
-	waiters []chan<- rolloutResult
-	own     []chan<- rolloutResult
-	again   bool
+	// next is a phase change asked for while enter runs an entry: enter
+	// makes it once that entry has returned, so no entry runs inside
+	// another.
+	next     phase
+	entering bool
 }
 
 // phase is where a rollout is; String is what `baton status` shows.
@@ -161,12 +158,34 @@ func newRollout(h rolloutHost, from *genSpec, targets []*slot, given *Config) *r
 	return &rollout{host: h, from: from, started: h.now(), targets: slices.Clone(targets), given: given}
 }
 
-// enter is every phase change, with what the new phase begins with.
+// enter is every phase change. An entry often ends in the next change (a
+// check with nothing to run, a batch that is ready at once, a rollback with
+// nothing to bring back): that change waits until the entry has returned,
+// and enter runs it next, so entries never nest on one stack.
 func (r *rollout) enter(p phase) {
-	if !slices.Contains(transitions[r.phase], p) {
-		panic(fmt.Sprintf("rollout: %s to %s", r.phase, p)) // a bug in this file
+	if r.entering {
+		if r.next != phaseNew {
+			panic(fmt.Sprintf("rollout: %s to %s while going to %s", r.phase, p, r.next)) // a bug in this file
+		}
+		r.next = p
+		return
 	}
-	r.phase = p
+	r.entering = true
+	defer func() { r.entering = false }()
+	for ; p != phaseNew; p, r.next = r.next, phaseNew {
+		if !slices.Contains(transitions[r.phase], p) {
+			panic(fmt.Sprintf("rollout: %s to %s", r.phase, p)) // a bug in this file
+		}
+		r.phase = p
+		r.entry(p)
+	}
+}
+
+// ending reports whether the rollout has ended or is about to.
+func (r *rollout) ending() bool { return r.phase.ended() || r.next.ended() }
+
+// entry is what phase p begins with.
+func (r *rollout) entry(p phase) {
 	log := r.host.logger()
 	switch p {
 	case phaseChecking:
@@ -334,9 +353,12 @@ func (r *rollout) nextBatch() {
 	}
 }
 
-// workerReady is told of each incoming worker (a target's next) that
-// became ready.
+// workerReady is told of each worker that became ready; it acts on its
+// own incoming ones (a target's next).
 func (r *rollout) workerReady(w *proc) {
+	if w.slot.next != w {
+		return
+	}
 	switch r.phase {
 	case phaseRolling:
 		if !r.batchReady() {
@@ -404,6 +426,14 @@ func (r *rollout) replace(sl *slot, spec *genSpec) {
 	}
 }
 
+// owns reports whether a worker that left its slot unasked belongs to the
+// rollout (its failure is the rollout's, not a crash of the serving
+// generation): it was a target's incoming worker (wasNext), or it is of the
+// generation being rolled out (a recycle's is the serving one).
+func (r *rollout) owns(w *proc, wasNext bool) bool {
+	return wasNext || w.spec == r.to && r.to != r.from
+}
+
 // workerFailed is told of a worker of the new generation (or, rolling
 // back, of the previous one in a target) that exited or was killed before
 // it was ready, with why. The caller has taken it out of its slot.
@@ -467,7 +497,7 @@ func (r *rollout) maybeEnd() {
 // end moves the rollout to its end state. A rollout that moved every
 // target but left nothing listening did not succeed.
 func (r *rollout) end(err error) {
-	if r.phase.ended() {
+	if r.ending() {
 		return
 	}
 	if err == nil {
@@ -486,7 +516,7 @@ func (r *rollout) end(err error) {
 // stop ends the rollout because baton stops: workers stay as they are, to
 // be drained with the rest.
 func (r *rollout) stop() {
-	if !r.phase.ended() {
+	if !r.ending() {
 		r.failed = nil
 		r.err = errors.New("baton is stopping")
 		r.enter(phaseFailed)
@@ -506,6 +536,34 @@ func (r *rollout) serving() *genSpec {
 		return r.to
 	}
 	return r.from
+}
+
+// incoming is the generation the rollout brings in; nil until its check
+// has ended, and the serving one for a scale or a recycle.
+func (r *rollout) incoming() *genSpec { return r.to }
+
+// summary is what STATUS= says of the rollout, after the ready count.
+func (r *rollout) summary() string {
+	switch r.phase {
+	case phaseChecking:
+		return ", reloading: checking"
+	case phaseRolling:
+		switch {
+		case r.scaleOnly:
+			return fmt.Sprintf(", scaling to %d workers", r.size)
+		case r.recycle != "" && len(r.batch) > 0:
+			return fmt.Sprintf(", recycling worker %d (%s)", r.batch[0].Index, r.recycle)
+		}
+		return fmt.Sprintf(", rollout %d/%d to generation %d", len(r.moved)+len(r.batch), len(r.targets), r.to.gen)
+	case phaseCanary:
+		return fmt.Sprintf(", canary of generation %d for %s", r.to.gen, r.to.cfg.Canary)
+	case phaseRollingBack:
+		if r.scaleOnly {
+			return fmt.Sprintf(", scaling to %d workers failed, stopping the added ones", r.size)
+		}
+		return fmt.Sprintf(", rollout to generation %d failed, rolling back", r.to.gen)
+	}
+	return ""
 }
 
 func (r *rollout) describe() control.Rollout {

@@ -33,13 +33,12 @@ func (s *Supervisor) requestScale(n int, reply chan<- rolloutResult) {
 		return
 	}
 	s.wantSize = n
-	if r := s.rollout; r != nil {
-		r.waiters = append(r.waiters, reply)
+	s.requests.waiters = append(s.requests.waiters, reply)
+	if s.rollout != nil {
 		s.log.Info("scale requested during a rollout: it follows when this one ends", "workers", n)
 		return
 	}
-	s.tell(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
-	s.beginScale([]chan<- rolloutResult{reply})
+	s.begin(s.scaleOnly())
 }
 
 // checkSize says why n workers cannot run, if they cannot.
@@ -67,37 +66,4 @@ func (s *Supervisor) sizeFor(cfg *Config) error {
 	}
 	s.log.Info("workers changed in the configuration: the rollout scales", "workers", cfg.Workers, "now", len(s.slots))
 	return checkFDLimit(*cfg, len(s.listeners), s.fdLimit)
-}
-
-// slotCount is the number of slots (rolloutHost).
-func (s *Supervisor) slotCount() int { return len(s.slots) }
-
-// addSlots appends n empty slots of spec (rolloutHost).
-func (s *Supervisor) addSlots(n int, spec *genSpec) []*slot {
-	added := make([]*slot, n)
-	for i := range added {
-		added[i] = &slot{slotKept: slotKept{Index: len(s.slots), Backoff: s.cfg.RestartBackoff.Min}, spec: spec}
-		s.slots = append(s.slots, added[i])
-	}
-	return added
-}
-
-// removeSlots drains the workers of the slots from index keep on, cancels
-// their restarts and removes them (rolloutHost).
-func (s *Supervisor) removeSlots(keep int) {
-	for _, sl := range s.slots[keep:] {
-		sl.Removed = true
-		if sl.restart != nil {
-			sl.restart.Stop()
-			sl.restart = nil
-		}
-		for _, w := range []*proc{sl.next, sl.w} {
-			if w != nil {
-				s.drain(w)
-			}
-		}
-		sl.w, sl.next = nil, nil
-	}
-	clear(s.slots[keep:])
-	s.slots = s.slots[:keep]
 }

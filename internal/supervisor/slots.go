@@ -251,13 +251,12 @@ func (s *Supervisor) onReady(w *proc) {
 	s.checkListenersAfter(w) // the hygiene guard (sockets.go)
 	s.log.Info("worker ready", "slot", w.slot.Index, "pid", w.pid, "gen", w.spec.gen,
 		"after", s.now().Sub(w.started).Round(time.Millisecond))
-	if w.slot.next == w && s.rollout != nil {
+	if s.rollout != nil {
 		s.rollout.workerReady(w)
 	}
 	if !s.ReadySent && !s.stopping && s.readyCount() == len(s.slots) {
 		s.ReadySent = true
-		s.status = s.statusLine()
-		s.tell("READY=1\nSTATUS=" + s.status)
+		s.sendReady()
 		s.log.Info("service ready", "workers", len(s.slots), "gen", s.serving.gen)
 		s.runDeferredUpgrade()
 	}
@@ -343,7 +342,7 @@ func (s *Supervisor) notReady(w *proc, reason string) {
 // the serving generation's crash limit; any other is a crash.
 func (s *Supervisor) lost(w *proc, wasNext bool, key, how, reason, cause string) {
 	sl := w.slot
-	if s.rollout != nil && (wasNext || w.spec == s.rollout.to && s.rollout.to != s.rollout.from) {
+	if s.rollout != nil && s.rollout.owns(w, wasNext) {
 		s.log.Error("new worker failed", "slot", sl.Index, "pid", w.pid, "gen", w.spec.gen, key, how, "reason", reason)
 		s.Totals.CountNewWorkerFailure(cause)
 		s.rollout.workerFailed(w, reason)

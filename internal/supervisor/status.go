@@ -26,24 +26,8 @@ func (s *Supervisor) statusLine() string {
 	}
 	line := fmt.Sprintf("%d/%d ready, generation %d", ready, len(s.slots), s.serving.gen)
 	if r := s.rollout; r != nil {
-		switch r.phase {
-		case phaseChecking:
-			return line + ", reloading: checking"
-		case phaseRolling:
-			if r.scaleOnly {
-				return line + fmt.Sprintf(", scaling to %d workers", r.size)
-			}
-			if r.recycle != "" && len(r.batch) > 0 {
-				return line + fmt.Sprintf(", recycling worker %d (%s)", r.batch[0].Index, r.recycle)
-			}
-			return line + fmt.Sprintf(", rollout %d/%d to generation %d", len(r.moved)+len(r.batch), len(r.targets), r.to.gen)
-		case phaseCanary:
-			return line + fmt.Sprintf(", canary of generation %d for %s", r.to.gen, s.cfg.Canary)
-		case phaseRollingBack:
-			if r.scaleOnly {
-				return line + fmt.Sprintf(", scaling to %d workers failed, stopping the added ones", r.size)
-			}
-			return line + fmt.Sprintf(", rollout to generation %d failed, rolling back", r.to.gen)
+		if sum := r.summary(); sum != "" {
+			return line + sum
 		}
 	}
 	if len(s.socketProblems) > 0 {
@@ -168,8 +152,8 @@ func (s *Supervisor) generations() []control.Generation {
 			Command: g.cfg.Command, EnvDigest: envDigest(g.cfg.Env), EnvKeys: envKeys(g.cfg.Env)})
 	}
 	add(s.serving, "serving")
-	if r := s.rollout; r != nil && r.to != nil {
-		add(r.to, "incoming")
+	if r := s.rollout; r != nil && r.incoming() != nil {
+		add(r.incoming(), "incoming")
 	}
 	var draining []*genSpec
 	for _, w := range s.workers {

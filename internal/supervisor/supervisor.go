@@ -96,9 +96,10 @@ type Supervisor struct {
 	// pendingConfigured the configuration's workers at the reload in
 	// progress (scale.go).
 	wantSize, pendingConfigured int
-	awaiting                    []chan<- rolloutResult // await-reload callers, for the next rollout
-	toStart                     []*slot                // slots of a fresh start not started yet
-	exited                      []process
+	// requests are the callers waiting on rollouts (reload.go).
+	requests rolloutRequests
+	toStart  []*slot // slots of a fresh start not started yet
+	exited   []process
 	// upgradeDeferred: SIGUSR2 came during a rollout or the start; the
 	// upgrade runs when that has ended.
 	upgradeDeferred bool
