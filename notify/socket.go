@@ -160,16 +160,16 @@ func pidOfPidfd(fd int) int {
 // Dup returns a duplicate of the socket's fd, not close-on-exec, for
 // handing the socket to a re-executed process; the caller owns it. The
 // socket itself is left as it was (File would switch it to blocking mode).
+//
+// internal/fds does the same for the supervisor; this package, a public
+// library, imports only the standard library and x/sys (TestImportRules).
 func (s *Socket) Dup() (int, error) {
 	raw, err := s.conn.SyscallConn()
 	if err != nil {
 		return -1, err
 	}
-	nfd := -1
-	var dupErr error
-	if err := raw.Control(func(fd uintptr) {
-		nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD, 0)
-	}); err != nil {
+	nfd, dupErr := -1, error(nil)
+	if err := raw.Control(func(fd uintptr) { nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD, 0) }); err != nil {
 		return -1, err
 	}
 	return nfd, dupErr

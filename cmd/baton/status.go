@@ -74,6 +74,20 @@ func statusCommand() *cli.Command {
 }
 
 func printStatus(w io.Writer, st *control.Status) {
+	printBaton(w, st)
+	printWorkers(w, st)
+	printRollouts(w, st)
+	for _, g := range st.Generations {
+		printGeneration(w, g)
+	}
+	if line := totalsLine(st.Totals); line != "" {
+		fmt.Fprintln(w, "since the start: "+line)
+	}
+	printListeners(w, st)
+}
+
+// printBaton: baton's own state, costs and version.
+func printBaton(w io.Writer, st *control.Status) {
 	fmt.Fprintf(w, "baton pid %d: %s, generation %d, %d/%d ready", st.PID, st.State, st.Generation, st.Ready, st.Slots)
 	if st.Crashes > 0 {
 		fmt.Fprintf(w, ", %d recent crashes", st.Crashes)
@@ -90,6 +104,10 @@ func printStatus(w io.Writer, st *control.Status) {
 		fmt.Fprintf(w, "; %s was replaced on disk since it started: `baton upgrade` runs the new binary in place", control.Printable(st.Exe))
 	}
 	fmt.Fprintln(w)
+}
+
+// printWorkers: the slots' workers, then those draining and incoming.
+func printWorkers(w io.Writer, st *control.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tRECYCLES\tCPU\tMEM\tPROCS\tSTATUS")
 	for _, wk := range st.Workers {
@@ -111,6 +129,10 @@ func printStatus(w io.Writer, st *control.Status) {
 			fmt.Fprintf(w, "  slot %d pid %d gen %d %s\n", wk.Slot, wk.PID, wk.Generation, wk.State)
 		}
 	}
+}
+
+// printRollouts: the rollout running and the last one.
+func printRollouts(w io.Writer, st *control.Status) {
 	if r := st.Rollout; r != nil {
 		switch r.Kind {
 		case "scale":
@@ -137,12 +159,10 @@ func printStatus(w io.Writer, st *control.Status) {
 		}
 		fmt.Fprintln(w)
 	}
-	for _, g := range st.Generations {
-		printGeneration(w, g)
-	}
-	if line := totalsLine(st.Totals); line != "" {
-		fmt.Fprintln(w, "since the start: "+line)
-	}
+}
+
+// printListeners: each shared socket and what baton last saw of it.
+func printListeners(w io.Writer, st *control.Status) {
 	fmt.Fprintln(w, "listeners:")
 	for _, l := range st.Listeners {
 		fmt.Fprintf(w, "  %s %s (%s)", control.Printable(l.Name), control.Printable(l.Address), l.Source)

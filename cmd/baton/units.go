@@ -44,53 +44,9 @@ func unitsCommand() *cli.Command {
 }
 
 func unitsAction(c *cli.Context) error {
-	o := units.Options{
-		Name:            c.String("name"),
-		Description:     c.String("description"),
-		Baton:           c.String("baton"),
-		Command:         c.Args().Slice(),
-		User:            c.String("user"),
-		NoSandbox:       c.Bool("no-sandbox"),
-		Writable:        c.StringSlice("writable"),
-		AddressFamilies: c.StringSlice("address-family"),
-		Control:         c.String("control"),
-		DrainTimeout:    c.Duration("drain-timeout"),
-		LameDuck:        c.Duration("lame-duck"),
-		Watchdog:        c.Duration("watchdog-sec"),
-	}
-	for _, l := range c.StringSlice("listen") {
-		spec, err := activation.ParseSpec(l)
-		if err != nil {
-			return fmt.Errorf("--%w", err)
-		}
-		o.Listeners = append(o.Listeners, units.Listener{Name: spec.Name, Address: spec.Address})
-	}
-	for _, f := range runFlags() {
-		name := f.Names()[0]
-		if name == "listen" || !c.IsSet(name) {
-			continue
-		}
-		if _, ok := f.(*cli.StringSliceFlag); ok {
-			for _, v := range c.StringSlice(name) {
-				o.RunArgs = append(o.RunArgs, "--"+name, v)
-			}
-			continue
-		}
-		if l, ok := listValues(c, name); ok {
-			for _, v := range l {
-				o.RunArgs = append(o.RunArgs, "--"+name, v)
-			}
-			continue
-		}
-		o.RunArgs = append(o.RunArgs, "--"+name, fmt.Sprint(c.Value(name)))
-	}
-	o.SystemdVersion = c.Int("systemd-version")
-	if o.SystemdVersion == 0 {
-		v, err := runningSystemdVersion(c)
-		if err != nil {
-			return fmt.Errorf("%w; render for another host with --systemd-version N", err)
-		}
-		o.SystemdVersion = v
+	o, err := unitOptions(c)
+	if err != nil {
+		return err
 	}
 	files, err := units.Render(o)
 	if err != nil {
@@ -98,23 +54,7 @@ func unitsAction(c *cli.Context) error {
 	}
 	switch {
 	case c.Bool("install"):
-		paths, err := units.Write(unitDir, files)
-		if err != nil {
-			return err
-		}
-		conn, err := systemd.Connect(c.Context)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		if err := conn.Install(c.Context, paths); err != nil {
-			return err
-		}
-		names := make([]string, len(files))
-		for i, f := range files {
-			names[i] = f.Name
-		}
-		fmt.Fprintf(c.App.Writer, "installed and enabled %v (systemd %d)\nstart: systemctl start %s\n", paths, o.SystemdVersion, strings.Join(names, " "))
+		return installUnits(c, files, o.SystemdVersion)
 	case c.String("output") != "":
 		paths, err := units.Write(c.String("output"), files)
 		if err != nil {
@@ -131,6 +71,91 @@ func unitsAction(c *cli.Context) error {
 			fmt.Fprintf(c.App.Writer, "# %s\n%s", f.Name, f.Content)
 		}
 	}
+	return nil
+}
+
+// unitOptions reads the units' options from the command line: the units'
+// own flags, and every `baton run` flag given, passed on to ExecStart=.
+func unitOptions(c *cli.Context) (units.Options, error) {
+	o := units.Options{
+		Name:            c.String("name"),
+		Description:     c.String("description"),
+		Baton:           c.String("baton"),
+		Command:         c.Args().Slice(),
+		User:            c.String("user"),
+		NoSandbox:       c.Bool("no-sandbox"),
+		Writable:        c.StringSlice("writable"),
+		AddressFamilies: c.StringSlice("address-family"),
+		Control:         c.String("control"),
+		DrainTimeout:    c.Duration("drain-timeout"),
+		LameDuck:        c.Duration("lame-duck"),
+		Watchdog:        c.Duration("watchdog-sec"),
+		SystemdVersion:  c.Int("systemd-version"),
+	}
+	for _, l := range c.StringSlice("listen") {
+		spec, err := activation.ParseSpec(l)
+		if err != nil {
+			return o, fmt.Errorf("--%w", err)
+		}
+		o.Listeners = append(o.Listeners, units.Listener{Name: spec.Name, Address: spec.Address})
+	}
+	o.RunArgs = runArgs(c)
+	if o.SystemdVersion == 0 {
+		v, err := runningSystemdVersion(c)
+		if err != nil {
+			return o, fmt.Errorf("%w; render for another host with --systemd-version N", err)
+		}
+		o.SystemdVersion = v
+	}
+	return o, nil
+}
+
+// runArgs are the `baton run` flags given on the command line (but
+// --listen, which becomes the socket unit), as ExecStart= passes them on.
+func runArgs(c *cli.Context) []string {
+	var args []string
+	for _, f := range runFlags() {
+		name := f.Names()[0]
+		if name == "listen" || !c.IsSet(name) {
+			continue
+		}
+		if _, ok := f.(*cli.StringSliceFlag); ok {
+			for _, v := range c.StringSlice(name) {
+				args = append(args, "--"+name, v)
+			}
+			continue
+		}
+		if l, ok := listValues(c, name); ok {
+			for _, v := range l {
+				args = append(args, "--"+name, v)
+			}
+			continue
+		}
+		args = append(args, "--"+name, fmt.Sprint(c.Value(name)))
+	}
+	return args
+}
+
+// installUnits writes the units into systemd's unit directory, reloads
+// systemd and enables them.
+func installUnits(c *cli.Context, files []units.File, version int) error {
+	paths, err := units.Write(unitDir, files)
+	if err != nil {
+		return err
+	}
+	conn, err := systemd.Connect(c.Context)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.Install(c.Context, paths); err != nil {
+		return err
+	}
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i] = f.Name
+	}
+	fmt.Fprintf(c.App.Writer, "installed and enabled %v (systemd %d)\nstart: systemctl start %s\n", paths, version, strings.Join(names, " "))
 	return nil
 }
 

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/batonsd/baton/internal/fds"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -108,18 +110,7 @@ func serve(path string, ln *net.UnixListener, h Handler, log *slog.Logger) *Serv
 // Dup duplicates the listening socket, not close-on-exec, for a re-exec in
 // place: connections made while the new image starts wait in its backlog
 // instead of being refused.
-func (s *Server) Dup() (int, error) {
-	raw, err := s.ln.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd := -1
-	var dupErr error
-	if err := raw.Control(func(fd uintptr) { nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD, 0) }); err != nil {
-		return -1, err
-	}
-	return nfd, dupErr
-}
+func (s *Server) Dup() (int, error) { return fds.DupConn(s.ln) }
 
 // Adopt serves the listening socket fd that a previous image of this
 // process handed over (see Dup), bound at path.

@@ -136,7 +136,10 @@ func shellNeedEscape(c byte) bool { return c == '"' || c == '\\' || c == '`' || 
 var bom = []byte{0xEF, 0xBB, 0xBF}
 
 // parse runs systemd's state machine over data. Comments name the systemd
-// behaviour each branch mirrors.
+// behaviour each branch mirrors. It is long on purpose: it follows
+// parse_env_file_internal in systemd's src/basic/env-file.c one state per
+// case, so that the two can be read side by side; split into functions,
+// the state shared by every case would have to travel with each call.
 func parse(name string, data []byte) ([]Var, error) {
 	fail := func(line int, format string, args ...any) ([]Var, error) {
 		return nil, &Error{Name: name, Line: line, Msg: fmt.Sprintf(format, args...)}

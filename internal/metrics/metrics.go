@@ -94,6 +94,19 @@ func Serve(ln net.Listener, status StatusFunc) *http.Server {
 // Format writes st in the text exposition format.
 func Format(st *control.Status) []byte {
 	var e exposition
+	e.service(st)
+	e.rollouts(st, &st.Totals)
+	e.failures(st)
+	e.recycles(st)
+	e.listeners(st)
+	e.perWorker(st)
+	e.one("process_cpu_seconds_total", counter, "CPU time (user and system) baton itself has used.", st.CPUSeconds)
+	e.one("process_resident_memory_bytes", gauge, "baton's own resident memory.", float64(st.RSSBytes))
+	return e.b.Bytes()
+}
+
+// service: what baton runs, and at what strength.
+func (e *exposition) service(st *control.Status) {
 	e.one("baton_info", gauge, "baton's version and the binary it runs (always 1).", 1,
 		"version", st.Version, "exe", st.Exe)
 	e.one("baton_exe_replaced", gauge, "1 when baton's binary was replaced on disk since it started: `baton upgrade` runs the new one.",
@@ -112,9 +125,11 @@ func Format(st *control.Status) []byte {
 	for _, s := range []string{"ready", "starting", "draining", "restarting"} {
 		e.sample("baton_workers", float64(states[s]), "state", s)
 	}
+}
 
+// rollouts: the rollout running, and those ended.
+func (e *exposition) rollouts(st *control.Status, t *control.Totals) {
 	e.one("baton_rollout_in_progress", gauge, "1 while a rollout (a reload or a scale) runs.", boolValue(st.Rollout != nil))
-	t := &st.Totals
 	e.family("baton_rollouts_total", counter, "Rollouts ended, by kind (reload, scale, rollback, recycle) and result (ok, failed).")
 	for _, kind := range []string{"reload", "scale", "rollback", "recycle"} {
 		for _, result := range []string{"ok", "failed"} {
@@ -137,31 +152,45 @@ func Format(st *control.Status) []byte {
 	e.sample("baton_rollout_duration_seconds_bucket", float64(h.Count), "le", "+Inf")
 	e.sample("baton_rollout_duration_seconds_sum", h.Sum)
 	e.sample("baton_rollout_duration_seconds_count", float64(h.Count))
+}
 
+// failures: workers that crashed, failed a rollout or were killed draining.
+func (e *exposition) failures(st *control.Status) {
 	causes := []string{control.CauseExit, control.CauseSignal, control.CauseWatchdog, control.CauseNotReady}
 	e.family("baton_worker_crashes_total", counter, "Serving workers that exited when nobody asked them to, by cause: exit (by itself), signal (one baton did not send), watchdog and not_ready (baton killed it). They count against --crash-limit.")
 	for _, c := range causes {
-		e.sample("baton_worker_crashes_total", float64(t.Crashes[c]), "cause", c)
+		e.sample("baton_worker_crashes_total", float64(st.Totals.Crashes[c]), "cause", c)
 	}
-	e.one("baton_worker_restarts_total", counter, "Crashed workers restarted.", float64(t.Restarts))
+	e.one("baton_worker_restarts_total", counter, "Crashed workers restarted.", float64(st.Totals.Restarts))
 	e.family("baton_new_worker_failures_total", counter, "A rollout's new workers that failed, by cause (as baton_worker_crashes_total); each aborted its rollout.")
 	for _, c := range causes {
-		e.sample("baton_new_worker_failures_total", float64(t.NewWorkerFailures[c]), "cause", c)
+		e.sample("baton_new_worker_failures_total", float64(st.Totals.NewWorkerFailures[c]), "cause", c)
 	}
-	e.one("baton_drain_kills_total", counter, "Draining workers killed before they were done: at --drain-timeout, or to free file descriptors.", float64(t.DrainKills))
+	e.one("baton_drain_kills_total", counter, "Draining workers killed before they were done: at --drain-timeout, or to free file descriptors.", float64(st.Totals.DrainKills))
 	e.one("baton_recent_crashes", gauge, "Crashes within --crash-limit's window.", float64(st.Crashes))
+}
+
+// recycles: workers recycled, and the limits that recycle them.
+func (e *exposition) recycles(st *control.Status) {
 	e.family("baton_recycles_total", counter, "Workers replaced gracefully (successor ready first) without a deploy, by reason: memory (--recycle-memory), age (--recycle-after), manual (baton recycle). Not crashes.")
 	for _, r := range []string{control.RecycleMemory, control.RecycleAge, control.RecycleManual} {
-		e.sample("baton_recycles_total", float64(t.Recycles[r]), "reason", r)
+		e.sample("baton_recycles_total", float64(st.Totals.Recycles[r]), "reason", r)
 	}
 	e.one("baton_recycle_memory_bytes", gauge, "--recycle-memory: the memory (PSS of a worker's process tree) above which a worker is recycled; 0 is off.", float64(st.RecycleMemoryBytes))
 	e.one("baton_recycle_after_seconds", gauge, "--recycle-after: the age at which a worker is recycled (less up to 10% at random); 0 is off.", st.RecycleAfterSeconds)
+}
 
+// listeners: whether each shared socket listens.
+func (e *exposition) listeners(st *control.Status) {
 	e.family("baton_listener_listening", gauge, "1 when a shared socket listens (SO_ACCEPTCONN as baton last checked it).")
 	for _, l := range st.Listeners {
 		e.sample("baton_listener_listening", boolValue(l.Listening), "name", l.Name, "address", l.Address)
 	}
+}
 
+// perWorker: what each live worker costs, in a slot, being brought up, or
+// draining.
+func (e *exposition) perWorker(st *control.Status) {
 	// Each live worker: in a slot, being brought up, or draining.
 	all := slices.Concat(st.Workers, st.Incoming, st.Draining)
 	all = slices.DeleteFunc(all, func(w control.Worker) bool { return w.PID == 0 })
@@ -181,8 +210,4 @@ func Format(st *control.Status) []byte {
 		func(w control.Worker) float64 { return float64(w.Processes) })
 	per("baton_worker_uptime_seconds", gauge, "How long a worker has run.",
 		func(w control.Worker) float64 { return w.UptimeSeconds })
-
-	e.one("process_cpu_seconds_total", counter, "CPU time (user and system) baton itself has used.", st.CPUSeconds)
-	e.one("process_resident_memory_bytes", gauge, "baton's own resident memory.", float64(st.RSSBytes))
-	return e.b.Bytes()
 }

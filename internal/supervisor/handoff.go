@@ -17,6 +17,7 @@ import (
 
 	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/fds"
 	"github.com/batonsd/baton/internal/worker"
 	"golang.org/x/sys/unix"
 
@@ -233,9 +234,9 @@ func parseHandoffProtocol(out string) (int, ProtocolRange, error) {
 // reexec hands the state over and execs; it returns only on failure, having
 // closed what it made, and the old image goes on as before.
 func (s *Supervisor) reexec(conn *net.UnixConn) error {
-	st, fds, err := s.handoffState(conn)
+	st, made, err := s.handoffState(conn)
 	closeFDs := func() {
-		for _, fd := range fds {
+		for _, fd := range made {
 			unix.Close(fd)
 		}
 	}
@@ -295,23 +296,23 @@ func writeState(f *os.File, st handoffState) error {
 
 // handoffState builds the state and duplicates the fds it names.
 func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, error) {
-	var fds []int
+	var made []int
 	st := handoffState{
 		Protocol: HandoffProtocol, supervisorKept: s.supervisorKept, Costs: s.costs.handOver(),
 		Serving: s.serving.gen, NotifyDir: s.notifyDir, ReplyFD: -1, ControlFD: -1, MetricsFD: -1,
 		Old: handoffPredecessor{Exe: s.exe, Version: s.cfg.Version},
 	}
-	dup := func(fd int) (int, error) {
-		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD, 0)
+	// keep records each fd made, for closing them if the exec fails.
+	keep := func(fd int, err error) (int, error) {
 		if err == nil {
-			fds = append(fds, nfd)
+			made = append(made, fd)
 		}
-		return nfd, err
+		return fd, err
 	}
 	for _, l := range s.listeners {
-		fd, err := dup(l.FD())
+		fd, err := keep(fds.Dup(l.FD()))
 		if err != nil {
-			return st, fds, fmt.Errorf("hand off listener %s: %w", l.Name, err)
+			return st, made, fmt.Errorf("hand off listener %s: %w", l.Name, err)
 		}
 		st.Listeners = append(st.Listeners, handoffListener{FD: fd, Name: l.Name, Source: s.source[l]})
 	}
@@ -341,10 +342,10 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 		gens[w.spec.gen] = w.spec
 		h, err := w.p.Handoff()
 		if err != nil {
-			return st, fds, err
+			return st, made, err
 		}
-		fds = append(fds, h.NotifyFD)
-		fds = append(fds, h.OutputFDs...)
+		made = append(made, h.NotifyFD)
+		made = append(made, h.OutputFDs...)
 		st.Workers = append(st.Workers, handoffWorker{Handoff: h, procKept: w.procKept, SlotAt: at[w.slot]})
 	}
 	for _, g := range gens {
@@ -353,37 +354,24 @@ func (s *Supervisor) handoffState(conn *net.UnixConn) (handoffState, []int, erro
 	if s.ctl != nil {
 		fd, err := s.ctl.Dup()
 		if err != nil {
-			return st, fds, fmt.Errorf("hand off the control socket: %w", err)
+			return st, made, fmt.Errorf("hand off the control socket: %w", err)
 		}
-		fds = append(fds, fd)
+		made = append(made, fd)
 		st.ControlFD = fd
 	}
 	if s.metricsLn != nil {
 		var err error
-		if st.MetricsFD, err = dupConn(s.metricsLn, dup); err != nil {
-			return st, fds, fmt.Errorf("hand off the metrics listener: %w", err)
+		if st.MetricsFD, err = keep(fds.DupConn(s.metricsLn)); err != nil {
+			return st, made, fmt.Errorf("hand off the metrics listener: %w", err)
 		}
 	}
 	if conn != nil {
 		var err error
-		if st.ReplyFD, err = dupConn(conn, dup); err != nil {
-			return st, fds, fmt.Errorf("hand off the caller's connection: %w", err)
+		if st.ReplyFD, err = keep(fds.DupConn(conn)); err != nil {
+			return st, made, fmt.Errorf("hand off the caller's connection: %w", err)
 		}
 	}
-	return st, fds, nil
-}
-
-// dupConn duplicates c's fd with dup.
-func dupConn(c syscall.Conn, dup func(int) (int, error)) (int, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd, dupErr := -1, error(nil)
-	if err := raw.Control(func(fd uintptr) { nfd, dupErr = dup(int(fd)) }); err != nil {
-		return -1, err
-	}
-	return nfd, dupErr
+	return st, made, nil
 }
 
 // readHandoff reads the state a previous image left, if this image is the

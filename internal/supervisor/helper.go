@@ -90,25 +90,21 @@ func (s *Supervisor) onHelperExit(h *helper, ws unix.WaitStatus) {
 	// The output is complete once every holder of the pipe has closed it;
 	// wait for that off the loop, so that a leftover grandchild holding it
 	// cannot wedge baton.
-	go func() {
-		done := make(chan struct{})
-		go func() { h.read.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(outputGrace):
-			h.r.Close() // ends the reader, so out is ours to read
+	done := make(chan struct{})
+	go func() { h.read.Wait(); close(done) }()
+	s.afterDone(done, outputGrace, func(expired bool) {
+		if expired {
+			h.r.Close() // ends the reader at once, so out is ours to read
 			<-done
 		}
-		s.post(func() {
-			out := strings.TrimSpace(h.out.String())
-			if ws.Exited() && ws.ExitStatus() == 0 {
-				h.onExit(true, out)
-				return
-			}
-			if out == "" {
-				out = "(no output)"
-			}
-			h.onExit(false, fmt.Sprintf("%s: %s", describeExit(ws), out))
-		})
-	}()
+		out := strings.TrimSpace(h.out.String())
+		if ws.Exited() && ws.ExitStatus() == 0 {
+			h.onExit(true, out)
+			return
+		}
+		if out == "" {
+			out = "(no output)"
+		}
+		h.onExit(false, fmt.Sprintf("%s: %s", describeExit(ws), out))
+	})
 }

@@ -138,16 +138,7 @@ func (s *Supervisor) restartSlot(sl *slot) { s.onCrash(sl, 0) }
 // worker's last lines, which may still be in the pipe when its exit is
 // reaped.
 func (s *Supervisor) afterOutput(w *proc, f func()) {
-	expired := make(chan struct{})
-	t := s.world.afterFunc(tailGrace, func() { close(expired) })
-	go func() {
-		select {
-		case <-w.p.Done():
-			t.Stop()
-		case <-expired:
-		}
-		s.post(f)
-	}()
+	s.afterDone(w.p.Done(), tailGrace, func(bool) { f() })
 }
 
 // listenerProblems checks the listeners now (rolloutHost).
@@ -182,10 +173,7 @@ func (s *Supervisor) addSlots(n int, spec *genSpec) []*slot {
 func (s *Supervisor) removeSlots(keep int) {
 	for _, sl := range s.slots[keep:] {
 		sl.Removed = true
-		if sl.restart != nil {
-			sl.restart.Stop()
-			sl.restart = nil
-		}
+		stopTimer(&sl.restart)
 		for _, w := range []*proc{sl.next, sl.w} {
 			if w != nil {
 				s.drain(w)

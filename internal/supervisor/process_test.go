@@ -297,13 +297,25 @@ func TestNoWorkerOutlivesKilledBaton(t *testing.T) {
 func TestDrainDeadlineAndOrphans(t *testing.T) {
 	ctx := timeout(t, 20*time.Second)
 	ctl := controlPath(t)
-	script := `trap "" TERM; (sleep 0.2 &); sleep 60 & wait`
+	// The orphan lives until the test kills it: a short-lived one could be
+	// born and gone before a loaded machine lets the test look (CI-like
+	// load once made this test fail that way).
+	script := `trap "" TERM; (sleep 61 &); sleep 60 & wait`
 	svc := testsd.StartPlain(t, bins, "run", "--workers", "1", "--ready", "exec", "--listen", "127.0.0.1:0",
 		"--drain-timeout", "300ms", "--control", ctl, "--", "sh", "-c", script)
-	testsd.WaitStatus(ctx, t, ctl, "1 ready worker", func(s control.Status) bool { return s.Ready == 1 })
-	// The orphaned "sleep 0.2" is re-parented to baton (a child subreaper)
+	st := testsd.WaitStatus(ctx, t, ctl, "1 ready worker", func(s control.Status) bool { return s.Ready == 1 })
+	// The orphaned "sleep 61" is re-parented to baton (a child subreaper)
 	// and must be reaped when it exits.
-	waitNoZombies(ctx, t, svc.PID())
+	orphan := waitOrphan(ctx, t, svc.PID(), st.Workers[0].PID)
+	if err := unix.Kill(orphan, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for children, zombies := testsd.ChildrenOf(svc.PID()); children != 1 || zombies != 0; children, zombies = testsd.ChildrenOf(svc.PID()) {
+		if ctx.Err() != nil {
+			t.Fatalf("baton (pid %d) did not reap its orphan %d: %d children, %d zombies", svc.PID(), orphan, children, zombies)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	start := time.Now()
 	svc.Signal(t, unix.SIGTERM)
 	if code := svc.Wait(ctx, t); code != 0 {
@@ -317,20 +329,26 @@ func TestDrainDeadlineAndOrphans(t *testing.T) {
 	}
 }
 
-// waitNoZombies waits until baton has at least once had a child that
-// exited, and then none of its children is a zombie.
-func waitNoZombies(ctx context.Context, t *testing.T, pid int) {
+// waitOrphan waits for a child of baton that is not its worker: a process
+// the worker orphaned, adopted by baton as a child subreaper.
+func waitOrphan(ctx context.Context, t *testing.T, baton, worker int) int {
 	t.Helper()
-	sawOrphan := false
 	for ctx.Err() == nil {
-		children, zombies := testsd.ChildrenOf(pid)
-		if children > 1 {
-			sawOrphan = true // the worker and the orphaned sleep
-		}
-		if sawOrphan && zombies == 0 && children == 1 {
-			return
+		stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+		for _, p := range stats {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			s := string(b)
+			f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+			pid, _ := strconv.Atoi(strings.Fields(s)[0])
+			if len(f) > 1 && f[1] == strconv.Itoa(baton) && pid != worker {
+				return pid
+			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("baton (pid %d) kept a zombie child or never adopted the orphan", pid)
+	t.Fatalf("baton (pid %d) never adopted its worker's orphan", baton)
+	return 0
 }

@@ -216,7 +216,7 @@ func (r *rollout) entry(p phase) {
 		r.canary = r.host.after(r.to.cfg.Canary, r.canaryElapsed)
 		r.host.progressed()
 	case phaseRollingBack:
-		r.stopCanary()
+		stopTimer(&r.canary)
 		log.Error("rollout aborted", "from", r.from.gen, "to", r.to.gen, "err", r.err, "workers", r.fromSize)
 		for _, sl := range r.targets {
 			if n := sl.next; n != nil {
@@ -237,7 +237,7 @@ func (r *rollout) entry(p phase) {
 		r.host.progressed()
 		r.maybeEnd()
 	case phaseOK, phaseFailed:
-		r.stopCanary()
+		stopTimer(&r.canary)
 		switch {
 		case p == phaseOK && r.size < r.fromSize:
 			log.Info("scaled down: stopping the workers above the new size", "workers", r.size, "was", r.fromSize)
@@ -417,10 +417,7 @@ func (r *rollout) promote() {
 func (r *rollout) replace(sl *slot, spec *genSpec) {
 	old := sl.w
 	sl.w, sl.next, sl.spec = sl.next, nil, spec
-	if sl.restart != nil {
-		sl.restart.Stop()
-		sl.restart = nil
-	}
+	stopTimer(&sl.restart)
 	if old != nil {
 		r.host.drain(old)
 	}
@@ -520,13 +517,6 @@ func (r *rollout) stop() {
 		r.failed = nil
 		r.err = errors.New("baton is stopping")
 		r.enter(phaseFailed)
-	}
-}
-
-func (r *rollout) stopCanary() {
-	if r.canary != nil {
-		r.canary.Stop()
-		r.canary = nil
 	}
 }
 

@@ -493,14 +493,14 @@ func (s *Supervisor) keepForOutput(p process) {
 
 // waitOutput gives leftover output a moment, then stops reading it.
 func (s *Supervisor) waitOutput() {
-	grace := time.NewTimer(outputGrace)
-	defer grace.Stop()
+	grace := make(chan struct{}) // on the world's clock, as afterDone's
+	defer s.world.afterFunc(outputGrace, func() { close(grace) }).Stop()
 	expired := false
 	recovered := make(chan struct{})
 	go func() { s.recovering.Wait(); close(recovered) }()
 	select {
 	case <-recovered: // a previous baton's workers' output, read to its end
-	case <-grace.C:
+	case <-grace:
 		expired = true
 	}
 	for _, p := range s.exited {
@@ -508,7 +508,7 @@ func (s *Supervisor) waitOutput() {
 			select {
 			case <-p.Done():
 				continue
-			case <-grace.C:
+			case <-grace:
 				expired = true
 			}
 		}

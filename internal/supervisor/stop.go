@@ -53,10 +53,7 @@ func (s *Supervisor) beginStop() {
 	if s.stopping {
 		return
 	}
-	if s.lameDuck != nil {
-		s.lameDuck.Stop()
-		s.lameDuck = nil
-	}
+	stopTimer(&s.lameDuck)
 	s.stopping = true
 	s.toStart = nil
 	s.dropRecycles()
@@ -66,10 +63,7 @@ func (s *Supervisor) beginStop() {
 	s.tell("STOPPING=1")
 	s.log.Info("stopping", "workers", len(s.workers), "drain_timeout", s.cfg.DrainTimeout)
 	for _, sl := range s.slots {
-		if sl.restart != nil {
-			sl.restart.Stop()
-			sl.restart = nil
-		}
+		stopTimer(&sl.restart)
 	}
 	for _, w := range s.workers {
 		s.drain(w)

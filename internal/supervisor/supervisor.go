@@ -224,35 +224,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	s.sd = sd
-	var wdTick <-chan time.Time
-	if sd != nil {
-		interval, err := notify.WatchdogInterval(s.world.getenv, os.Getpid())
-		if err != nil {
-			return err
-		}
-		if interval > 0 {
-			t := time.NewTicker(interval / 2)
-			defer t.Stop()
-			wdTick = t.C
-			s.log.Info("pinging systemd's watchdog", "every", interval/2)
-		}
+	wdTick, stopWatchdog, err := s.watchdogTicker()
+	if err != nil {
+		return err
 	}
+	defer stopWatchdog()
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		s.log.Warn("cannot become a child subreaper; orphans of workers go to init", "err", err)
 	}
-	switch {
-	case handoff != nil && handoff.ControlFD >= 0:
-		// The old image's listener, with what queued on it during the exec.
-		if s.ctl, err = control.Adopt(handoff.ControlFD, s.cfg.Control, s, s.log); err != nil {
-			return err
-		}
-		defer s.ctl.Close()
-	case s.cfg.Control != "":
-		// Before any worker starts: a control socket that another baton
-		// serves is an error with nothing to undo.
-		if s.ctl, err = control.Listen(s.cfg.Control, s, s.log); err != nil {
-			return err
-		}
+	if err := s.openControl(handoff); err != nil {
+		return err
+	}
+	if s.ctl != nil {
 		defer s.ctl.Close()
 	}
 	stopMetrics, err := s.serveMetrics(handoff)
@@ -279,9 +262,51 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.updateStatus()
 	s.checkListeners()
 	s.armRecycleCheck()
+	s.loop(ctx, wdTick)
+	close(s.done)
+	s.killLeftovers()
+	s.waitOutput()
+	if s.exitErr == nil {
+		s.log.Info("stopped")
+	}
+	return s.exitErr
+}
+
+// watchdogTicker ticks at half systemd's watchdog interval (WatchdogSec=),
+// when there is one; stop stops it.
+func (s *Supervisor) watchdogTicker() (tick <-chan time.Time, stop func(), err error) {
+	if s.sd == nil {
+		return nil, func() {}, nil
+	}
+	interval, err := notify.WatchdogInterval(s.world.getenv, os.Getpid())
+	if err != nil || interval <= 0 {
+		return nil, func() {}, err
+	}
+	t := time.NewTicker(interval / 2)
+	s.log.Info("pinging systemd's watchdog", "every", interval/2)
+	return t.C, t.Stop, nil
+}
+
+// openControl opens the control socket, or adopts the one an old image
+// handed over, with what queued on it during the exec.
+func (s *Supervisor) openControl(handoff *handoffState) (err error) {
+	switch {
+	case handoff != nil && handoff.ControlFD >= 0:
+		s.ctl, err = control.Adopt(handoff.ControlFD, s.cfg.Control, s, s.log)
+	case s.cfg.Control != "":
+		// Before any worker starts: a control socket that another baton
+		// serves is an error with nothing to undo.
+		s.ctl, err = control.Listen(s.cfg.Control, s, s.log)
+	}
+	return err
+}
+
+// loop is the event loop: every change to the supervisor's state runs
+// here, one event at a time, until baton has stopped and no worker or
+// helper is left.
+func (s *Supervisor) loop(ctx context.Context, wdTick <-chan time.Time) {
 	sockTick := time.NewTicker(listenCheck)
 	defer sockTick.Stop()
-
 	ctxDone := ctx.Done()
 	for {
 		for len(s.later) > 0 {
@@ -290,7 +315,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			f()
 		}
 		if s.stopping && len(s.workers) == 0 && len(s.helpers) == 0 {
-			break
+			return
 		}
 		var startc <-chan struct{} // ready while slots wait to be started
 		if len(s.toStart) > 0 && !s.stopping {
@@ -313,13 +338,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.requestStop()
 		}
 	}
-	close(s.done)
-	s.killLeftovers()
-	s.waitOutput()
-	if s.exitErr == nil {
-		s.log.Info("stopped")
-	}
-	return s.exitErr
 }
 
 // makeNotifyDir makes the private directory of the workers' notification
@@ -440,6 +458,33 @@ func (s *Supervisor) after(d time.Duration, f func()) timer {
 type timer interface {
 	Stop() bool
 	Reset(d time.Duration) bool
+}
+
+// afterDone calls f on the loop once done is closed or, at the latest,
+// after grace on the world's clock (then expired is true): the one way the
+// loop waits for output, a worker's or a helper's, without being held by a
+// process that keeps a pipe open.
+func (s *Supervisor) afterDone(done <-chan struct{}, grace time.Duration, f func(expired bool)) {
+	expiredc := make(chan struct{})
+	t := s.world.afterFunc(grace, func() { close(expiredc) })
+	go func() {
+		expired := false
+		select {
+		case <-done:
+			t.Stop()
+		case <-expiredc:
+			expired = true
+		}
+		s.post(func() { f(expired) })
+	}()
+}
+
+// stopTimer stops *t, if armed, and forgets it.
+func stopTimer(t *timer) {
+	if *t != nil {
+		(*t).Stop()
+		*t = nil
+	}
 }
 
 func (s *Supervisor) now() time.Time { return s.world.now() }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/batonsd/baton/internal/fds"
+
 	"github.com/batonsd/baton/notify"
 	"golang.org/x/sys/unix"
 )
@@ -34,7 +36,7 @@ func (p *Process) Handoff() (Handoff, error) {
 	}
 	h.NotifyFD = fd
 	for i, r := range p.outputs {
-		fd, err := dupFile(r)
+		fd, err := fds.DupConn(r)
 		if err != nil && p.ended[i].Load() {
 			// Read to its end (the worker exited, its exit not reaped yet):
 			// an empty pipe keeps the streams' places.
@@ -66,21 +68,6 @@ func endedPipe() (int, error) {
 	}
 	unix.Close(p[1])
 	return p[0], nil
-}
-
-// dupFile duplicates f's fd without touching its mode (Fd would make it
-// blocking).
-func dupFile(f *os.File) (int, error) {
-	raw, err := f.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd := -1
-	var dupErr error
-	if err := raw.Control(func(fd uintptr) { nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD, 0) }); err != nil {
-		return -1, err
-	}
-	return nfd, dupErr
 }
 
 // Adopt takes over a worker that a previous image of this supervisor

@@ -113,37 +113,41 @@ var seq atomic.Uint64
 // Linux sends the parent-death signal (SIGKILL here, so that no worker
 // outlives a killed supervisor) when the thread that forked exits, not the
 // process.
-func Start(spec Spec) (*Process, error) {
+func Start(spec Spec) (_ *Process, err error) {
 	log := spec.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := seq.Add(1)
-	addr := fmt.Sprintf("@baton/%d/%d/%d/%d", os.Getpid(), spec.Slot, spec.Generation, n)
-	if spec.NotifyDir != "" {
-		addr = filepath.Join(spec.NotifyDir, fmt.Sprintf("w%d-g%d-%d.sock", spec.Slot, spec.Generation, n))
-	}
-	ns, err := notify.Listen(addr)
+	ns, err := notify.Listen(notifyAddr(spec))
 	if err != nil {
 		return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
 	}
 	p := &Process{Slot: spec.Slot, Generation: spec.Generation, notify: ns, done: make(chan struct{}), log: log}
-
+	// The child's ends of the pipes are closed in any case once it is
+	// forked (it has its copies: EOF comes when it exits); ours, and the
+	// notify socket, only if the start fails.
+	var childEnds []*os.File
+	var execR *os.File
+	defer func() {
+		closeAll(childEnds)
+		if err != nil {
+			closeAll(p.outputs)
+			closeAll([]*os.File{execR})
+			ns.Close()
+			err = fmt.Errorf("start worker %d: %w", spec.Slot, err)
+		}
+	}()
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		ns.Close()
-		return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
+		return nil, err
 	}
-	defer devnull.Close()
+	childEnds = append(childEnds, devnull)
 	files := []uintptr{devnull.Fd(), os.Stdout.Fd(), os.Stderr.Fd()}
-	var childEnds []*os.File
 	if spec.Output != nil {
 		for i := range 2 {
 			r, w, err := os.Pipe()
 			if err != nil {
-				closeAll(childEnds)
-				ns.Close()
-				return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
+				return nil, err
 			}
 			files[1+i] = w.Fd()
 			childEnds = append(childEnds, w)
@@ -160,23 +164,18 @@ func Start(spec Spec) (*Process, error) {
 	// could reach the shim in the middle of its execve and be lost.
 	execR, execW, err := os.Pipe()
 	if err != nil {
-		closeAll(childEnds)
-		closeAll(p.outputs)
-		ns.Close()
-		return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
+		return nil, err
 	}
-	execFD := len(files)
-	files = append(files, execW.Fd())
 	childEnds = append(childEnds, execW)
-	env := activation.ChildEnv(spec.Env, names)
-	env = append(env, fmt.Sprintf("%s=%d", ExecFDEnv, execFD))
-	env = append(env,
+	env := append(activation.ChildEnv(spec.Env, names),
+		fmt.Sprintf("%s=%d", ExecFDEnv, len(files)),
 		"NOTIFY_SOCKET="+ns.Addr(),
 		"BATON_WORKER="+strconv.Itoa(spec.Slot),
 		"BATON_GENERATION="+strconv.Itoa(spec.Generation))
+	files = append(files, execW.Fd())
 
 	argv := append(append([]string{}, spec.ShimArgv...), spec.Command...)
-	pid, err := syscall.ForkExec(spec.ShimPath, argv, &syscall.ProcAttr{
+	p.PID, err = syscall.ForkExec(spec.ShimPath, argv, &syscall.ProcAttr{
 		Env:   env,
 		Dir:   spec.Dir,
 		Files: files,
@@ -188,33 +187,46 @@ func Start(spec Spec) (*Process, error) {
 			Pdeathsig: cmp.Or(spec.DeathSignal, syscall.SIGKILL),
 		},
 	})
-	closeAll(childEnds) // the child has its copies; EOF comes when it exits
 	if err != nil {
-		closeAll(p.outputs)
-		execR.Close()
-		ns.Close()
-		return nil, fmt.Errorf("start worker %d: %w", spec.Slot, err)
+		return nil, err
 	}
-	p.PID = pid
+	p.Started = time.Now()
+	p.watch(execR, spec)
+	return p, nil
+}
+
+// notifyAddr is where a new worker's notify socket listens: a path in
+// NotifyDir, else an abstract name, unique within this supervisor.
+func notifyAddr(spec Spec) string {
+	n := seq.Add(1)
+	if spec.NotifyDir != "" {
+		return filepath.Join(spec.NotifyDir, fmt.Sprintf("w%d-g%d-%d.sock", spec.Slot, spec.Generation, n))
+	}
+	return fmt.Sprintf("@baton/%d/%d/%d/%d", os.Getpid(), spec.Slot, spec.Generation, n)
+}
+
+// watch reads what a started worker says: the exec pipe (Execd), its
+// output and its notifications, until Done.
+func (p *Process) watch(execR *os.File, spec Spec) {
 	p.execd = make(chan struct{})
 	go func() {
 		io.Copy(io.Discard, execR) // returns at EOF: exec'd, or gone
 		execR.Close()
 		close(p.execd)
 	}()
-	p.Started = time.Now()
 	for i, r := range p.outputs {
 		stream := []Stream{Stdout, Stderr}[i]
 		p.wg.Go(func() { p.readLines(r, stream, spec.Output, &p.ended[i]) })
 	}
 	p.wg.Go(func() { p.readNotify(spec.OnNotify) })
 	go func() { p.wg.Wait(); close(p.done) }()
-	return p, nil
 }
 
 func closeAll(fs []*os.File) {
 	for _, f := range fs {
-		f.Close()
+		if f != nil {
+			f.Close()
+		}
 	}
 }
 
