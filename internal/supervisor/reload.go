@@ -52,9 +52,11 @@ func (s *Supervisor) AwaitReload(ctx context.Context) (control.Rollout, error) {
 func (s *Supervisor) awaitRollout(reply chan<- rolloutResult) {
 	switch {
 	case s.rollout != nil:
+		s.log.Info("reload awaited: joins the running rollout")
 		s.rollout.waiters = append(s.rollout.waiters, reply)
 		return
 	case s.last != nil && s.now().Sub(s.lastEnded) < 2*time.Second:
+		s.log.Info("reload awaited: the rollout just ended")
 		var err error
 		if s.last.Error != "" {
 			err = errors.New(s.last.Error)
@@ -62,6 +64,7 @@ func (s *Supervisor) awaitRollout(reply chan<- rolloutResult) {
 		reply <- rolloutResult{r: *s.last, err: err}
 		return
 	}
+	s.log.Info("reload awaited before its signal: waiting for the rollout")
 	s.awaiting = append(s.awaiting, reply)
 	s.after(awaitSignalled, func() {
 		if i := slices.Index(s.awaiting, reply); i >= 0 {

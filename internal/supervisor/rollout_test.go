@@ -236,18 +236,25 @@ func TestCanaryFailureAborts(t *testing.T) {
 }
 
 // TestConcurrentReloadsCoalesce: requests during a rollout end in one final
-// generation for every caller, never a mix.
+// generation for every caller, never a mix. The new workers wait for a
+// gate the test opens once both later requests have joined the first
+// rollout.
 func TestConcurrentReloadsCoalesce(t *testing.T) {
 	ctx := timeout(t, 60*time.Second)
-	s := startService(t, `command = ["@WORKER@", "-start-delay", "200ms"]`+"\n", "--workers", "2")
+	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "2")
+	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
+	s.write(t, `command = ["sh", "-c", "until [ -e `+gate+` ]; do sleep 0.01; done; exec @WORKER@"]`+"\n")
 	results := make([]control.Rollout, 3)
 	errs := make([]error, 3)
 	var wg sync.WaitGroup
-	for i := range 3 {
-		wg.Go(func() {
-			time.Sleep(time.Duration(i) * 50 * time.Millisecond) // stagger: the later ones join the first
-			results[i], errs[i] = reload(ctx, s.ctl)
-		})
+	call := func(i int) { wg.Go(func() { results[i], errs[i] = reload(ctx, s.ctl) }) }
+	call(0)
+	testsd.WaitStatus(ctx, t, s.ctl, "the first rollout", func(st control.Status) bool { return st.Rollout != nil })
+	call(1)
+	call(2)
+	s.svc.WaitOutputN(ctx, t, "rollout requested during a rollout: one more follows when this one ends", 2)
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	wg.Wait()
 	final := results[0].To
@@ -321,10 +328,11 @@ func awaitReload(ctx context.Context, ctl string) (control.Rollout, error) {
 // Type=notify-reload unit does right after systemd's SIGHUP: it gets that
 // rollout's result, whether it connects before the signal is handled,
 // while the rollout runs, or after it failed at once; and it never asks
-// for a rollout of its own.
+// for a rollout of its own. Each case is made to happen in its order
+// (baton's log says which it met), not left to timing.
 func TestAwaitReloadJoinsTheSignalledRollout(t *testing.T) {
 	ctx := timeout(t, 60*time.Second)
-	s := startService(t, `command = ["@WORKER@", "-start-delay", "100ms"]`+"\n", "--workers", "2")
+	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "2")
 
 	// Waiting first, the signal after.
 	done := make(chan error, 1)
@@ -334,17 +342,29 @@ func TestAwaitReloadJoinsTheSignalledRollout(t *testing.T) {
 		got, err = awaitReload(ctx, s.ctl)
 		done <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // the await is parked before the signal comes
+	s.svc.WaitOutput(ctx, t, "reload awaited before its signal: waiting for the rollout")
 	s.svc.Signal(t, unix.SIGHUP)
 	if err := <-done; err != nil || got.To != 2 || got.State != "ok" {
 		t.Fatalf("await before the signal: %+v, %v", got, err)
 	}
 
-	// The signal first, the wait during the rollout.
+	// The signal first, the wait during the rollout: the new workers wait
+	// for a gate the test opens once the wait has joined.
+	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
+	s.write(t, `command = ["sh", "-c", "until [ -e `+gate+` ]; do sleep 0.01; done; exec @WORKER@"]`+"\n")
 	s.svc.Signal(t, unix.SIGHUP)
 	testsd.WaitStatus(ctx, t, s.ctl, "a rollout", func(st control.Status) bool { return st.Rollout != nil })
-	if r, err := awaitReload(ctx, s.ctl); err != nil || r.To != 3 {
-		t.Fatalf("await during the rollout: %+v, %v", r, err)
+	go func() {
+		var err error
+		got, err = awaitReload(ctx, s.ctl)
+		done <- err
+	}()
+	s.svc.WaitOutput(ctx, t, "reload awaited: joins the running rollout")
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil || got.To != 3 || got.State != "ok" {
+		t.Fatalf("await during the rollout: %+v, %v", got, err)
 	}
 
 	// A rollout that fails at once has ended before the wait arrives.
@@ -354,6 +374,7 @@ func TestAwaitReloadJoinsTheSignalledRollout(t *testing.T) {
 	if _, err := awaitReload(ctx, s.ctl); err == nil || !strings.Contains(err.Error(), `unknown key "wokers"`) {
 		t.Fatalf("await after a failed rollout: %v", err)
 	}
+	s.svc.WaitOutput(ctx, t, "reload awaited: the rollout just ended")
 	if st := testsd.Status(ctx, t, s.ctl); st.Generation != 3 {
 		t.Errorf("generation %d: an await asked for a rollout of its own", st.Generation)
 	}
