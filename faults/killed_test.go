@@ -73,8 +73,8 @@ func TestKill9PlainGoWorkerDrains(t *testing.T) {
 	// baton is killed.
 	load := testsd.StartLoad("http://"+app.Addr()+"/", 9, 0, 20*time.Millisecond)
 	defer load.Stop()
-	for load.OK() < 30 {
-		time.Sleep(10 * time.Millisecond)
+	if err := load.WaitOK(ctx, 30); err != nil {
+		t.Fatal(err)
 	}
 	first.Signal(t, unix.SIGKILL)
 	first.Wait(ctx, t)
@@ -89,8 +89,8 @@ func TestKill9PlainGoWorkerDrains(t *testing.T) {
 	mark := sd.Count()
 	second := sd.StartFDs(bins, sd.Stored(), env, args...)
 	sd.WaitFrom(ctx, mark, "READY=1 from the restarted baton", testsd.Sent("READY", "1"))
-	for ok := load.OK(); load.OK() < ok+30; {
-		time.Sleep(10 * time.Millisecond)
+	if err := load.WaitOK(ctx, load.OK()+30); err != nil {
+		t.Fatal(err)
 	}
 	ok, _ := load.Stop()
 	// What SIGPIPE did: a dead worker loses every request it held (up to 9

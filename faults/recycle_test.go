@@ -26,8 +26,8 @@ func TestRecyclePlainGoWorkerWithUpgradeSignal(t *testing.T) {
 	before := testsd.Status(ctx, t, ctl)
 	load := testsd.StartLoad("http://"+before.Listeners[0].Address+"/", 6, 0, 10*time.Millisecond)
 	defer load.Stop()
-	for load.OK() < 10 {
-		time.Sleep(10 * time.Millisecond)
+	if err := load.WaitOK(ctx, 10); err != nil {
+		t.Fatal(err)
 	}
 
 	type result struct {
