@@ -70,8 +70,13 @@ func TestHugeWatchdogUsecIsNoWatchdog(t *testing.T) {
 	st := testsd.WaitStatus(ctx, t, ctl, "ready", func(s control.Status) bool { return s.State == "ready" })
 	pid := st.Workers[0].PID
 	svc.WaitOutput(ctx, t, "worker changed its watchdog")
-	time.Sleep(1500 * time.Millisecond) // past the --watchdog 1s it no longer has
-	st = testsd.Status(ctx, t, ctl)
+	// Past the --watchdog 1s it no longer has, by baton's clock (the
+	// worker's uptime in status).
+	at := testsd.Status(ctx, t, ctl).Workers[0].UptimeSeconds
+	st = testsd.WaitStatus(ctx, t, ctl, "1.5 s more of uptime", func(s control.Status) bool {
+		w := s.Workers[0]
+		return w.PID != pid || w.Restarts != 0 || w.UptimeSeconds >= at+1.5
+	})
 	if w := st.Workers[0]; w.PID != pid || w.Restarts != 0 {
 		t.Fatalf("worker replaced: %+v (was pid %d)", w, pid)
 	}

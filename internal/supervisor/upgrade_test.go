@@ -62,8 +62,8 @@ func upgrade(ctx context.Context, ctl string) (*control.Upgrade, error) {
 
 // TestUpgradeInPlaceUnderLoad: the binary is replaced on disk and `baton
 // upgrade` run under load: same main pid, now running the new file, same
-// workers; a reload then rolls them out; SIGTERM leaves no orphan; no
-// request failed.
+// workers, whose watchdog it keeps; a reload then rolls them out; SIGTERM
+// leaves no orphan; no request failed.
 func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 	ctx := timeout(t, 60*time.Second)
 	b, path := ownBaton(t)
@@ -106,21 +106,54 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 			t.Errorf("listener %+v after the upgrade", l)
 		}
 	}
-	// The new image hears the adopted workers: their watchdog pings keep
-	// them alive for three intervals.
-	time.Sleep(1200 * time.Millisecond)
+	if _, failures := load.Stop(); failures != "" {
+		t.Errorf("failed requests across the upgrade: %s", failures)
+	}
+
+	// The new image watches the adopted workers and hears their pings:
+	// three intervals on by its own clock (the workers' uptime in status),
+	// none was replaced; then one that stops pinging is (without load: its
+	// SIGABRT cuts the requests it holds). Had the others' pings gone
+	// unheard, their watchdogs, armed at the adoption, would have fired
+	// before the hung one's.
+	at := after.Workers[0].UptimeSeconds
+	testsd.WaitStatus(ctx, t, ctl, "three watchdog intervals since the upgrade", func(st control.Status) bool {
+		return !samePIDs(st, before) || st.Workers[0].UptimeSeconds >= at+1.2
+	})
 	if st := testsd.Status(ctx, t, ctl); !samePIDs(st, before) {
 		t.Fatalf("adopted workers were replaced: their notify messages went unheard\n%s", svc.Output.String())
 	}
+	body, err := testsd.Get(ctx, "http://"+web.Addr()+"/hang")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := hungRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("GET /hang: %q", body)
+	}
+	slot, _ := strconv.Atoi(m[1])
+	hung, _ := strconv.Atoi(m[2])
+	st := testsd.WaitStatus(ctx, t, ctl, "the hung adopted worker replaced", func(st control.Status) bool {
+		w := st.Workers[slot]
+		return w.PID != hung && w.PID != 0 && w.State == "ready"
+	})
+	for i, w := range st.Workers {
+		if i != slot && (w.PID != before.Workers[i].PID || w.Restarts != 0) {
+			t.Errorf("slot %d: pid %d, %d restarts; want the adopted pid %d kept: its pings went unheard", i, w.PID, w.Restarts, before.Workers[i].PID)
+		}
+	}
 
-	// The new image is the workers' parent: it rolls them out and stops them.
+	// The new image is the workers' parent: it rolls them out under load
+	// and stops them.
+	load = testsd.StartLoad("http://"+web.Addr()+"/", 4, 4, 2*time.Millisecond)
+	defer load.Stop()
 	r, err := reload(ctx, ctl)
 	if err != nil {
 		t.Fatalf("reload after the upgrade: %v", err)
 	}
 	allAt(t, testsd.Status(ctx, t, ctl), r.To, pidsOf(before))
 	if _, failures := load.Stop(); failures != "" {
-		t.Errorf("failed requests across the upgrade: %s", failures)
+		t.Errorf("failed requests across the reload: %s", failures)
 	}
 	final := testsd.Status(ctx, t, ctl)
 	svc.Signal(t, unix.SIGTERM)

@@ -16,17 +16,23 @@ import (
 func TestWorkerWatchdog(t *testing.T) {
 	ctx := timeout(t, 30*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\nwatchdog = \"300ms\"\n", "--workers", "2", "--restart-backoff", "10ms..1s")
-	before := testsd.Status(ctx, t, s.ctl)
-	// Three intervals with regular pings: nobody is replaced.
-	time.Sleep(900 * time.Millisecond)
-	if st := testsd.Status(ctx, t, s.ctl); !samePIDs(st, before) {
-		t.Fatalf("pinging workers were replaced: %+v", st.Workers)
+	// Three intervals with regular pings, by baton's clock (the workers'
+	// uptime in status): nobody is replaced.
+	before := testsd.WaitStatus(ctx, t, s.ctl, "three watchdog intervals", func(st control.Status) bool {
+		return st.Workers[0].Restarts+st.Workers[1].Restarts > 0 ||
+			st.Workers[0].UptimeSeconds >= 0.9 && st.Workers[1].UptimeSeconds >= 0.9
+	})
+	if before.Workers[0].Restarts+before.Workers[1].Restarts != 0 {
+		t.Fatalf("pinging workers were replaced: %+v", before.Workers)
 	}
 	body, err := testsd.Get(ctx, s.url()+"hang")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`slot (\d+) pid (\d+)`).FindStringSubmatch(body)
+	m := hungRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("GET /hang: %q", body)
+	}
 	slot, _ := strconv.Atoi(m[1])
 	pid, _ := strconv.Atoi(m[2])
 	st := testsd.WaitStatus(ctx, t, s.ctl, "the hung worker replaced", func(st control.Status) bool {
@@ -36,11 +42,20 @@ func TestWorkerWatchdog(t *testing.T) {
 	if st.Workers[slot].Restarts != 1 {
 		t.Errorf("restarts = %d", st.Workers[slot].Restarts)
 	}
+	// The hung worker's watchdog fired three intervals after the other
+	// worker started: had the other's pings gone unheard, its own would
+	// have fired before.
+	if other := 1 - slot; st.Workers[other].PID != before.Workers[other].PID || st.Workers[other].Restarts != 0 {
+		t.Errorf("the pinging worker of slot %d was replaced: %+v, was %+v", other, st.Workers[other], before.Workers[other])
+	}
 	s.svc.WaitOutput(ctx, t, `msg="worker watchdog expired: SIGABRT" slot=`+m[1]+` pid=`+m[2])
 	s.svc.WaitOutput(ctx, t, "no WATCHDOG=1 for")
 	// Go's runtime answers SIGABRT with a stack dump and exit status 2.
 	s.svc.WaitOutput(ctx, t, `pid=`+m[2]+` gen=1 exit="exit status 2"`)
 }
+
+// hungRE reads the example worker's answer to GET /hang.
+var hungRE = regexp.MustCompile(`slot (\d+) pid (\d+) stops pinging`)
 
 func samePIDs(a, b control.Status) bool {
 	for i := range a.Workers {
