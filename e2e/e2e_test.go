@@ -11,6 +11,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonsd/baton/internal/testsd"
 )
 
 const cache = "/var/cache/baton-e2e"
@@ -38,7 +41,10 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	flag.Parse()
 	switch {
+	case testing.Short():
+		skipReason = "container layer: skipped with -short" // each test says so too (testsd.Container)
 	case os.Geteuid() != 0:
 		skipReason = "booting a container needs root"
 	case !have("systemd-nspawn") || !have("debootstrap"):
@@ -321,9 +327,20 @@ func (l *load) stop(t *testing.T) loadResult {
 	return r
 }
 
-func TestSystemd252(t *testing.T) { testUnderSystemd(t, 252, "Type=notify") }
-func TestSystemd254(t *testing.T) { testUnderSystemd(t, 254, "Type=notify-reload") }
-func TestSystemd257(t *testing.T) { testUnderSystemd(t, 257, "Type=notify-reload") }
+func TestSystemd252(t *testing.T) {
+	testsd.Container(t)
+	testUnderSystemd(t, 252, "Type=notify")
+}
+
+func TestSystemd254(t *testing.T) {
+	testsd.Container(t)
+	testUnderSystemd(t, 254, "Type=notify-reload")
+}
+
+func TestSystemd257(t *testing.T) {
+	testsd.Container(t)
+	testUnderSystemd(t, 257, "Type=notify-reload")
+}
 
 func testUnderSystemd(t *testing.T, version int, wantType string) {
 	if skipReason != "" {

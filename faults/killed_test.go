@@ -37,6 +37,7 @@ func buildPlainWorker(dir string) (string, error) {
 // baton logs with the worker's slot and generation, and every request is
 // answered but for the odd one http.Server.Shutdown itself drops.
 func TestKill9PlainGoWorkerDrains(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 90*time.Second)
 	plain, err := buildPlainWorker(t.TempDir())
 	if err != nil {

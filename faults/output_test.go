@@ -99,6 +99,7 @@ const chatty = "while :; do echo 'a line of worker output, again and again and a
 // reads, the event loop used to block on a log write: a killed worker was
 // not restarted and status hung.
 func TestStuckStderrDoesNotStopTheLoop(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	dir := shortDir(t)
 	ctl := dir + "/c.sock"
@@ -120,6 +121,7 @@ func TestStuckStderrDoesNotStopTheLoop(t *testing.T) {
 // (`baton run ... | tee` with tee killed), baton died of SIGPIPE (exit 141)
 // and took its workers along.
 func TestGoneStderrDoesNotKillBaton(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	dir := shortDir(t)
 	ctl := dir + "/c.sock"
@@ -146,6 +148,7 @@ func TestGoneStderrDoesNotKillBaton(t *testing.T) {
 // TestStuckStderrDropsAndCounts: the lines baton could not write are
 // counted and the count is written once the reader reads again.
 func TestStuckStderrDropsAndCounts(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	dir := shortDir(t)
 	ctl := dir + "/c.sock"

@@ -17,6 +17,7 @@ import (
 // and none counts as a crash; requests are answered but for the odd one
 // http.Server.Shutdown itself drops (golang/go#75591), at most one a stop.
 func TestRecyclePlainGoWorkerWithUpgradeSignal(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	plain, err := buildPlainWorker(t.TempDir())
 	if err != nil {

@@ -65,6 +65,7 @@ func startHostile(t *testing.T, mode string, args ...string) (*testsd.Service, s
 // time.Duration to about 1 ms, and the worker was SIGABRTed in a loop.
 // Anything beyond what a Duration holds is "no limit", as USEC_INFINITY.
 func TestHugeWatchdogUsecIsNoWatchdog(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 20*time.Second)
 	svc, ctl := startHostile(t, "huge-watchdog", "--watchdog", "1s")
 	st := testsd.WaitStatus(ctx, t, ctl, "ready", func(s control.Status) bool { return s.State == "ready" })
@@ -89,6 +90,7 @@ func TestHugeWatchdogUsecIsNoWatchdog(t *testing.T) {
 // operator's terminal raw through `baton status` (clear screen, window
 // title, colours).
 func TestStatusEscapesControlCharacters(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 20*time.Second)
 	_, ctl := startHostile(t, "escape")
 	testsd.WaitStatus(ctx, t, ctl, "the worker's STATUS=", func(s control.Status) bool {
@@ -110,6 +112,7 @@ func TestStatusEscapesControlCharacters(t *testing.T) {
 // wrote 30,000 warning lines; now a few per worker per window, with a
 // count.
 func TestWrongPidFloodIsRateLimited(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	svc, ctl := startHostile(t, "flood")
 	testsd.WaitStatus(ctx, t, ctl, "the flood over", func(s control.Status) bool {
@@ -131,6 +134,7 @@ func TestWrongPidFloodIsRateLimited(t *testing.T) {
 // TestControlPathThatIsNotASocket: --control on an existing regular file
 // replaced it with the socket and deleted it at stop.
 func TestControlPathThatIsNotASocket(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 20*time.Second)
 	path := shortDir(t) + "/precious"
 	if err := os.WriteFile(path, []byte("keep me"), 0o644); err != nil {
@@ -154,6 +158,7 @@ func TestControlPathThatIsNotASocket(t *testing.T) {
 // one loop that did not look at signals, so a SIGTERM waited for every
 // worker to start (and, under a process limit, forever).
 func TestStopWhileStartingManyWorkers(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	dir := shortDir(t)
 	svc := testsd.StartPlain(t, bins, "run", "--workers", "300", "--listen", "127.0.0.1:0",
@@ -176,6 +181,7 @@ func TestStopWhileStartingManyWorkers(t *testing.T) {
 
 // TestWorkersBound: --workers 100000000 forked until the process limit.
 func TestWorkersBound(t *testing.T) {
+	testsd.Process(t)
 	out, err := exec.Command(bins.Baton, "run", "--workers", "100000000", "--listen", "127.0.0.1:0", "--", "true").CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "--workers 100000000: want 1 to 4096") {

@@ -19,6 +19,7 @@ import (
 // connections that arrived meanwhile waited in the backlog: none refused,
 // none failed.
 func TestKill9WithFDStoreLosesNothing(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	sd := testsd.New(t)
 	ctl := controlPath(t)
@@ -106,6 +107,7 @@ func TestKill9WithFDStoreLosesNothing(t *testing.T) {
 // gone is dropped from the store with FDSTOREREMOVE=1; a .socket unit's
 // socket is kept whatever its name.
 func TestUnclaimedStoredSocketIsRemoved(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	sd := testsd.New(t)
 	old := listener(t, "baton.old=127.0.0.1:0")

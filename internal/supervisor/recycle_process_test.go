@@ -15,7 +15,7 @@ import (
 )
 
 // Recycling real workers under load: the process layer over
-// recycle_test.go's fake-world tests. Each test reads, all along, how many
+// recycle_fake_test.go's fake-world tests. Each test reads, all along, how many
 // workers are ready, and fails on a dip below the configured number.
 
 // readyWatch polls a service's status until stopped and keeps the fewest
@@ -82,6 +82,7 @@ func recycle(ctx context.Context, ctl string, slot int, all bool) (control.Rollo
 // hand; then a recycle asked during a rollout follows it. No request
 // fails, and never fewer than 2 workers are ready.
 func TestRecycleByMemoryUnderLoad(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
 	s := startService(t, `command = ["@WORKER@", "-leak", "65536"]`+"\n", "--workers", "2", "--recycle-memory", "40M")
 	ready := watchReady(t, s.ctl)
@@ -150,6 +151,7 @@ func TestRecycleByMemoryUnderLoad(t *testing.T) {
 // TestRecycleByAgeUnderLoad: every worker is recycled once older than
 // --recycle-after, under load, with no failed request.
 func TestRecycleByAgeUnderLoad(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "3", "--recycle-after", "2s")
 	ready := watchReady(t, s.ctl)
@@ -180,6 +182,7 @@ func TestRecycleByAgeUnderLoad(t *testing.T) {
 // successor that never becomes ready leaves the old worker serving and
 // says why.
 func TestRecycleSafety(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	broken := filepath.Join(t.TempDir(), "broken")
 	// Once the file exists, new workers start but never say READY=1.

@@ -77,6 +77,7 @@ func pidsOf(st control.Status) map[int]bool {
 // TestRolloutsUnderLoadLoseNothing: 7 rollouts of 4 workers, by SIGHUP and
 // by `baton reload`, under fresh and kept-alive load: zero failed requests.
 func TestRolloutsUnderLoadLoseNothing(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
 	s := startService(t, `command = ["@WORKER@", "-start-delay", "50ms", "-work", "2ms"]`+"\n", "--workers", "4")
 	load := testsd.StartLoad(s.url(), 4, 4, 2*time.Millisecond)
@@ -135,6 +136,7 @@ func TestRolloutsUnderLoadLoseNothing(t *testing.T) {
 // while the old 4 keep serving under load; the fixed generation then rolls
 // out.
 func TestBrokenGenerationsKeepOldServing(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
 	good := `command = ["@WORKER@"]` + "\n"
 	s := startService(t, good, "--workers", "4", "--restart-backoff", "10ms..100ms")
@@ -192,6 +194,7 @@ func TestBrokenGenerationsKeepOldServing(t *testing.T) {
 // when slot 2's new worker fails: they move back to generation 1, ready
 // before drain, and the service never had a slot without a worker.
 func TestRollbackOfMovedSlots(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "3")
 	load := testsd.StartLoad(s.url(), 2, 2, 2*time.Millisecond)
@@ -215,6 +218,7 @@ func TestRollbackOfMovedSlots(t *testing.T) {
 // TestCanaryFailureAborts: a first batch that is ready but exits within the
 // canary window aborts the rollout before any old worker is stopped.
 func TestCanaryFailureAborts(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "2", "--canary", "2s")
 	before := testsd.Status(ctx, t, s.ctl)
@@ -240,6 +244,7 @@ func TestCanaryFailureAborts(t *testing.T) {
 // gate the test opens once both later requests have joined the first
 // rollout.
 func TestConcurrentReloadsCoalesce(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "2")
 	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
@@ -273,6 +278,7 @@ func TestConcurrentReloadsCoalesce(t *testing.T) {
 // signal is SIGKILLed at its drain deadline, while the rollout has already
 // finished.
 func TestStubbornWorkerKilledAfterRollout(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	// delay:, not exec: the trap must be set before the stop signal comes.
 	s := startService(t, `command = ["sh", "-c", "trap '' TERM; sleep 60 & wait"]`+"\nready = \"delay:200ms\"\ndrain-timeout = \"1s\"\n", "--workers", "1")
@@ -300,6 +306,7 @@ func TestStubbornWorkerKilledAfterRollout(t *testing.T) {
 
 // TestReloadRefusedWhileStarting: a rollout needs every slot ready first.
 func TestReloadRefusedWhileStarting(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 20*time.Second)
 	ctl := controlPath(t)
 	testsd.StartPlain(t, bins, "run", "--workers", "1", "--listen", "127.0.0.1:0", "--control", ctl, "--", "sleep", "60")
@@ -331,6 +338,7 @@ func awaitReload(ctx context.Context, ctl string) (control.Rollout, error) {
 // for a rollout of its own. Each case is made to happen in its order
 // (baton's log says which it met), not left to timing.
 func TestAwaitReloadJoinsTheSignalledRollout(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "2")
 

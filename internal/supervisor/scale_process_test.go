@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Scaling real workers under load: the process layer over scale_test.go's
+// Scaling real workers under load: the process layer over scale_fake_test.go's
 // fake-world tests.
 
 func scale(ctx context.Context, ctl string, n int) (control.Rollout, error) {
@@ -31,6 +31,7 @@ func scale(ctx context.Context, ctl string, n int) (control.Rollout, error) {
 // together, under load: no request fails, the serving workers a scale up
 // keeps are not replaced, and the reload and the scale end in one state.
 func TestScaleUnderLoad(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
 	s := startService(t, `command = ["@WORKER@", "-start-delay", "200ms", "-work", "2ms"]`+"\n", "--workers", "2")
 	load := testsd.StartLoad(s.url(), 4, 4, 2*time.Millisecond)
@@ -104,6 +105,7 @@ var answeredBy = regexp.MustCompile(`slot (\d+) pid (\d+)`)
 // a worker the scale down removes holds one, up to a bound; reaching the
 // bound fails the test as unproven rather than passing it.
 func TestScaleDownFinishesSlowRequests(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "4")
 	st := testsd.Status(ctx, t, s.ctl)

@@ -65,6 +65,7 @@ func upgrade(ctx context.Context, ctl string) (*control.Upgrade, error) {
 // workers, whose watchdog it keeps; a reload then rolls them out; SIGTERM
 // leaves no orphan; no request failed.
 func TestUpgradeInPlaceUnderLoad(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	b, path := ownBaton(t)
 	sd := testsd.New(t)
@@ -170,6 +171,7 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 // TestUpgradeRefusals: a binary speaking another handoff protocol, or a
 // rollout in progress, refuse the upgrade with the reason; nothing changes.
 func TestUpgradeRefusals(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	b, path := ownBaton(t)
 	s := &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}
@@ -208,9 +210,7 @@ func TestUpgradeRefusals(t *testing.T) {
 // TestUpgradeBySIGUSR2 and no fd leak: 20 re-execs by signal and 1000
 // rollouts leave baton with as many open fds as after the first.
 func TestUpgradeBySIGUSR2WithoutFDLeaks(t *testing.T) {
-	if testing.Short() {
-		t.Skip("1000 rollouts")
-	}
+	testsd.Process(t)
 	ctx := timeout(t, 300*time.Second)
 	b, _ := ownBaton(t)
 	sd := testsd.New(t)
@@ -285,6 +285,7 @@ func openFDs(t *testing.T, pid int) (int, string) {
 // check, then cannot be executed (it drops its own execute bits): the old
 // image goes on, says why, leaks nothing, and a later upgrade works.
 func TestFailedExecKeepsTheOldImage(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	b, path := ownBaton(t)
 	sd := testsd.New(t)
@@ -324,6 +325,7 @@ func TestFailedExecKeepsTheOldImage(t *testing.T) {
 // other paths are not touched. Until then status says the binary on disk
 // was replaced.
 func TestUpgradeAll(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	b, path := ownBaton(t)
 	quiet := &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}

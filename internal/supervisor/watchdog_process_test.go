@@ -14,6 +14,7 @@ import (
 // TestWorkerWatchdog: workers that ping keep running; one that stops is
 // sent SIGABRT and replaced, and the event names its slot and pid.
 func TestWorkerWatchdog(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\nwatchdog = \"300ms\"\n", "--workers", "2", "--restart-backoff", "10ms..1s")
 	// Three intervals with regular pings, by baton's clock (the workers'
@@ -68,6 +69,7 @@ func samePIDs(a, b control.Status) bool {
 
 // TestWatchdogKillsWhatIgnoresSIGABRT: SIGKILL follows after the grace.
 func TestWatchdogKillsWhatIgnoresSIGABRT(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	s := startService(t, `command = ["sh", "-c", "trap '' ABRT; sleep 60 & wait"]`+"\nready = \"delay:100ms\"\nwatchdog = \"200ms\"\n", "--workers", "1")
 	s.svc.WaitOutput(ctx, t, "worker watchdog expired: SIGABRT")
@@ -78,6 +80,7 @@ func TestWatchdogKillsWhatIgnoresSIGABRT(t *testing.T) {
 // TestBatonPingsSystemdWatchdog: with WATCHDOG_USEC from systemd, baton
 // sends WATCHDOG=1 from its own pid at half the interval.
 func TestBatonPingsSystemdWatchdog(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	sd := testsd.New(t)
 	web := listener(t, "web=127.0.0.1:0")

@@ -8,6 +8,7 @@ package testsd
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -45,7 +46,12 @@ var (
 
 // Main builds the binaries into a temporary directory, stores them in
 // *bins, runs the tests and exits: a TestMain for process-level tests.
+// With -short it builds nothing: every process test skips itself.
 func Main(m *testing.M, bins *Bins) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "baton-test-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
