@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -145,7 +144,7 @@ func TestScaleDownFinishesSlowRequests(t *testing.T) {
 			answers <- answer{body: string(body), err: err}
 		}()
 		sent++
-		waitCount(ctx, t, s, "GET /sleep/3s: answering in 3s", sent) // in a worker's hands
+		s.svc.WaitOutputN(ctx, t, "GET /sleep/3s: answering in 3s", sent) // in a worker's hands
 	}
 	if r, err := scale(ctx, s.ctl, 1); err != nil || r.Workers != 1 {
 		t.Fatalf("scale to 1: %+v, %v", r, err)
@@ -170,16 +169,4 @@ func TestScaleDownFinishesSlowRequests(t *testing.T) {
 		t.Fatal("a removed worker held a slow request, yet no answer came from one")
 	}
 	t.Logf("%d of %d slow requests were answered by the 3 workers the scale down removed", fromRemoved, sent)
-}
-
-// waitCount waits until text is in the service's output count times.
-func waitCount(ctx context.Context, t *testing.T, s *service, text string, count int) {
-	t.Helper()
-	for strings.Count(s.svc.Output.String(), text) < count {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%q seen %d times, want %d:\n%s", text, strings.Count(s.svc.Output.String(), text), count, s.svc.Output.String())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 }
