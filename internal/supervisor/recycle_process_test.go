@@ -123,7 +123,10 @@ func TestRecycleByMemoryUnderLoad(t *testing.T) {
 		}
 	}
 
-	// A recycle asked during a rollout follows it, in the new generation.
+	// A recycle asked during a rollout follows it, in the new generation:
+	// the new workers wait at a gate until the recycle is queued.
+	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
+	s.write(t, gated(gate, "-leak", "65536"))
 	reload := make(chan error, 1)
 	go func() {
 		_, err := control.Call(ctx, s.ctl, control.Request{Command: control.CmdReload})
@@ -132,8 +135,17 @@ func TestRecycleByMemoryUnderLoad(t *testing.T) {
 	testsd.WaitStatus(ctx, t, s.ctl, "the rollout under way", func(st control.Status) bool {
 		return st.Rollout != nil && st.Rollout.Kind == "reload"
 	})
-	r, err = recycle(ctx, s.ctl, 1, false)
-	if err != nil || r.To != 2 || len(r.Replaced) != 1 || r.Replaced[0].Slot != 1 {
+	const queued = "recycle asked during a rollout: it follows when the rollout has ended"
+	n := strings.Count(s.svc.Output.String(), queued) // the recycle by hand above may have met one by memory
+	recycled := make(chan error, 1)
+	go func() {
+		var err error
+		r, err = recycle(ctx, s.ctl, 1, false)
+		recycled <- err
+	}()
+	s.svc.WaitOutputN(ctx, t, queued, n+1)
+	openGate(t, gate)
+	if err := <-recycled; err != nil || r.To != 2 || len(r.Replaced) != 1 || r.Replaced[0].Slot != 1 {
 		t.Fatalf("recycle during a rollout: %+v %v", r, err)
 	}
 	if err := <-reload; err != nil {

@@ -55,6 +55,21 @@ func (s *service) write(t *testing.T, config string) {
 
 func (s *service) url() string { return "http://" + s.web.Addr() + "/" }
 
+// gated is a config whose workers wait for the file gate to exist, then
+// exec the example worker with args: a rollout to it stays under way
+// until the test opens the gate (openGate), and so does a recycle.
+func gated(gate string, args ...string) string {
+	return `command = ["sh", "-c", "until [ -e ` + gate + ` ]; do sleep 0.01; done; exec @WORKER@` +
+		strings.Join(append([]string{""}, args...), " ") + `"]` + "\n"
+}
+
+func openGate(t *testing.T, gate string) {
+	t.Helper()
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // allAt checks every slot serves a ready worker of generation gen, none of
 // whose pids is in old.
 func allAt(t *testing.T, st control.Status, gen int, old map[int]bool) {
@@ -248,7 +263,7 @@ func TestConcurrentReloadsCoalesce(t *testing.T) {
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "2")
 	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
-	s.write(t, `command = ["sh", "-c", "until [ -e `+gate+` ]; do sleep 0.01; done; exec @WORKER@"]`+"\n")
+	s.write(t, gated(gate))
 	results := make([]control.Rollout, 3)
 	errs := make([]error, 3)
 	var wg sync.WaitGroup
@@ -258,9 +273,7 @@ func TestConcurrentReloadsCoalesce(t *testing.T) {
 	call(1)
 	call(2)
 	s.svc.WaitOutputN(ctx, t, "rollout requested during a rollout: one more follows when this one ends", 2)
-	if err := os.WriteFile(gate, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	openGate(t, gate)
 	wg.Wait()
 	final := results[0].To
 	for i := range 3 {
@@ -359,7 +372,7 @@ func TestAwaitReloadJoinsTheSignalledRollout(t *testing.T) {
 	// The signal first, the wait during the rollout: the new workers wait
 	// for a gate the test opens once the wait has joined.
 	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
-	s.write(t, `command = ["sh", "-c", "until [ -e `+gate+` ]; do sleep 0.01; done; exec @WORKER@"]`+"\n")
+	s.write(t, gated(gate))
 	s.svc.Signal(t, unix.SIGHUP)
 	testsd.WaitStatus(ctx, t, s.ctl, "a rollout", func(st control.Status) bool { return st.Rollout != nil })
 	go func() {
@@ -368,9 +381,7 @@ func TestAwaitReloadJoinsTheSignalledRollout(t *testing.T) {
 		done <- err
 	}()
 	s.svc.WaitOutput(ctx, t, "reload awaited: joins the running rollout")
-	if err := os.WriteFile(gate, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	openGate(t, gate)
 	if err := <-done; err != nil || got.To != 3 || got.State != "ok" {
 		t.Fatalf("await during the rollout: %+v, %v", got, err)
 	}

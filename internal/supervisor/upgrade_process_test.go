@@ -190,14 +190,17 @@ func TestUpgradeRefusals(t *testing.T) {
 	}
 	copyFile(t, bins.Baton, path)
 
-	// A slow rollout is in progress: the upgrade must wait for it.
-	s.write(t, `command = ["@WORKER@", "-start-delay", "1s"]`)
+	// A rollout is in progress (its workers wait at a gate): the upgrade
+	// must wait for it.
+	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
+	s.write(t, gated(gate))
 	done := make(chan error, 1)
 	go func() { _, err := reload(ctx, s.ctl); done <- err }()
 	testsd.WaitStatus(ctx, t, s.ctl, "a rollout in progress", func(st control.Status) bool { return st.Rollout != nil })
 	if _, err := upgrade(ctx, s.ctl); err == nil || !strings.Contains(err.Error(), "a rollout is in progress") {
 		t.Errorf("upgrade during a rollout: %v", err)
 	}
+	openGate(t, gate)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -349,12 +352,23 @@ func TestUpgradeAll(t *testing.T) {
 	if st := testsd.Status(ctx, t, quiet.ctl); !st.ExeReplaced {
 		t.Errorf("status does not say the binary on disk was replaced: %+v", st)
 	}
-	// A slow rollout in progress: the upgrade waits for it.
-	busy.write(t, `command = ["@WORKER@", "-start-delay", "1s"]`)
+	// A rollout in progress (its workers wait at a gate): the upgrade
+	// waits for it, asking again until the gate is opened.
+	gate := filepath.Join(filepath.Dir(busy.ctl), "gate")
+	busy.write(t, gated(gate))
 	go reload(ctx, busy.ctl)
 	testsd.WaitStatus(ctx, t, busy.ctl, "a rollout in progress", func(st control.Status) bool { return st.Rollout != nil })
 
-	out, err := exec.CommandContext(ctx, path, "upgrade", "--all", "--wait", "30s").CombinedOutput()
+	var output testsd.SyncBuffer
+	cmd := exec.CommandContext(ctx, path, "upgrade", "--all", "--wait", "30s")
+	cmd.Stdout, cmd.Stderr = &output, &output
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	busy.svc.WaitOutput(ctx, t, `msg="upgrade refused" err="a rollout is in progress`)
+	openGate(t, gate)
+	err := cmd.Wait()
+	out := output.String()
 	if err != nil {
 		t.Fatalf("baton upgrade --all: %v\n%s", err, out)
 	}
