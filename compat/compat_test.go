@@ -32,6 +32,7 @@ func TestMain(m *testing.M) { testsd.Main(m, &bins) }
 var answer = regexp.MustCompile(`slot (\d+) pid (\d+)`)
 
 func TestWorkers(t *testing.T) {
+	testsd.Process(t)
 	for _, tt := range []struct {
 		name string
 		cmd  []string

@@ -21,6 +21,7 @@ import (
 // rolls out on SIGHUP, and stops cleanly on SIGTERM (what `docker stop`
 // sends; a PID 1 without a handler would ignore it).
 func TestAsContainerEntrypoint(t *testing.T) {
+	testsd.Process(t)
 	if os.Geteuid() != 0 {
 		t.Skip("a PID namespace needs root")
 	}

@@ -144,6 +144,7 @@ func crash(ctx context.Context, t *testing.T, ctl string, slot int) {
 // deploys, a pruned release, environment files, a broken one, rollbacks.
 // Every step reads what each worker serves, not only what baton reports.
 func TestReleaseDeploys(t *testing.T) {
+	testsd.Process(t)
 	gunicorn, err := exec.LookPath("gunicorn")
 	if err != nil {
 		t.Fatalf("gunicorn is not installed (scripts/test installs it): %v", err)
@@ -262,6 +263,7 @@ func TestReleaseDeploys(t *testing.T) {
 // deploy at the ready timeout and is then drained like an old worker, not
 // SIGKILLed: the slow requests it accepted are answered.
 func TestNeverReadyDeployLosesNothing(t *testing.T) {
+	testsd.Process(t)
 	gunicorn, err := exec.LookPath("gunicorn")
 	if err != nil {
 		t.Fatalf("gunicorn is not installed (scripts/test installs it): %v", err)
@@ -311,6 +313,7 @@ func TestNeverReadyDeployLosesNothing(t *testing.T) {
 // deploying a broken release to every host. With --preload the arbiter
 // imports the app before READY=1, and the failure aborts the rollout.
 func TestGunicornBrokenReleaseNeedsPreload(t *testing.T) {
+	testsd.Process(t)
 	gunicorn, err := exec.LookPath("gunicorn")
 	if err != nil {
 		t.Fatalf("gunicorn is not installed (scripts/test installs it): %v", err)

@@ -6,12 +6,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/batonsd/baton/internal/testsd"
 )
 
 // TestDropInsVerify merges each drop-in's [Service] lines into an example
 // service and runs systemd-analyze verify on it: a misspelled key or bad
 // value fails.
 func TestDropInsVerify(t *testing.T) {
+	testsd.Process(t)
 	drops, _ := filepath.Glob("../contrib/drop-ins/*.conf")
 	if len(drops) == 0 {
 		t.Fatal("no drop-ins")

@@ -30,6 +30,7 @@ while True:
 // holds the socket and sleeps 2 s before it accepts is not promoted during
 // the sleep, neither at start nor in a rollout; it is soon after.
 func TestReadyListeningWaitsForAccept(t *testing.T) {
+	testsd.Process(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -82,6 +83,7 @@ asyncio.run(main())
 // with its own listen() and sets the socket non-blocking is named, with
 // what it did, in baton's log and in status --json.
 func TestSocketHygieneGuard(t *testing.T) {
+	testsd.Process(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	svc, _, ctl := served(ctx, t, func(string) []string {

@@ -7,12 +7,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/batonsd/baton/internal/testsd"
 )
 
 // TestContribUnits: the unit files next to each example are what `baton
 // units` renders for it (systemd 252, Debian 12), so they never go stale.
 // BATON_UPDATE_UNITS=1 rewrites them.
 func TestContribUnits(t *testing.T) {
+	testsd.Process(t)
 	f, err := os.Open("../contrib/examples.txt")
 	if err != nil {
 		t.Fatal(err)

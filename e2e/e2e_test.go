@@ -11,6 +11,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonsd/baton/internal/testsd"
 )
 
 const cache = "/var/cache/baton-e2e"
@@ -38,7 +41,10 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	flag.Parse()
 	switch {
+	case testing.Short():
+		skipReason = "container layer: skipped with -short" // each test says so too (testsd.Container)
 	case os.Geteuid() != 0:
 		skipReason = "booting a container needs root"
 	case !have("systemd-nspawn") || !have("debootstrap"):
@@ -271,8 +277,9 @@ func (b *box) drained(unit string) {
 
 // load is loadgen running in the container's network namespace.
 type load struct {
-	cmd *exec.Cmd
-	out bytes.Buffer
+	cmd      *exec.Cmd
+	out      bytes.Buffer
+	progress testsd.SyncBuffer // loadgen's "ok N" lines, every 50 ms
 }
 
 func (b *box) startLoad(url string) *load { return b.startLoadOf(url, 4, 4) }
@@ -289,8 +296,9 @@ func (b *box) startLoadOf(url string, fresh, keepAlive int) *load {
 func runLoad(t *testing.T, cmd *exec.Cmd) *load {
 	t.Helper()
 	l := &load{cmd: cmd}
+	l.cmd.Args = append(l.cmd.Args, "-report", "50ms")
 	l.cmd.Stdout = &l.out
-	l.cmd.Stderr = os.Stderr
+	l.cmd.Stderr = &l.progress
 	// A killed test must not leave it running, nor a test that fails
 	// before stop (one did, at 14% of a core each, for as long as the
 	// machine ran).
@@ -316,14 +324,44 @@ func (l *load) stop(t *testing.T) loadResult {
 	l.cmd.Wait()
 	var r loadResult
 	if err := json.Unmarshal(l.out.Bytes(), &r); err != nil {
-		t.Fatalf("loadgen: %v: %q", err, l.out.String())
+		t.Fatalf("loadgen: %v: %q\n%s", err, l.out.String(), l.progress.String())
 	}
 	return r
 }
 
-func TestSystemd252(t *testing.T) { testUnderSystemd(t, 252, "Type=notify") }
-func TestSystemd254(t *testing.T) { testUnderSystemd(t, 254, "Type=notify-reload") }
-func TestSystemd257(t *testing.T) { testUnderSystemd(t, 257, "Type=notify-reload") }
+// answered is how many requests loadgen last said were answered.
+func (l *load) answered() int64 {
+	lines := strings.Split(strings.TrimSpace(l.progress.String()), "\n")
+	var n int64
+	fmt.Sscanf(lines[len(lines)-1], "ok %d", &n) // none yet, or not a count: 0
+	return n
+}
+
+// waitAnswered waits until loadgen says n requests were answered in all:
+// the load is flowing.
+func (l *load) waitAnswered(t *testing.T, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); l.answered() < n; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("loadgen answered %d requests in 30 s, want %d:\n%s", l.answered(), n, l.progress.String())
+		}
+	}
+}
+
+func TestSystemd252(t *testing.T) {
+	testsd.Container(t)
+	testUnderSystemd(t, 252, "Type=notify")
+}
+
+func TestSystemd254(t *testing.T) {
+	testsd.Container(t)
+	testUnderSystemd(t, 254, "Type=notify-reload")
+}
+
+func TestSystemd257(t *testing.T) {
+	testsd.Container(t)
+	testUnderSystemd(t, 257, "Type=notify-reload")
+}
 
 func testUnderSystemd(t *testing.T, version int, wantType string) {
 	if skipReason != "" {
@@ -465,12 +503,14 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	// one in the FD store both keep queueing connections: none refused.
 	b.waitFor("4 ready workers", "baton status myapp | grep -q '4/4 ready'", 20*time.Second)
 	l80, l81 := b.startLoad("http://127.0.0.1:8080/"), b.startLoad("http://127.0.0.1:8081/")
-	time.Sleep(500 * time.Millisecond) // load flowing before the kill
+	l80.waitAnswered(t, 100) // load flowing before the kill
+	l81.waitAnswered(t, 100)
 	old := strings.TrimSpace(b.must("systemctl show -p MainPID --value myapp"))
 	b.must("kill -9 " + old)
 	b.waitFor("systemd's restart of baton", fmt.Sprintf(
 		"p=$(systemctl show -p MainPID --value myapp); [ \"$p\" != 0 ] && [ \"$p\" != %s ] && baton status myapp | grep -q '4/4 ready'", old), 30*time.Second)
-	time.Sleep(500 * time.Millisecond) // load flowing after the restart
+	l80.waitAnswered(t, l80.answered()+100) // load flowing after the restart
+	l81.waitAnswered(t, l81.answered()+100)
 	for port, l := range map[int]*load{8080: l80, 8081: l81} {
 		r := l.stop(t)
 		if r.Refused > 0 {
@@ -532,12 +572,12 @@ func plainWorkerSurvivesKill9(t *testing.T, b *box, version int) {
 		t.Fatal(err)
 	}
 	l := b.startLoadOf("http://127.0.0.1:8090/", 9, 0) // fresh connections: each request's fate is its own
-	time.Sleep(time.Second)
+	l.waitAnswered(t, 20)                              // 300 ms each: the workers hold some when baton is killed
 	old := strings.TrimSpace(b.must("systemctl show -p MainPID --value plain"))
 	b.must("kill -9 " + old)
 	b.waitFor("systemd's restart of baton", fmt.Sprintf(
 		"p=$(systemctl show -p MainPID --value plain); [ \"$p\" != 0 ] && [ \"$p\" != %s ] && baton status plain | grep -q '3/3 ready'", old), 30*time.Second)
-	time.Sleep(time.Second)
+	l.waitAnswered(t, l.answered()+20)
 	r := l.stop(t)
 	// A worker killed by SIGPIPE loses every request it held; Shutdown's
 	// own race (golang/go#75591) may drop one fresh connection per worker.
@@ -609,12 +649,12 @@ func packageUpgrade(t *testing.T, b *box, version int) {
 	mainPID := strings.TrimSpace(b.must("systemctl show -p MainPID --value myapp"))
 	counters := rolloutCounters(b.must("curl -sf http://127.0.0.1:9100/metrics"))
 	l := b.startLoad("http://127.0.0.1:8080/")
-	time.Sleep(500 * time.Millisecond)
+	l.waitAnswered(t, 100)
 	out := b.must("dpkg -i /tmp/" + filepath.Base(debV2))
 	if !strings.Contains(out, "myapp.service (pid "+mainPID+"): upgraded in place to version 0.1.1") {
 		t.Errorf("dpkg -i of 0.1.1 did not upgrade myapp in place:\n%s", out)
 	}
-	time.Sleep(500 * time.Millisecond)
+	l.waitAnswered(t, l.answered()+100)
 	r := l.stop(t)
 	if len(r.Failures) > 0 || r.Refused > 0 {
 		t.Errorf("dpkg -i under load: %d failed, %d refused: %v", len(r.Failures), r.Refused, r.Failures)

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonsd/baton/internal/testsd"
 )
 
 // The fleet, for real: three hosts (systemd 252 containers on the host's
@@ -66,6 +68,7 @@ ln -sfn releases/v1 /srv/myapp/current`, pubkey, fleetPort(sshBase, i)))
 }
 
 func TestFleet(t *testing.T) {
+	testsd.Container(t)
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
@@ -269,22 +272,4 @@ func waitBackends(t *testing.T, n int) {
 func startHostLoad(t *testing.T, url string) *load {
 	t.Helper()
 	return runLoad(t, exec.Command(loadgen, "-url", url, "-fresh", "4", "-keepalive", "4"))
-}
-
-// TestFleetRecipesInDocs: the playbook and the HAProxy configuration that
-// docs/fleet.md shows are the files TestFleet runs.
-func TestFleetRecipesInDocs(t *testing.T) {
-	doc, err := os.ReadFile("../docs/fleet.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"../contrib/fleet/deploy.yml", "../contrib/fleet/haproxy.cfg"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Contains(doc, b) {
-			t.Errorf("docs/fleet.md does not show %s as it is", f)
-		}
-	}
 }

@@ -24,6 +24,7 @@ exec sleep 1000
 // is stopped with the worker that left it, and whatever is left at stop is
 // killed.
 func TestLeftBehindProcessesAreStopped(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	dir := shortDir(t)
 	pids := dir + "/pids"

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/batonsd/baton/internal/testsd"
 )
 
 // TestHealthzWhileClientsHoldConnections: clients of the metrics endpoint
@@ -15,6 +17,7 @@ import (
 // beyond 8 waited for a free one, and an unsent body held one without
 // end), 8 such clients made /healthz answer nothing for over five minutes.
 func TestHealthzWhileClientsHoldConnections(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	addr := freeAddr(t)
 	serving(ctx, t, listener(t), "--workers", "1", "--metrics", addr, "--", bins.Worker)

@@ -37,6 +37,7 @@ func buildPlainWorker(dir string) (string, error) {
 // baton logs with the worker's slot and generation, and every request is
 // answered but for the odd one http.Server.Shutdown itself drops.
 func TestKill9PlainGoWorkerDrains(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 90*time.Second)
 	plain, err := buildPlainWorker(t.TempDir())
 	if err != nil {
@@ -73,8 +74,8 @@ func TestKill9PlainGoWorkerDrains(t *testing.T) {
 	// baton is killed.
 	load := testsd.StartLoad("http://"+app.Addr()+"/", 9, 0, 20*time.Millisecond)
 	defer load.Stop()
-	for load.OK() < 30 {
-		time.Sleep(10 * time.Millisecond)
+	if err := load.WaitOK(ctx, 30); err != nil {
+		t.Fatal(err)
 	}
 	first.Signal(t, unix.SIGKILL)
 	first.Wait(ctx, t)
@@ -89,8 +90,8 @@ func TestKill9PlainGoWorkerDrains(t *testing.T) {
 	mark := sd.Count()
 	second := sd.StartFDs(bins, sd.Stored(), env, args...)
 	sd.WaitFrom(ctx, mark, "READY=1 from the restarted baton", testsd.Sent("READY", "1"))
-	for ok := load.OK(); load.OK() < ok+30; {
-		time.Sleep(10 * time.Millisecond)
+	if err := load.WaitOK(ctx, load.OK()+30); err != nil {
+		t.Fatal(err)
 	}
 	ok, _ := load.Stop()
 	// What SIGPIPE did: a dead worker loses every request it held (up to 9

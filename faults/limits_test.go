@@ -36,6 +36,7 @@ func setNoFile(t *testing.T, pid int, n uint64) {
 // accept used to end its accept loop for good, and status then hung
 // forever although the fds were free again.
 func TestControlSocketSurvivesEMFILE(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	svc, ctl := serving(ctx, t, listener(t), "--workers", "1", "--", bins.Worker)
 
@@ -65,6 +66,7 @@ func TestControlSocketSurvivesEMFILE(t *testing.T) {
 // clear error at start naming --workers and the limit, exit 1, not "crash
 // limit reached" from baton's own EMFILEs after it started half of them.
 func TestFDLimitCheckedAtStart(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 20*time.Second)
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `ulimit -n 64 && exec "$0" "$@"`, bins.Baton,
 		"run", "--workers", "40", "--listen", "127.0.0.1:0", "--control", shortDir(t)+"/c.sock", "--", bins.Worker)
@@ -88,6 +90,7 @@ func TestFDLimitCheckedAtStart(t *testing.T) {
 // had none left. Now the ones draining longest are killed once the fds
 // left over by the serving workers are spent, and every reload succeeds.
 func TestDrainingWorkersBoundedByFDs(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	dir := shortDir(t)
 	stubborn := script(t, dir, "stubborn", "trap '' TERM\nwhile :; do sleep 1; done\n")
@@ -146,6 +149,7 @@ func TestDrainingWorkersBoundedByFDs(t *testing.T) {
 // worker crashes, and baton exited with "crash limit reached: 11 worker
 // crashes" although no worker had crashed.
 func TestStartFailureIsNotACrash(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	svc, ctl := serving(ctx, t, listener(t), "--workers", "1", "--crash-limit", "2/60s", "--restart-backoff", "10ms..50ms", "--", bins.Worker)
 	victim := testsd.Status(ctx, t, ctl).Workers[0].PID
@@ -181,6 +185,7 @@ func TestStartFailureIsNotACrash(t *testing.T) {
 // backlog), so under a tight RLIMIT_NOFILE a reload still starts its
 // workers; unbounded, they took every fd and the reload failed.
 func TestMetricsConnectionsBounded(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	addr := freeAddr(t)
 	svc, ctl := serving(ctx, t, listener(t), "--workers", "2", "--metrics", addr, "--", bins.Worker)

@@ -1,6 +1,8 @@
 package faults
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,22 +19,36 @@ import (
 // and none counts as a crash; requests are answered but for the odd one
 // http.Server.Shutdown itself drops (golang/go#75591), at most one a stop.
 func TestRecyclePlainGoWorkerWithUpgradeSignal(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	plain, err := buildPlainWorker(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, ctl := serving(ctx, t, listener(t), "--workers", "2", "--", plain, "200ms")
+	// The workers wait at a gate the test closes for the recycle's
+	// successors: the recycle stays under way until the test has sent
+	// SIGUSR2 and seen the upgrade deferred (it once ended within 11 ms,
+	// before a look at the status).
+	dir := shortDir(t)
+	open := filepath.Join(dir, "open")
+	if err := os.WriteFile(open, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gated := script(t, dir, "gated", "until [ -e "+open+" ]; do sleep 0.01; done\nexec "+plain+" 200ms\n")
+	svc, ctl := serving(ctx, t, listener(t), "--workers", "2", "--", gated)
 	before := testsd.Status(ctx, t, ctl)
 	load := testsd.StartLoad("http://"+before.Listeners[0].Address+"/", 6, 0, 10*time.Millisecond)
 	defer load.Stop()
-	for load.OK() < 10 {
-		time.Sleep(10 * time.Millisecond)
+	if err := load.WaitOK(ctx, 10); err != nil {
+		t.Fatal(err)
 	}
 
 	type result struct {
 		resp control.Response
 		err  error
+	}
+	if err := os.Remove(open); err != nil {
+		t.Fatal(err)
 	}
 	done := make(chan result, 1)
 	go func() {
@@ -43,6 +59,10 @@ func TestRecyclePlainGoWorkerWithUpgradeSignal(t *testing.T) {
 		return st.Rollout != nil && st.Rollout.Kind == "recycle"
 	})
 	svc.Signal(t, unix.SIGUSR2) // the worst moment: a successor is coming up
+	svc.WaitOutput(ctx, t, "upgrade deferred until the rollout or start has ended")
+	if err := os.WriteFile(open, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	res := <-done
 	if res.err != nil || res.resp.Rollout == nil || res.resp.Rollout.Kind != "recycle" || len(res.resp.Rollout.Replaced) != 2 {
 		t.Fatalf("recycle with SIGUSR2 in the middle: %v %+v", res.err, res.resp.Rollout)

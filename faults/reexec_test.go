@@ -20,6 +20,7 @@ import (
 // every signal sent during the exec is carried to the new image and acted
 // on, at every offset: none lost, none fatal.
 func TestSignalsDuringReexec(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
 	svc, ctl := serving(ctx, t, listener(t), "--workers", "2", "--", bins.Worker)
 	st := testsd.Status(ctx, t, ctl)
@@ -62,6 +63,7 @@ func TestSignalsDuringReexec(t *testing.T) {
 // workers' drain cut short by the stop that follows. Now the new image
 // stops as asked: workers drained, exit 0.
 func TestStopDuringReexec(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
 	web := listener(t)
 	for i := range 10 {
@@ -91,6 +93,7 @@ func TestStopDuringReexec(t *testing.T) {
 // image's listener closed with the exec, the new one not yet there). The
 // listener is handed over now, so the connection waits in its backlog.
 func TestReloadDuringReexec(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
 	svc, ctl := serving(ctx, t, listener(t), "--workers", "2", "--", bins.Worker)
 	for i := range 12 {

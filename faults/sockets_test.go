@@ -15,6 +15,7 @@ import (
 // connection refused while status said 4/4 ready and rollouts "succeeded".
 // baton notices (SO_ACCEPTCONN), says so, and listens again.
 func TestListenerShutDownIsNoticedAndRestored(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	// A fixed port, as services have: bound to port 0, a TCP socket gives
 	// its port back when it is shut down.
@@ -53,6 +54,7 @@ func TestListenerShutDownIsNoticedAndRestored(t *testing.T) {
 // socket all workers share (the example worker is a Go program); status
 // --json says so, and the journal says when it changed.
 func TestNonBlockingFlagReported(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	web := listener(t)
 	svc, ctl := serving(ctx, t, web, "--workers", "1", "--", bins.Worker)

@@ -65,13 +65,19 @@ func startHostile(t *testing.T, mode string, args ...string) (*testsd.Service, s
 // time.Duration to about 1 ms, and the worker was SIGABRTed in a loop.
 // Anything beyond what a Duration holds is "no limit", as USEC_INFINITY.
 func TestHugeWatchdogUsecIsNoWatchdog(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 20*time.Second)
 	svc, ctl := startHostile(t, "huge-watchdog", "--watchdog", "1s")
 	st := testsd.WaitStatus(ctx, t, ctl, "ready", func(s control.Status) bool { return s.State == "ready" })
 	pid := st.Workers[0].PID
 	svc.WaitOutput(ctx, t, "worker changed its watchdog")
-	time.Sleep(1500 * time.Millisecond) // past the --watchdog 1s it no longer has
-	st = testsd.Status(ctx, t, ctl)
+	// Past the --watchdog 1s it no longer has, by baton's clock (the
+	// worker's uptime in status).
+	at := testsd.Status(ctx, t, ctl).Workers[0].UptimeSeconds
+	st = testsd.WaitStatus(ctx, t, ctl, "1.5 s more of uptime", func(s control.Status) bool {
+		w := s.Workers[0]
+		return w.PID != pid || w.Restarts != 0 || w.UptimeSeconds >= at+1.5
+	})
 	if w := st.Workers[0]; w.PID != pid || w.Restarts != 0 {
 		t.Fatalf("worker replaced: %+v (was pid %d)", w, pid)
 	}
@@ -84,6 +90,7 @@ func TestHugeWatchdogUsecIsNoWatchdog(t *testing.T) {
 // operator's terminal raw through `baton status` (clear screen, window
 // title, colours).
 func TestStatusEscapesControlCharacters(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 20*time.Second)
 	_, ctl := startHostile(t, "escape")
 	testsd.WaitStatus(ctx, t, ctl, "the worker's STATUS=", func(s control.Status) bool {
@@ -105,6 +112,7 @@ func TestStatusEscapesControlCharacters(t *testing.T) {
 // wrote 30,000 warning lines; now a few per worker per window, with a
 // count.
 func TestWrongPidFloodIsRateLimited(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	svc, ctl := startHostile(t, "flood")
 	testsd.WaitStatus(ctx, t, ctl, "the flood over", func(s control.Status) bool {
@@ -126,6 +134,7 @@ func TestWrongPidFloodIsRateLimited(t *testing.T) {
 // TestControlPathThatIsNotASocket: --control on an existing regular file
 // replaced it with the socket and deleted it at stop.
 func TestControlPathThatIsNotASocket(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 20*time.Second)
 	path := shortDir(t) + "/precious"
 	if err := os.WriteFile(path, []byte("keep me"), 0o644); err != nil {
@@ -149,6 +158,7 @@ func TestControlPathThatIsNotASocket(t *testing.T) {
 // one loop that did not look at signals, so a SIGTERM waited for every
 // worker to start (and, under a process limit, forever).
 func TestStopWhileStartingManyWorkers(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	dir := shortDir(t)
 	svc := testsd.StartPlain(t, bins, "run", "--workers", "300", "--listen", "127.0.0.1:0",
@@ -171,6 +181,7 @@ func TestStopWhileStartingManyWorkers(t *testing.T) {
 
 // TestWorkersBound: --workers 100000000 forked until the process limit.
 func TestWorkersBound(t *testing.T) {
+	testsd.Process(t)
 	out, err := exec.Command(bins.Baton, "run", "--workers", "100000000", "--listen", "127.0.0.1:0", "--", "true").CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "--workers 100000000: want 1 to 4096") {

@@ -1,11 +1,13 @@
 // Command loadgen drives steady HTTP load (rig.Load: fresh and
 // kept-alive clients) until SIGTERM or SIGINT, then prints the outcome as
-// JSON. The end-to-end tests run it inside a container's network namespace.
+// JSON; with -report it says how many requests were answered as it goes.
+// The end-to-end tests run it inside a container's network namespace.
 package main
 
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,8 +22,16 @@ func main() {
 	fresh := flag.Int("fresh", 4, "clients opening a connection per request")
 	keepAlive := flag.Int("keepalive", 4, "clients reusing connections")
 	pause := flag.Duration("pause", 5*time.Millisecond, "pause between a client's requests")
+	report := flag.Duration("report", 0, "print \"ok N\", the requests answered so far, on stderr this often (0: never)")
 	flag.Parse()
 	load := rig.StartLoad(*url, *fresh, *keepAlive, *pause)
+	if *report > 0 {
+		go func() {
+			for range time.Tick(*report) {
+				fmt.Fprintf(os.Stderr, "ok %d\n", load.OK())
+			}
+		}()
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	<-sigs

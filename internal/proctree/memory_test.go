@@ -270,12 +270,25 @@ func benchTree(b *testing.B) int {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	for deadline := time.Now().Add(10 * time.Second); len(Tree(cmd.Process.Pid)) != 5; time.Sleep(5 * time.Millisecond) {
+	// Started: the shell and four children that have become sleep (their
+	// comm after the exec), not copies of the shell still.
+	started := func() bool {
+		tree := Tree(cmd.Process.Pid)
+		if len(tree) != 5 {
+			return false
+		}
+		for _, p := range tree[1:] {
+			if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p)); err != nil || string(comm) != "sleep\n" {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(10 * time.Second); !started(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			b.Fatalf("the tree of %d: %v, want 5 processes", cmd.Process.Pid, Tree(cmd.Process.Pid))
+			b.Fatalf("the tree of %d: %v, want the shell and 4 sleeps", cmd.Process.Pid, Tree(cmd.Process.Pid))
 		}
 	}
-	time.Sleep(100 * time.Millisecond) // for the sleeps to have started
 	return cmd.Process.Pid
 }
 

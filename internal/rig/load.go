@@ -114,6 +114,19 @@ func (l *Load) Failures() []Failure {
 // OK is the number of requests answered 200 so far.
 func (l *Load) OK() int64 { return l.ok.Load() }
 
+// WaitOK waits until n requests in all have been answered 200, polling
+// every 5 ms, and fails with what it saw when ctx ends first.
+func (l *Load) WaitOK(ctx context.Context, n int64) error {
+	for l.OK() < n {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d requests answered, waited for %d: %w", l.OK(), n, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
 // Stop ends the load and returns the successful count and a description of
 // the failures ("" if none).
 func (l *Load) Stop() (ok int64, failures string) {

@@ -16,6 +16,7 @@ import (
 // (the same pids, no request failed) for the whole period; then they
 // drain and baton exits 0. A second SIGTERM cuts the period short.
 func TestLameDuckUnderLoad(t *testing.T) {
+	testsd.Process(t)
 	for _, tt := range []struct {
 		name   string
 		second bool // a second SIGTERM during the lame duck

@@ -73,6 +73,7 @@ func samples(fams map[string]*dto.MetricFamily, name string) map[string]float64 
 // survive an in-place upgrade on the same listener; /healthz says 503 with
 // the reason while a slot is empty, 200 at full strength.
 func TestMetricsEndpoint(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 90*time.Second)
 	b, path := ownBaton(t)
 	sd := testsd.New(t)

@@ -15,7 +15,7 @@ import (
 )
 
 // Recycling real workers under load: the process layer over
-// recycle_test.go's fake-world tests. Each test reads, all along, how many
+// recycle_fake_test.go's fake-world tests. Each test reads, all along, how many
 // workers are ready, and fails on a dip below the configured number.
 
 // readyWatch polls a service's status until stopped and keeps the fewest
@@ -82,6 +82,7 @@ func recycle(ctx context.Context, ctl string, slot int, all bool) (control.Rollo
 // hand; then a recycle asked during a rollout follows it. No request
 // fails, and never fewer than 2 workers are ready.
 func TestRecycleByMemoryUnderLoad(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
 	s := startService(t, `command = ["@WORKER@", "-leak", "65536"]`+"\n", "--workers", "2", "--recycle-memory", "40M")
 	ready := watchReady(t, s.ctl)
@@ -122,7 +123,10 @@ func TestRecycleByMemoryUnderLoad(t *testing.T) {
 		}
 	}
 
-	// A recycle asked during a rollout follows it, in the new generation.
+	// A recycle asked during a rollout follows it, in the new generation:
+	// the new workers wait at a gate until the recycle is queued.
+	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
+	s.write(t, gated(gate, "-leak", "65536"))
 	reload := make(chan error, 1)
 	go func() {
 		_, err := control.Call(ctx, s.ctl, control.Request{Command: control.CmdReload})
@@ -131,8 +135,17 @@ func TestRecycleByMemoryUnderLoad(t *testing.T) {
 	testsd.WaitStatus(ctx, t, s.ctl, "the rollout under way", func(st control.Status) bool {
 		return st.Rollout != nil && st.Rollout.Kind == "reload"
 	})
-	r, err = recycle(ctx, s.ctl, 1, false)
-	if err != nil || r.To != 2 || len(r.Replaced) != 1 || r.Replaced[0].Slot != 1 {
+	const queued = "recycle asked during a rollout: it follows when the rollout has ended"
+	n := strings.Count(s.svc.Output.String(), queued) // the recycle by hand above may have met one by memory
+	recycled := make(chan error, 1)
+	go func() {
+		var err error
+		r, err = recycle(ctx, s.ctl, 1, false)
+		recycled <- err
+	}()
+	s.svc.WaitOutputN(ctx, t, queued, n+1)
+	openGate(t, gate)
+	if err := <-recycled; err != nil || r.To != 2 || len(r.Replaced) != 1 || r.Replaced[0].Slot != 1 {
 		t.Fatalf("recycle during a rollout: %+v %v", r, err)
 	}
 	if err := <-reload; err != nil {
@@ -150,6 +163,7 @@ func TestRecycleByMemoryUnderLoad(t *testing.T) {
 // TestRecycleByAgeUnderLoad: every worker is recycled once older than
 // --recycle-after, under load, with no failed request.
 func TestRecycleByAgeUnderLoad(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "3", "--recycle-after", "2s")
 	ready := watchReady(t, s.ctl)
@@ -180,6 +194,7 @@ func TestRecycleByAgeUnderLoad(t *testing.T) {
 // successor that never becomes ready leaves the old worker serving and
 // says why.
 func TestRecycleSafety(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	broken := filepath.Join(t.TempDir(), "broken")
 	// Once the file exists, new workers start but never say READY=1.

@@ -85,9 +85,11 @@ func (s *Supervisor) AwaitReload(ctx context.Context) (control.Rollout, error) {
 func (s *Supervisor) awaitRollout(reply chan<- rolloutResult) {
 	switch {
 	case s.rollout != nil:
+		s.log.Info("reload awaited: joins the running rollout")
 		s.requests.waiters = append(s.requests.waiters, reply)
 		return
 	case s.Last != nil && s.now().Sub(s.LastEnded) < 2*time.Second:
+		s.log.Info("reload awaited: the rollout just ended")
 		var err error
 		if s.Last.Error != "" {
 			err = errors.New(s.Last.Error)
@@ -95,6 +97,7 @@ func (s *Supervisor) awaitRollout(reply chan<- rolloutResult) {
 		reply <- rolloutResult{r: *s.Last, err: err}
 		return
 	}
+	s.log.Info("reload awaited before its signal: waiting for the rollout")
 	q := &s.requests
 	q.awaiting = append(q.awaiting, reply)
 	s.after(awaitSignalled, func() {

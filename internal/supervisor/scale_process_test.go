@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +30,7 @@ func scale(ctx context.Context, ctl string, n int) (control.Rollout, error) {
 // together, under load: no request fails, the serving workers a scale up
 // keeps are not replaced, and the reload and the scale end in one state.
 func TestScaleUnderLoad(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
 	s := startService(t, `command = ["@WORKER@", "-start-delay", "200ms", "-work", "2ms"]`+"\n", "--workers", "2")
 	load := testsd.StartLoad(s.url(), 4, 4, 2*time.Millisecond)
@@ -98,6 +98,7 @@ var answeredBy = regexp.MustCompile(`slot (\d+) pid (\d+)`)
 // like old workers in a rollout: slow requests they took are answered, not
 // cut.
 func TestScaleDownFinishesSlowRequests(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "4")
 	held := holdSlowRequests(ctx, t, s)
@@ -114,6 +115,7 @@ func TestScaleDownFinishesSlowRequests(t *testing.T) {
 // Now the removed slots travel with their workers, which finish their
 // requests under the new image.
 func TestUpgradeWhileRemovedWorkersDrain(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "4")
 	held := holdSlowRequests(ctx, t, s)
@@ -198,7 +200,7 @@ func holdSlowRequests(ctx context.Context, t *testing.T, s *service) *slowReques
 			r.answers <- slowAnswer{body: string(body), err: err}
 		}()
 		r.sent++
-		waitCount(ctx, t, s, "GET /sleep/3s: answering in 3s", r.sent) // in a worker's hands
+		s.svc.WaitOutputN(ctx, t, "GET /sleep/3s: answering in 3s", r.sent) // in a worker's hands
 		r.last = time.Now()
 	}
 	return r
@@ -228,16 +230,4 @@ func (r *slowRequests) answered(t *testing.T) {
 		t.Fatal("a removed worker held a slow request, yet no answer came from one")
 	}
 	t.Logf("%d of %d slow requests were answered by the workers the scale down removed", fromRemoved, r.sent)
-}
-
-// waitCount waits until text is in the service's output count times.
-func waitCount(ctx context.Context, t *testing.T, s *service, text string, count int) {
-	t.Helper()
-	for strings.Count(s.svc.Output.String(), text) < count {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%q seen %d times, want %d:\n%s", text, strings.Count(s.svc.Output.String(), text), count, s.svc.Output.String())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 }

@@ -12,7 +12,7 @@ import (
 // world is what the supervisor takes from outside itself, in one place
 // (the seams tableflip has): the environment, the clock, and how a worker
 // process starts. New uses the real one; tests pass fakes to play races
-// without processes or time (fakeworld_test.go).
+// without processes or time (world_fake_test.go).
 type world struct {
 	getenv  func(string) string
 	environ func() []string

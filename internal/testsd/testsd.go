@@ -8,6 +8,7 @@ package testsd
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -45,7 +46,12 @@ var (
 
 // Main builds the binaries into a temporary directory, stores them in
 // *bins, runs the tests and exits: a TestMain for process-level tests.
+// With -short it builds nothing: every process test skips itself.
 func Main(m *testing.M, bins *Bins) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "baton-test-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -292,10 +298,16 @@ func start(t testing.TB, bin string, args, env []string, files []*os.File, dir s
 // through a pipe, after the events that caused it.
 func (s *Service) WaitOutput(ctx context.Context, t testing.TB, text string) {
 	t.Helper()
-	for !strings.Contains(s.Output.String(), text) {
+	s.WaitOutputN(ctx, t, text, 1)
+}
+
+// WaitOutputN waits until the service's output holds text n times.
+func (s *Service) WaitOutputN(ctx context.Context, t testing.TB, text string, n int) {
+	t.Helper()
+	for strings.Count(s.Output.String(), text) < n {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("no %q in the output:\n%s", text, s.Output.String())
+			t.Fatalf("%q %d times in the output, want %d:\n%s", text, strings.Count(s.Output.String(), text), n, s.Output.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -358,6 +370,18 @@ func WaitStatus(ctx context.Context, t testing.TB, path string, what string, mat
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// AcceptQueue is how many connections wait in the accept queue of the
+// listening TCP socket fd: the kernel's sk_ack_backlog, which TCP_INFO
+// reports as tcpi_unacked for a socket in the LISTEN state (what ss shows
+// as Recv-Q).
+func AcceptQueue(fd int) (int, error) {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0, fmt.Errorf("TCP_INFO of fd %d: %w", fd, err)
+	}
+	return int(info.Unacked), nil
 }
 
 // Timeout is a context that ends after d or with the test.

@@ -16,7 +16,7 @@ import (
 // time. A fake host records what the rollout does; timers and the
 // callbacks the supervisor would post to its loop wait in a queue until the
 // test runs them, so two events can be played in either order. The process
-// tests (rollout_test.go) stay as the integration layer.
+// tests (rollout_process_test.go) stay as the integration layer.
 
 type fakeHost struct {
 	t       *testing.T

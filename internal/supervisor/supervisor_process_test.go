@@ -34,6 +34,7 @@ var helloRE = regexp.MustCompile(`hello from slot (\d+) pid (\d+) generation (\d
 // workers answering through it, READY=1 from baton's own pid only, status
 // naming the workers, a killed worker replaced, SIGTERM stopping everything.
 func TestUnderStandInSystemd(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	sd := testsd.New(t)
 	web := listener(t, "web=127.0.0.1:0")
@@ -118,6 +119,7 @@ func TestUnderStandInSystemd(t *testing.T) {
 // TestCrashLimitWithoutReady: a worker that fails at every start makes baton
 // exit 2 without ever telling systemd READY=1.
 func TestCrashLimitWithoutReady(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	sd := testsd.New(t)
 	web := listener(t, "web=127.0.0.1:0")
@@ -139,6 +141,7 @@ func TestCrashLimitWithoutReady(t *testing.T) {
 // TestFDStoreOfOwnListeners: sockets baton opens for --listen go to the FD
 // store with their names; nothing is stored without a socket of baton's own.
 func TestFDStoreOfOwnListeners(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	sd := testsd.New(t)
 	ctl := controlPath(t)
@@ -169,6 +172,7 @@ func TestFDStoreOfOwnListeners(t *testing.T) {
 // TestPythonWorkerUnmodified: a non-Go worker that insists on LISTEN_PID
 // being its own pid, as libsystemd does, and says READY=1 itself.
 func TestPythonWorkerUnmodified(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	sd := testsd.New(t)
 	web := listener(t, "web=127.0.0.1:0")
@@ -197,6 +201,7 @@ func TestPythonWorkerUnmodified(t *testing.T) {
 // a worker that never says READY=1 is killed at the ready timeout and never
 // counted as ready.
 func TestReadinessModes(t *testing.T) {
+	testsd.Process(t)
 	for _, tt := range []struct {
 		name  string
 		ready string
@@ -277,6 +282,7 @@ func freePortPair(t *testing.T) int {
 // TestNoWorkerOutlivesKilledBaton: outside systemd, SIGKILL of baton takes
 // its workers with it (parent-death signal).
 func TestNoWorkerOutlivesKilledBaton(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 20*time.Second)
 	ctl := controlPath(t)
 	svc := testsd.StartPlain(t, bins, "run", "--workers", "2", "--ready", "exec", "--listen", "127.0.0.1:0",
@@ -295,6 +301,7 @@ func TestNoWorkerOutlivesKilledBaton(t *testing.T) {
 // SIGKILLed at the drain deadline, with its whole process group; a
 // grandchild orphaned by a worker is reaped by baton, not left a zombie.
 func TestDrainDeadlineAndOrphans(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 20*time.Second)
 	ctl := controlPath(t)
 	// The orphan lives until the test kills it: a short-lived one could be

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/testsd"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -18,6 +19,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestScripts(t *testing.T) {
+	testsd.Process(t)
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){

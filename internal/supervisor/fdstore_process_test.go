@@ -13,11 +13,13 @@ import (
 // TestKill9WithFDStoreLosesNothing: baton, run as a systemd unit
 // (INVOCATION_ID), opens its own listener and stores it; baton is SIGKILLed
 // under steady load and its workers, told by their parent-death signal,
-// drain: the requests they hold are answered. 1.5 s later baton starts
-// again with the stored fd in LISTEN_FDS, as systemd's Restart= would. The
-// connections that arrived meanwhile waited in the socket's backlog: none
-// refused, none failed.
+// drain: the requests they hold are answered. Once every client's next
+// connection waits in the socket's accept queue, baton starts again with
+// the stored fd in LISTEN_FDS, as systemd's Restart= would. The
+// connections that arrived meanwhile waited in the backlog: none refused,
+// none failed.
 func TestKill9WithFDStoreLosesNothing(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	sd := testsd.New(t)
 	ctl := controlPath(t)
@@ -41,11 +43,12 @@ func TestKill9WithFDStoreLosesNothing(t *testing.T) {
 
 	// Fresh connections: each request's fate is its own (a kept-alive
 	// client would reuse connections to workers that are draining).
-	load := testsd.StartLoad(url, 6, 0, 5*time.Millisecond)
+	const clients = 6
+	load := testsd.StartLoad(url, clients, 0, 5*time.Millisecond)
 	defer load.Stop()
 	// 20 ms per request: the workers hold some when baton is killed.
-	for load.OK() < 100 {
-		time.Sleep(10 * time.Millisecond)
+	if err := load.WaitOK(ctx, 100); err != nil {
+		t.Fatal(err)
 	}
 	workers := testsd.Status(ctx, t, ctl).Workers
 	first.Signal(t, unix.SIGKILL)
@@ -57,16 +60,33 @@ func TestKill9WithFDStoreLosesNothing(t *testing.T) {
 		}
 	}
 	killedAt, okAtKill := time.Now(), load.OK()
-	time.Sleep(1500 * time.Millisecond) // the gap while nothing runs, as the scenario says
-	if load.OK() > okAtKill+6 {
+	// The gap while nothing runs lasts until every client's connection
+	// waits in the accept queue, unanswered.
+	for {
+		queued, err := testsd.AcceptQueue(kept.FD())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if queued >= clients {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d connections in the accept queue, want the %d clients'", queued, clients)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("all %d clients waiting in the backlog %s after the kill", clients, time.Since(killedAt).Round(time.Millisecond))
+	// A client counts an answer a moment after reading it: at most one
+	// each after the workers were gone.
+	if load.OK() > okAtKill+clients {
 		t.Errorf("%d requests answered while no worker ran", load.OK()-okAtKill)
 	}
 	mark := sd.Count()
 	second := sd.Start(bins, []*activation.Listener{kept}, unit, args...)
 	sd.WaitFrom(ctx, mark, "READY=1 from the restarted baton", testsd.Sent("READY", "1"))
 	t.Logf("restarted baton ready %s after the kill", time.Since(killedAt).Round(time.Millisecond))
-	for load.OK() < okAtKill+200 {
-		time.Sleep(10 * time.Millisecond)
+	if err := load.WaitOK(ctx, okAtKill+200); err != nil {
+		t.Fatal(err)
 	}
 	ok, _ := load.Stop()
 	// Requests in flight in the workers at the kill were answered by
@@ -87,6 +107,7 @@ func TestKill9WithFDStoreLosesNothing(t *testing.T) {
 // gone is dropped from the store with FDSTOREREMOVE=1; a .socket unit's
 // socket is kept whatever its name.
 func TestUnclaimedStoredSocketIsRemoved(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	sd := testsd.New(t)
 	old := listener(t, "baton.old=127.0.0.1:0")

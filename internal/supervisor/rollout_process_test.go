@@ -55,6 +55,21 @@ func (s *service) write(t *testing.T, config string) {
 
 func (s *service) url() string { return "http://" + s.web.Addr() + "/" }
 
+// gated is a config whose workers wait for the file gate to exist, then
+// exec the example worker with args: a rollout to it stays under way
+// until the test opens the gate (openGate), and so does a recycle.
+func gated(gate string, args ...string) string {
+	return `command = ["sh", "-c", "until [ -e ` + gate + ` ]; do sleep 0.01; done; exec @WORKER@` +
+		strings.Join(append([]string{""}, args...), " ") + `"]` + "\n"
+}
+
+func openGate(t *testing.T, gate string) {
+	t.Helper()
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // allAt checks every slot serves a ready worker of generation gen, none of
 // whose pids is in old.
 func allAt(t *testing.T, st control.Status, gen int, old map[int]bool) {
@@ -77,6 +92,7 @@ func pidsOf(st control.Status) map[int]bool {
 // TestRolloutsUnderLoadLoseNothing: 7 rollouts of 4 workers, by SIGHUP and
 // by `baton reload`, under fresh and kept-alive load: zero failed requests.
 func TestRolloutsUnderLoadLoseNothing(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
 	s := startService(t, `command = ["@WORKER@", "-start-delay", "50ms", "-work", "2ms"]`+"\n", "--workers", "4")
 	load := testsd.StartLoad(s.url(), 4, 4, 2*time.Millisecond)
@@ -135,6 +151,7 @@ func TestRolloutsUnderLoadLoseNothing(t *testing.T) {
 // while the old 4 keep serving under load; the fixed generation then rolls
 // out.
 func TestBrokenGenerationsKeepOldServing(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
 	good := `command = ["@WORKER@"]` + "\n"
 	s := startService(t, good, "--workers", "4", "--restart-backoff", "10ms..100ms")
@@ -192,6 +209,7 @@ func TestBrokenGenerationsKeepOldServing(t *testing.T) {
 // when slot 2's new worker fails: they move back to generation 1, ready
 // before drain, and the service never had a slot without a worker.
 func TestRollbackOfMovedSlots(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "3")
 	load := testsd.StartLoad(s.url(), 2, 2, 2*time.Millisecond)
@@ -215,6 +233,7 @@ func TestRollbackOfMovedSlots(t *testing.T) {
 // TestCanaryFailureAborts: a first batch that is ready but exits within the
 // canary window aborts the rollout before any old worker is stopped.
 func TestCanaryFailureAborts(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "2", "--canary", "2s")
 	before := testsd.Status(ctx, t, s.ctl)
@@ -236,19 +255,25 @@ func TestCanaryFailureAborts(t *testing.T) {
 }
 
 // TestConcurrentReloadsCoalesce: requests during a rollout end in one final
-// generation for every caller, never a mix.
+// generation for every caller, never a mix. The new workers wait for a
+// gate the test opens once both later requests have joined the first
+// rollout.
 func TestConcurrentReloadsCoalesce(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
-	s := startService(t, `command = ["@WORKER@", "-start-delay", "200ms"]`+"\n", "--workers", "2")
+	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "2")
+	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
+	s.write(t, gated(gate))
 	results := make([]control.Rollout, 3)
 	errs := make([]error, 3)
 	var wg sync.WaitGroup
-	for i := range 3 {
-		wg.Go(func() {
-			time.Sleep(time.Duration(i) * 50 * time.Millisecond) // stagger: the later ones join the first
-			results[i], errs[i] = reload(ctx, s.ctl)
-		})
-	}
+	call := func(i int) { wg.Go(func() { results[i], errs[i] = reload(ctx, s.ctl) }) }
+	call(0)
+	testsd.WaitStatus(ctx, t, s.ctl, "the first rollout", func(st control.Status) bool { return st.Rollout != nil })
+	call(1)
+	call(2)
+	s.svc.WaitOutputN(ctx, t, "rollout requested during a rollout: one more follows when this one ends", 2)
+	openGate(t, gate)
 	wg.Wait()
 	final := results[0].To
 	for i := range 3 {
@@ -266,6 +291,7 @@ func TestConcurrentReloadsCoalesce(t *testing.T) {
 // signal is SIGKILLed at its drain deadline, while the rollout has already
 // finished.
 func TestStubbornWorkerKilledAfterRollout(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	// delay:, not exec: the trap must be set before the stop signal comes.
 	s := startService(t, `command = ["sh", "-c", "trap '' TERM; sleep 60 & wait"]`+"\nready = \"delay:200ms\"\ndrain-timeout = \"1s\"\n", "--workers", "1")
@@ -293,6 +319,7 @@ func TestStubbornWorkerKilledAfterRollout(t *testing.T) {
 
 // TestReloadRefusedWhileStarting: a rollout needs every slot ready first.
 func TestReloadRefusedWhileStarting(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 20*time.Second)
 	ctl := controlPath(t)
 	testsd.StartPlain(t, bins, "run", "--workers", "1", "--listen", "127.0.0.1:0", "--control", ctl, "--", "sleep", "60")
@@ -321,10 +348,12 @@ func awaitReload(ctx context.Context, ctl string) (control.Rollout, error) {
 // Type=notify-reload unit does right after systemd's SIGHUP: it gets that
 // rollout's result, whether it connects before the signal is handled,
 // while the rollout runs, or after it failed at once; and it never asks
-// for a rollout of its own.
+// for a rollout of its own. Each case is made to happen in its order
+// (baton's log says which it met), not left to timing.
 func TestAwaitReloadJoinsTheSignalledRollout(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
-	s := startService(t, `command = ["@WORKER@", "-start-delay", "100ms"]`+"\n", "--workers", "2")
+	s := startService(t, `command = ["@WORKER@"]`+"\n", "--workers", "2")
 
 	// Waiting first, the signal after.
 	done := make(chan error, 1)
@@ -334,17 +363,27 @@ func TestAwaitReloadJoinsTheSignalledRollout(t *testing.T) {
 		got, err = awaitReload(ctx, s.ctl)
 		done <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // the await is parked before the signal comes
+	s.svc.WaitOutput(ctx, t, "reload awaited before its signal: waiting for the rollout")
 	s.svc.Signal(t, unix.SIGHUP)
 	if err := <-done; err != nil || got.To != 2 || got.State != "ok" {
 		t.Fatalf("await before the signal: %+v, %v", got, err)
 	}
 
-	// The signal first, the wait during the rollout.
+	// The signal first, the wait during the rollout: the new workers wait
+	// for a gate the test opens once the wait has joined.
+	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
+	s.write(t, gated(gate))
 	s.svc.Signal(t, unix.SIGHUP)
 	testsd.WaitStatus(ctx, t, s.ctl, "a rollout", func(st control.Status) bool { return st.Rollout != nil })
-	if r, err := awaitReload(ctx, s.ctl); err != nil || r.To != 3 {
-		t.Fatalf("await during the rollout: %+v, %v", r, err)
+	go func() {
+		var err error
+		got, err = awaitReload(ctx, s.ctl)
+		done <- err
+	}()
+	s.svc.WaitOutput(ctx, t, "reload awaited: joins the running rollout")
+	openGate(t, gate)
+	if err := <-done; err != nil || got.To != 3 || got.State != "ok" {
+		t.Fatalf("await during the rollout: %+v, %v", got, err)
 	}
 
 	// A rollout that fails at once has ended before the wait arrives.
@@ -354,6 +393,7 @@ func TestAwaitReloadJoinsTheSignalledRollout(t *testing.T) {
 	if _, err := awaitReload(ctx, s.ctl); err == nil || !strings.Contains(err.Error(), `unknown key "wokers"`) {
 		t.Fatalf("await after a failed rollout: %v", err)
 	}
+	s.svc.WaitOutput(ctx, t, "reload awaited: the rollout just ended")
 	if st := testsd.Status(ctx, t, s.ctl); st.Generation != 3 {
 		t.Errorf("generation %d: an await asked for a rollout of its own", st.Generation)
 	}

@@ -62,9 +62,10 @@ func upgrade(ctx context.Context, ctl string) (*control.Upgrade, error) {
 
 // TestUpgradeInPlaceUnderLoad: the binary is replaced on disk and `baton
 // upgrade` run under load: same main pid, now running the new file, same
-// workers; a reload then rolls them out; SIGTERM leaves no orphan; no
-// request failed.
+// workers, whose watchdog it keeps; a reload then rolls them out; SIGTERM
+// leaves no orphan; no request failed.
 func TestUpgradeInPlaceUnderLoad(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	b, path := ownBaton(t)
 	sd := testsd.New(t)
@@ -106,21 +107,54 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 			t.Errorf("listener %+v after the upgrade", l)
 		}
 	}
-	// The new image hears the adopted workers: their watchdog pings keep
-	// them alive for three intervals.
-	time.Sleep(1200 * time.Millisecond)
+	if _, failures := load.Stop(); failures != "" {
+		t.Errorf("failed requests across the upgrade: %s", failures)
+	}
+
+	// The new image watches the adopted workers and hears their pings:
+	// three intervals on by its own clock (the workers' uptime in status),
+	// none was replaced; then one that stops pinging is (without load: its
+	// SIGABRT cuts the requests it holds). Had the others' pings gone
+	// unheard, their watchdogs, armed at the adoption, would have fired
+	// before the hung one's.
+	at := after.Workers[0].UptimeSeconds
+	testsd.WaitStatus(ctx, t, ctl, "three watchdog intervals since the upgrade", func(st control.Status) bool {
+		return !samePIDs(st, before) || st.Workers[0].UptimeSeconds >= at+1.2
+	})
 	if st := testsd.Status(ctx, t, ctl); !samePIDs(st, before) {
 		t.Fatalf("adopted workers were replaced: their notify messages went unheard\n%s", svc.Output.String())
 	}
+	body, err := testsd.Get(ctx, "http://"+web.Addr()+"/hang")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := hungRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("GET /hang: %q", body)
+	}
+	slot, _ := strconv.Atoi(m[1])
+	hung, _ := strconv.Atoi(m[2])
+	st := testsd.WaitStatus(ctx, t, ctl, "the hung adopted worker replaced", func(st control.Status) bool {
+		w := st.Workers[slot]
+		return w.PID != hung && w.PID != 0 && w.State == "ready"
+	})
+	for i, w := range st.Workers {
+		if i != slot && (w.PID != before.Workers[i].PID || w.Restarts != 0) {
+			t.Errorf("slot %d: pid %d, %d restarts; want the adopted pid %d kept: its pings went unheard", i, w.PID, w.Restarts, before.Workers[i].PID)
+		}
+	}
 
-	// The new image is the workers' parent: it rolls them out and stops them.
+	// The new image is the workers' parent: it rolls them out under load
+	// and stops them.
+	load = testsd.StartLoad("http://"+web.Addr()+"/", 4, 4, 2*time.Millisecond)
+	defer load.Stop()
 	r, err := reload(ctx, ctl)
 	if err != nil {
 		t.Fatalf("reload after the upgrade: %v", err)
 	}
 	allAt(t, testsd.Status(ctx, t, ctl), r.To, pidsOf(before))
 	if _, failures := load.Stop(); failures != "" {
-		t.Errorf("failed requests across the upgrade: %s", failures)
+		t.Errorf("failed requests across the reload: %s", failures)
 	}
 	final := testsd.Status(ctx, t, ctl)
 	svc.Signal(t, unix.SIGTERM)
@@ -137,6 +171,7 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 // TestUpgradeRefusals: a binary speaking another handoff protocol, or a
 // rollout in progress, refuse the upgrade with the reason; nothing changes.
 func TestUpgradeRefusals(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	b, path := ownBaton(t)
 	s := &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}
@@ -155,14 +190,17 @@ func TestUpgradeRefusals(t *testing.T) {
 	}
 	copyFile(t, bins.Baton, path)
 
-	// A slow rollout is in progress: the upgrade must wait for it.
-	s.write(t, `command = ["@WORKER@", "-start-delay", "1s"]`)
+	// A rollout is in progress (its workers wait at a gate): the upgrade
+	// must wait for it.
+	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
+	s.write(t, gated(gate))
 	done := make(chan error, 1)
 	go func() { _, err := reload(ctx, s.ctl); done <- err }()
 	testsd.WaitStatus(ctx, t, s.ctl, "a rollout in progress", func(st control.Status) bool { return st.Rollout != nil })
 	if _, err := upgrade(ctx, s.ctl); err == nil || !strings.Contains(err.Error(), "a rollout is in progress") {
 		t.Errorf("upgrade during a rollout: %v", err)
 	}
+	openGate(t, gate)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -175,9 +213,7 @@ func TestUpgradeRefusals(t *testing.T) {
 // TestUpgradeBySIGUSR2 and no fd leak: 20 re-execs by signal and 1000
 // rollouts leave baton with as many open fds as after the first.
 func TestUpgradeBySIGUSR2WithoutFDLeaks(t *testing.T) {
-	if testing.Short() {
-		t.Skip("1000 rollouts")
-	}
+	testsd.Process(t)
 	ctx := timeout(t, 300*time.Second)
 	b, _ := ownBaton(t)
 	sd := testsd.New(t)
@@ -252,6 +288,7 @@ func openFDs(t *testing.T, pid int) (int, string) {
 // check, then cannot be executed (it drops its own execute bits): the old
 // image goes on, says why, leaks nothing, and a later upgrade works.
 func TestFailedExecKeepsTheOldImage(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	b, path := ownBaton(t)
 	sd := testsd.New(t)
@@ -291,6 +328,7 @@ func TestFailedExecKeepsTheOldImage(t *testing.T) {
 // other paths are not touched. Until then status says the binary on disk
 // was replaced.
 func TestUpgradeAll(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
 	b, path := ownBaton(t)
 	quiet := &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}
@@ -314,12 +352,23 @@ func TestUpgradeAll(t *testing.T) {
 	if st := testsd.Status(ctx, t, quiet.ctl); !st.ExeReplaced {
 		t.Errorf("status does not say the binary on disk was replaced: %+v", st)
 	}
-	// A slow rollout in progress: the upgrade waits for it.
-	busy.write(t, `command = ["@WORKER@", "-start-delay", "1s"]`)
+	// A rollout in progress (its workers wait at a gate): the upgrade
+	// waits for it, asking again until the gate is opened.
+	gate := filepath.Join(filepath.Dir(busy.ctl), "gate")
+	busy.write(t, gated(gate))
 	go reload(ctx, busy.ctl)
 	testsd.WaitStatus(ctx, t, busy.ctl, "a rollout in progress", func(st control.Status) bool { return st.Rollout != nil })
 
-	out, err := exec.CommandContext(ctx, path, "upgrade", "--all", "--wait", "30s").CombinedOutput()
+	var output testsd.SyncBuffer
+	cmd := exec.CommandContext(ctx, path, "upgrade", "--all", "--wait", "30s")
+	cmd.Stdout, cmd.Stderr = &output, &output
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	busy.svc.WaitOutput(ctx, t, `msg="upgrade refused" err="a rollout is in progress`)
+	openGate(t, gate)
+	err := cmd.Wait()
+	out := output.String()
 	if err != nil {
 		t.Fatalf("baton upgrade --all: %v\n%s", err, out)
 	}

@@ -14,19 +14,26 @@ import (
 // TestWorkerWatchdog: workers that ping keep running; one that stops is
 // sent SIGABRT and replaced, and the event names its slot and pid.
 func TestWorkerWatchdog(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	s := startService(t, `command = ["@WORKER@"]`+"\nwatchdog = \"300ms\"\n", "--workers", "2", "--restart-backoff", "10ms..1s")
-	before := testsd.Status(ctx, t, s.ctl)
-	// Three intervals with regular pings: nobody is replaced.
-	time.Sleep(900 * time.Millisecond)
-	if st := testsd.Status(ctx, t, s.ctl); !samePIDs(st, before) {
-		t.Fatalf("pinging workers were replaced: %+v", st.Workers)
+	// Three intervals with regular pings, by baton's clock (the workers'
+	// uptime in status): nobody is replaced.
+	before := testsd.WaitStatus(ctx, t, s.ctl, "three watchdog intervals", func(st control.Status) bool {
+		return st.Workers[0].Restarts+st.Workers[1].Restarts > 0 ||
+			st.Workers[0].UptimeSeconds >= 0.9 && st.Workers[1].UptimeSeconds >= 0.9
+	})
+	if before.Workers[0].Restarts+before.Workers[1].Restarts != 0 {
+		t.Fatalf("pinging workers were replaced: %+v", before.Workers)
 	}
 	body, err := testsd.Get(ctx, s.url()+"hang")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`slot (\d+) pid (\d+)`).FindStringSubmatch(body)
+	m := hungRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("GET /hang: %q", body)
+	}
 	slot, _ := strconv.Atoi(m[1])
 	pid, _ := strconv.Atoi(m[2])
 	st := testsd.WaitStatus(ctx, t, s.ctl, "the hung worker replaced", func(st control.Status) bool {
@@ -36,11 +43,20 @@ func TestWorkerWatchdog(t *testing.T) {
 	if st.Workers[slot].Restarts != 1 {
 		t.Errorf("restarts = %d", st.Workers[slot].Restarts)
 	}
+	// The hung worker's watchdog fired three intervals after the other
+	// worker started: had the other's pings gone unheard, its own would
+	// have fired before.
+	if other := 1 - slot; st.Workers[other].PID != before.Workers[other].PID || st.Workers[other].Restarts != 0 {
+		t.Errorf("the pinging worker of slot %d was replaced: %+v, was %+v", other, st.Workers[other], before.Workers[other])
+	}
 	s.svc.WaitOutput(ctx, t, `msg="worker watchdog expired: SIGABRT" slot=`+m[1]+` pid=`+m[2])
 	s.svc.WaitOutput(ctx, t, "no WATCHDOG=1 for")
 	// Go's runtime answers SIGABRT with a stack dump and exit status 2.
 	s.svc.WaitOutput(ctx, t, `pid=`+m[2]+` gen=1 exit="exit status 2"`)
 }
+
+// hungRE reads the example worker's answer to GET /hang.
+var hungRE = regexp.MustCompile(`slot (\d+) pid (\d+) stops pinging`)
 
 func samePIDs(a, b control.Status) bool {
 	for i := range a.Workers {
@@ -53,6 +69,7 @@ func samePIDs(a, b control.Status) bool {
 
 // TestWatchdogKillsWhatIgnoresSIGABRT: SIGKILL follows after the grace.
 func TestWatchdogKillsWhatIgnoresSIGABRT(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	s := startService(t, `command = ["sh", "-c", "trap '' ABRT; sleep 60 & wait"]`+"\nready = \"delay:100ms\"\nwatchdog = \"200ms\"\n", "--workers", "1")
 	s.svc.WaitOutput(ctx, t, "worker watchdog expired: SIGABRT")
@@ -63,6 +80,7 @@ func TestWatchdogKillsWhatIgnoresSIGABRT(t *testing.T) {
 // TestBatonPingsSystemdWatchdog: with WATCHDOG_USEC from systemd, baton
 // sends WATCHDOG=1 from its own pid at half the interval.
 func TestBatonPingsSystemdWatchdog(t *testing.T) {
+	testsd.Process(t)
 	ctx := timeout(t, 30*time.Second)
 	sd := testsd.New(t)
 	web := listener(t, "web=127.0.0.1:0")

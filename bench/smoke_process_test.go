@@ -16,6 +16,7 @@ import (
 // TestSmoke runs the benchmark for seconds, not minutes, so that it keeps
 // working: every scenario deploys under load, and baton loses nothing.
 func TestSmoke(t *testing.T) {
+	testsd.Process(t)
 	dir := t.TempDir()
 	bins, err := testsd.Build(dir)
 	if err != nil {
