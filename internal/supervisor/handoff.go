@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,7 +38,7 @@ const handoffEnv = "BATON_HANDOFF_FD"
 
 // HandoffProtocol is the version of the state a running baton hands to a
 // re-executed one (handoffState). Any change to the state's shape bumps it:
-// TestHandoffShapeIsThePrococol fails otherwise.
+// TestHandoffShapeIsTheProtocol fails otherwise.
 //
 // 2 added the control socket's listener and the signals caught during the
 // exec. 3 hands over every slot and worker field that must survive (the
@@ -128,6 +129,7 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 		if reply != nil {
 			reply <- err
 		}
+		s.soon(s.nextRecycle) // recycles asked for meanwhile waited for it
 	}
 	// blocked fails the upgrade if something is in its way; one a signal
 	// asked for, which has nobody to tell "try later", waits for the rollout
@@ -174,10 +176,14 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 				"run systemctl restart instead (the FD store keeps the sockets)", s.exe, proto, reads, HandoffProtocol))
 			return
 		}
-		if blocked() { // things may have moved meanwhile
-			return
-		}
-		fail(s.reexec(conn))
+		// Workers reaped, their output not read to its end: their pipes
+		// close at the exec, so give them outputGrace first.
+		s.afterOutputOf(slices.Clone(s.exited), func() {
+			if blocked() { // things may have moved meanwhile
+				return
+			}
+			fail(s.reexec(conn))
+		})
 	})
 }
 
@@ -205,6 +211,27 @@ func (s *Supervisor) upgradeBlocker() error {
 // parseHandoffProtocol reads `baton version`'s handoff lines: the protocol
 // the binary speaks and the range it reads ("handoff-reads 3-3"; without
 // that line, as before protocol 3, just the protocol).
+// afterOutputOf calls f on the loop once the output of every process in ps
+// is read to its end or, at the latest, after outputGrace; then the output
+// of those not done is closed (its lines cut).
+func (s *Supervisor) afterOutputOf(ps []process, f func()) {
+	done := make(chan struct{})
+	go func() {
+		for _, p := range ps {
+			<-p.Done()
+		}
+		close(done)
+	}()
+	s.afterDone(done, outputGrace, func(expired bool) {
+		if expired {
+			for _, p := range ps {
+				p.CloseOutput()
+			}
+		}
+		f()
+	})
+}
+
 func parseHandoffProtocol(out string) (int, ProtocolRange, error) {
 	proto, reads := 0, ProtocolRange{}
 	for line := range strings.Lines(out) {
@@ -400,6 +427,9 @@ func decodeState(r io.Reader) (*handoffState, error) {
 	if err := dec.Decode(&st); err != nil {
 		return nil, fmt.Errorf("read handoff state: %w", err)
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("read handoff state: more after the state")
+	}
 	if !HandoffReads.Reads(st.Protocol) {
 		return nil, fmt.Errorf("handoff state of protocol %d, this baton reads %s", st.Protocol, HandoffReads)
 	}
@@ -447,6 +477,9 @@ func (s *Supervisor) adopt(st *handoffState) error {
 		s.workers[w.pid] = w
 		if st.Slots[hw.SlotAt].PID == hw.PID {
 			sl.w = w
+		}
+		if w.PendingSig != 0 {
+			s.signal(w, w.PendingSig) // the old image was waiting for its exec, long done
 		}
 		switch w.State {
 		case stateStarting:

@@ -42,12 +42,12 @@ var notHandedOver = map[reflect.Type]map[string]string{
 		"serving": "handed over as Serving", "previous": "handed over as Previous",
 		"slots": "handed over as Slots", "workers": "handed over as Workers",
 		"helpers": "an upgrade waits for the --check (a rollout) to end",
-		"rollout": "an upgrade is refused during a rollout", "recycles": "begun at once outside a rollout, which blocks an upgrade",
+		"rollout": "an upgrade is refused during a rollout", "recycles": "dropped at the exec: a caller's request is sent again to the new image by its client (control.Call), an automatic one found again by the next check (checkRecycle, every second)",
 		"sampling":          "a memory reading in flight is dropped; the next tick reads again",
 		"wantSize":          "begun at once outside a rollout, which blocks an upgrade",
 		"pendingConfigured": "set only during a reload (a rollout)",
 		"requests":          "callers waiting on a rollout: an upgrade is refused during one; await-reload callers waiting for one to begin see EOF at the exec",
-		"toStart":           "the start blocks an upgrade (ReadySent)", "exited": "their output pipes are read to the end before the exec is taken",
+		"toStart":           "the start blocks an upgrade (ReadySent)", "exited": "their output is read to its end, for up to outputGrace, before the exec; then cut",
 		"upgradeDeferred": "false when an upgrade runs", "upgrading": "the upgrade itself",
 		"stopping": "an upgrade is refused while stopping", "lameDuck": "an upgrade is refused while stopping",
 		"lameDuckEnds": "an upgrade is refused while stopping", "stopSigs": "an upgrade is refused while stopping",
@@ -184,6 +184,7 @@ func TestHandoffRefusesWhatItCannotRead(t *testing.T) {
 		fmt.Sprintf(`{"protocol":%d}`, HandoffReads.Oldest-1),
 		fmt.Sprintf(`{"protocol":%d}`, HandoffReads.Newest+1),
 		`{"protocol":`,
+		fmt.Sprintf(`{"protocol":%d} {"protocol":%d}`, HandoffProtocol, HandoffProtocol),
 	} {
 		if _, err := decodeState(strings.NewReader(bad)); err == nil {
 			t.Errorf("%s was read", bad)

@@ -388,3 +388,48 @@ func TestUpgradeAll(t *testing.T) {
 		t.Errorf("a baton of another path was upgraded too")
 	}
 }
+
+// TestRecycleQueuedBehindARefusedUpgrade: a recycle asked for while a
+// rollout runs and an upgrade (SIGUSR2) waits for it. The upgrade goes
+// first and is refused (the binary on disk speaks another protocol); the
+// recycle then runs. It once waited for some later rollout to come along,
+// its caller with it.
+func TestRecycleQueuedBehindARefusedUpgrade(t *testing.T) {
+	testsd.Process(t)
+	ctx := timeout(t, 60*time.Second)
+	b, path := ownBaton(t)
+	s := &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}
+	s.config = filepath.Join(filepath.Dir(s.ctl), "baton.toml")
+	s.write(t, `command = ["@WORKER@"]`)
+	s.svc = s.sd.Start(b, []*activation.Listener{s.web}, nil, "run", "--workers", "2", "--config", s.config, "--control", s.ctl)
+	s.sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	before := testsd.Status(ctx, t, s.ctl)
+
+	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
+	s.write(t, gated(gate))
+	reloaded := make(chan error, 1)
+	go func() { _, err := reload(ctx, s.ctl); reloaded <- err }()
+	testsd.WaitStatus(ctx, t, s.ctl, "a rollout in progress", func(st control.Status) bool { return st.Rollout != nil })
+	s.svc.Signal(t, unix.SIGUSR2)
+	s.svc.WaitOutput(ctx, t, "upgrade deferred until the rollout or start has ended")
+	recycled := make(chan error, 1)
+	go func() { _, err := recycle(ctx, s.ctl, 0, false); recycled <- err }()
+	s.svc.WaitOutput(ctx, t, "recycle asked during a rollout")
+	script := filepath.Join(filepath.Dir(path), "other")
+	os.WriteFile(script, []byte("#!/bin/sh\necho baton v9\necho handoff-protocol 99\n"), 0o755)
+	copyFile(t, script, path)
+	openGate(t, gate)
+	if err := <-reloaded; err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if err := <-recycled; err != nil {
+		t.Fatalf("the recycle queued behind the refused upgrade: %v", err)
+	}
+	st := testsd.Status(ctx, t, s.ctl)
+	if !strings.Contains(s.svc.Output.String(), "upgrade refused") || !st.Started.Equal(before.Started) {
+		t.Errorf("the upgrade was not refused: started %s, was %s", st.Started, before.Started)
+	}
+	if st.LastRollout == nil || st.LastRollout.Kind != "recycle" || st.Totals.Recycles[control.RecycleManual] != 1 {
+		t.Errorf("after the refused upgrade: last %+v, recycles %v", st.LastRollout, st.Totals.Recycles)
+	}
+}
