@@ -90,6 +90,9 @@ func printStatus(w io.Writer, st *control.Status) {
 		fmt.Fprintf(w, "; %s was replaced on disk since it started: `baton upgrade` runs the new binary in place", control.Printable(st.Exe))
 	}
 	fmt.Fprintln(w)
+	if !st.SignalRelay.Protected && st.SignalRelay.Mode != "" {
+		fmt.Fprintf(w, "signal relay %s\n", control.Printable(st.SignalRelay.Mode))
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tRECYCLES\tCPU\tMEM\tPROCS\tSTATUS")
 	for _, wk := range st.Workers {

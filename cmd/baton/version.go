@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"strconv"
 
+	"github.com/batonsd/baton/internal/sigrelay"
 	"github.com/batonsd/baton/internal/supervisor"
 	"github.com/urfave/cli/v2"
 )
@@ -33,10 +34,10 @@ func commit() string {
 func versionCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "version",
-		Usage: "print the version, commit and state-handoff protocol version",
+		Usage: "print the version, commit, state-handoff protocol version and how signals are carried across an in-place upgrade",
 		Action: func(c *cli.Context) error {
 			proto := cmp.Or(handoffProtocol, strconv.Itoa(supervisor.HandoffProtocol))
-			fmt.Fprintf(c.App.Writer, "baton %s\ncommit %s\nhandoff-protocol %s\n", version, commit(), proto)
+			fmt.Fprintf(c.App.Writer, "baton %s\ncommit %s\nhandoff-protocol %s\nsignal-relay %s\n", version, commit(), proto, sigrelay.Mode())
 			return nil
 		},
 	}
