@@ -14,6 +14,7 @@ import (
 	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/journal"
+	"github.com/batonsd/baton/internal/sigrelay"
 	"github.com/batonsd/baton/internal/supervisor"
 	"github.com/batonsd/baton/internal/worker"
 	"github.com/urfave/cli/v2"
@@ -83,6 +84,11 @@ func runAction(c *cli.Context) error {
 			out.journal = w
 			logger = slog.New(journal.NewHandler(w, slog.LevelInfo))
 		}
+	}
+	if !sigrelay.Protected() {
+		// Said at every start, a re-executed image's too: nothing else
+		// shows it until a signal kills baton in an upgrade.
+		logger.Warn("signals sent during an in-place upgrade can kill baton", "signal_relay", sigrelay.Mode())
 	}
 	s, err := supervisor.New(func() (supervisor.Config, error) {
 		st, err := loadSettings(c)

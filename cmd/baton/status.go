@@ -104,6 +104,9 @@ func printBaton(w io.Writer, st *control.Status) {
 		fmt.Fprintf(w, "; %s was replaced on disk since it started: `baton upgrade` runs the new binary in place", control.Printable(st.Exe))
 	}
 	fmt.Fprintln(w)
+	if !st.SignalRelay.Protected && st.SignalRelay.Mode != "" {
+		fmt.Fprintf(w, "signal relay %s\n", control.Printable(st.SignalRelay.Mode))
+	}
 }
 
 // printWorkers: the slots' workers, then those draining and incoming.

@@ -5,6 +5,7 @@ import (
 	"runtime/debug"
 	"strconv"
 
+	"github.com/batonsd/baton/internal/sigrelay"
 	"github.com/batonsd/baton/internal/supervisor"
 	"github.com/urfave/cli/v2"
 )
@@ -32,7 +33,7 @@ func commit() string {
 func versionCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "version",
-		Usage: "print the version, commit and state-handoff protocol version",
+		Usage: "print the version, commit, state-handoff protocol version and how signals are carried across an in-place upgrade",
 		Action: func(c *cli.Context) error {
 			proto, reads := strconv.Itoa(supervisor.HandoffProtocol), supervisor.HandoffReads.String()
 			if handoffProtocol != "" {
@@ -41,7 +42,7 @@ func versionCommand() *cli.Command {
 			// A running baton reads these two lines before it re-executes
 			// this binary in place (handoff.go); older ones read only the
 			// first and require it equal to their own.
-			fmt.Fprintf(c.App.Writer, "baton %s\ncommit %s\nhandoff-protocol %s\nhandoff-reads %s\n", version, commit(), proto, reads)
+			fmt.Fprintf(c.App.Writer, "baton %s\ncommit %s\nhandoff-protocol %s\nhandoff-reads %s\nsignal-relay %s\n", version, commit(), proto, reads, sigrelay.Mode())
 			return nil
 		},
 	}

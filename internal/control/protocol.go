@@ -114,8 +114,11 @@ type Status struct {
 	// ExeReplaced: the binary this image runs was replaced or removed on
 	// disk since it started (a package upgrade): `baton upgrade` runs the
 	// new one in place.
-	ExeReplaced bool   `json:"exe_replaced"`
-	State       string `json:"state"` // starting, ready, stopping
+	ExeReplaced bool `json:"exe_replaced"`
+	// SignalRelay is how this image carries the signals sent while it
+	// re-executes itself in place, as its build allows (package sigrelay).
+	SignalRelay SignalRelay `json:"signal_relay"`
+	State       string      `json:"state"` // starting, ready, stopping
 	// LameDuckSeconds is, while stopping with --lame-duck, how long every
 	// worker still serves before they drain.
 	LameDuckSeconds float64 `json:"lame_duck_seconds,omitempty"`
@@ -146,6 +149,14 @@ type Status struct {
 	// Rollout is the rollout in progress; LastRollout the last one ended.
 	Rollout     *Rollout `json:"rollout,omitempty"`
 	LastRollout *Rollout `json:"last_rollout,omitempty"`
+}
+
+// SignalRelay is what the signal relay covers in the running image.
+type SignalRelay struct {
+	Mode string `json:"mode"`
+	// Protected: no signal sent during an in-place upgrade kills baton;
+	// when false, Mode says which can.
+	Protected bool `json:"protected"`
 }
 
 // Worker is one worker process.

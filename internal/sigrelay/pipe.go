@@ -36,15 +36,20 @@ func (r *Relay) Add(sigs []int) {
 }
 
 // Export lets both ends survive execve and returns the environment entry
-// that names them for the new image. Call it last before execve: it blocks
-// the held signals on any thread the Go runtime started since Catch (the
-// runtime starts none once syscall.Exec has begun).
+// that names them and the held signals for the new image. Call it last
+// before execve: it blocks the held signals on any thread the Go runtime
+// started since Catch (the runtime starts none once syscall.Exec has
+// begun).
 func (r *Relay) Export() string {
 	blockNewThreads()
 	for _, fd := range []int{r.r, r.w} {
 		unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0) // cannot fail on an open fd
 	}
-	return fmt.Sprintf("%s=%d,%d", Env, r.r, r.w)
+	sigs := make([]string, len(Held))
+	for i, sig := range Held {
+		sigs[i] = strconv.Itoa(int(sig))
+	}
+	return fmt.Sprintf("%s=%d,%d:%s", Env, r.r, r.w, strings.Join(sigs, ","))
 }
 
 // Abort undoes Catch after a failed execve: the Go runtime's handlers are
@@ -84,7 +89,8 @@ var inherited = func() [2]int {
 	if !ok {
 		return fds
 	}
-	r, w, _ := strings.Cut(v, ",")
+	ends, _, _ := strings.Cut(v, ":") // the held signals are relay.c's
+	r, w, _ := strings.Cut(ends, ",")
 	for i, s := range []string{r, w} {
 		if fd, err := strconv.Atoi(s); err == nil && fd > 2 && isPipe(fd) { // as relay.c checks
 			unix.CloseOnExec(fd)

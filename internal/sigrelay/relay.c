@@ -4,10 +4,14 @@
 // blocking of signals on every thread, and the constructor and sigaction
 // guard that keep the recorder in place in a re-executed image from before
 // the Go runtime starts until the supervisor has asked for the signals.
+// Which signals it holds is Go's list (relay.go's Held): the old image
+// passes it to batonRelayCatch, and names it in the new image's
+// environment, where the constructor reads it.
 
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,14 +24,19 @@
 
 #include "relay.h"
 
-const int batonHeld[BATON_NHELD] = {SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
-
 static volatile int relayFD = -1;
 
-// saved holds the handlers the recorder replaced (the Go runtime's), per
-// held signal; swapped says which are replaced now.
-static struct sigaction saved[BATON_NHELD];
-static int swapped[BATON_NHELD];
+// held are the signals the recorder is for; saved holds, by signal number,
+// the handlers it replaced (the Go runtime's), swapped says which are
+// replaced now.
+static sigset_t held;
+static struct sigaction saved[NSIG];
+static int swapped[NSIG];
+
+static int isHeld(int sig) { return sig > 0 && sig < NSIG && sigismember(&held, sig) == 1; }
+
+// The real sigaction: this file defines sigaction itself (below).
+extern int __sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 
 static void record(int sig) {
 	int fd = relayFD, e = errno;
@@ -46,14 +55,20 @@ static void recorder(struct sigaction *sa) {
 	sa->sa_flags = SA_ONSTACK | SA_RESTART;
 }
 
-int batonRelayCatch(int fd) {
+int batonRelayCatch(int fd, const int *sigs, int n) {
+	sigemptyset(&held);
+	for (int i = 0; i < n; i++)
+		if (sigaddset(&held, sigs[i]) != 0)
+			return errno;
 	struct sigaction sa;
 	recorder(&sa);
 	relayFD = fd;
-	for (int i = 0; i < BATON_NHELD; i++) {
-		if (sigaction(batonHeld[i], &sa, &saved[i]) != 0)
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (!isHeld(sig))
+			continue;
+		if (__sigaction(sig, &sa, &saved[sig]) != 0)
 			return errno;
-		swapped[i] = 1;
+		swapped[sig] = 1;
 	}
 	return 0;
 }
@@ -61,10 +76,10 @@ int batonRelayCatch(int fd) {
 // handBack reinstalls the handlers the recorder replaced; after it, the
 // recorder writes nothing more.
 static void handBack(void) {
-	for (int i = 0; i < BATON_NHELD; i++) {
-		if (swapped[i]) {
-			sigaction(batonHeld[i], &saved[i], NULL);
-			swapped[i] = 0;
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (swapped[sig]) {
+			__sigaction(sig, &saved[sig], NULL);
+			swapped[sig] = 0;
 		}
 	}
 	relayFD = -1;
@@ -92,11 +107,13 @@ static void onBroadcast(int sig, siginfo_t *si, void *ctx) {
 	(void)sig;
 	(void)si;
 	ucontext_t *uc = ctx;
-	for (int i = 0; i < BATON_NHELD; i++) {
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (!isHeld(sig))
+			continue;
 		if (blocking)
-			sigaddset(&uc->uc_sigmask, batonHeld[i]);
+			sigaddset(&uc->uc_sigmask, sig);
 		else
-			sigdelset(&uc->uc_sigmask, batonHeld[i]);
+			sigdelset(&uc->uc_sigmask, sig);
 	}
 	pid_t self = (pid_t)syscall(SYS_gettid);
 	for (int i = 0; i < nsignalled; i++)
@@ -191,45 +208,38 @@ int batonRelayAllThreads(int block) {
 }
 
 // In a re-executed image. The constructor below runs before the Go
-// runtime: it installs the recorder, so what was pending across execve
-// (and what comes until the supervisor asks for signals) is recorded, not
-// fatal: the runtime unblocks SIGHUP, SIGINT and SIGTERM before it has
-// handlers. The runtime then installs its own handlers, and until
-// signal.Notify asked for the signals its handler kills the process for
-// those three. So while the relay guards (from the constructor to
-// batonRelayHandBack, called after signal.Notify) the runtime's handlers
-// for the held signals are kept aside in saved[], not installed: the
-// runtime sets handlers through libc's sigaction (runtime/cgo's
-// x_cgo_sigaction), and this file defines sigaction, which an executable's
-// own definition makes the one every call in it reaches (libc's is a weak
-// symbol; __sigaction is its real one). Outside the guard, and for every
-// other signal, it is libc's.
+// runtime: it installs the recorder over the held signals Env names, so
+// what was pending across execve (and what comes until the supervisor asks
+// for signals) is recorded, not fatal: the runtime unblocks SIGHUP, SIGINT
+// and SIGTERM before it has handlers. The runtime then installs its own
+// handlers, and until signal.Notify asked for the signals its handler kills
+// the process for those three. So while the relay guards (from the
+// constructor to batonRelayHandBack, called after signal.Notify) the
+// runtime's handlers for the held signals are kept aside in saved[], not
+// installed. That needs the runtime to set its handlers through libc's
+// sigaction, which it does with cgo on linux/386, amd64, arm64, loong64 and
+// ppc64le (runtime/cgo's x_cgo_sigaction; elsewhere it makes the system
+// call itself, and relay_cgo.go's mode says so): this file defines
+// sigaction, and an executable's own definition is the one every call in it
+// reaches (libc's is a weak symbol; __sigaction, glibc's real one, is what
+// it calls; a libc without that symbol fails to link). Outside the guard,
+// and for every other signal, it is libc's.
 static volatile int guarding;
 
-static int heldIndex(int sig) {
-	for (int i = 0; i < BATON_NHELD; i++)
-		if (batonHeld[i] == sig)
-			return i;
-	return -1;
-}
-
-extern int __sigaction(int sig, const struct sigaction *act, struct sigaction *old);
-
 int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
-	int i = guarding ? heldIndex(sig) : -1;
-	if (i < 0)
+	if (!guarding || !isHeld(sig))
 		return __sigaction(sig, act, old);
 	// What the caller believes is installed: its own handler once it set
 	// one, the recorder until then.
 	if (old != NULL) {
-		if (swapped[i])
-			*old = saved[i];
+		if (swapped[sig])
+			*old = saved[sig];
 		else if (__sigaction(sig, NULL, old) != 0)
 			return -1;
 	}
 	if (act != NULL) {
-		saved[i] = *act;
-		swapped[i] = 1;
+		saved[sig] = *act;
+		swapped[sig] = 1;
 	}
 	return 0;
 }
@@ -241,22 +251,47 @@ void batonRelayHandBack(void) {
 	}
 }
 
+// parseEnv reads Env's value, "R,W:SIG,SIG,...": the relay pipe's ends and
+// the held signals, into held. It returns the write end, or -1 when v is
+// not of that form.
+static int parseEnv(const char *v) {
+	char *end;
+	const char *p = v;
+	strtol(p, &end, 10); // the read end: the Go side's
+	if (end == p || *end != ',')
+		return -1;
+	p = end + 1;
+	long w = strtol(p, &end, 10);
+	if (end == p || *end != ':' || w < 3 || w > INT_MAX)
+		return -1;
+	sigemptyset(&held);
+	for (;;) {
+		p = end + 1;
+		long sig = strtol(p, &end, 10);
+		if (end == p || sig <= 0 || sig >= NSIG || sigaddset(&held, (int)sig) != 0)
+			return -1;
+		if (*end == '\0')
+			return (int)w;
+		if (*end != ',')
+			return -1;
+	}
+}
+
 __attribute__((constructor)) static void batonRelayEarly(void) {
 	const char *v = getenv(BATON_RELAY_ENV);
 	if (v == NULL)
 		return;
-	// "R,W": the relay pipe's ends.
-	const char *comma = strchr(v, ',');
-	if (comma == NULL)
-		return;
-	int fd = atoi(comma + 1);
+	int fd = parseEnv(v);
 	struct stat st;
-	if (fd < 3 || fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode))
+	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {
+		sigemptyset(&held);
 		return; // not what a baton image passed: leave the signals alone
+	}
 	relayFD = fd;
 	struct sigaction rec;
 	recorder(&rec);
-	for (int i = 0; i < BATON_NHELD; i++)
-		__sigaction(batonHeld[i], &rec, NULL); // not swapped: nothing of Go's to keep yet
+	for (int sig = 1; sig < NSIG; sig++)
+		if (isHeld(sig))
+			__sigaction(sig, &rec, NULL); // not swapped: nothing of Go's to keep yet
 	guarding = 1;
 }

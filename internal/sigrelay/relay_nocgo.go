@@ -2,20 +2,9 @@
 
 package sigrelay
 
-import (
-	"syscall"
-
-	"golang.org/x/sys/unix"
-)
-
 // Without cgo there is no code before the Go runtime and no signal handler
 // outside it: the relay carries only what the old image's handlers caught.
-
-// Env names the pipe's ends in the new image's environment ("R,W").
-const Env = "BATON_HANDOFF_SIGNAL_FDS"
-
-// Held are the signals the relay carries.
-var Held = []syscall.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGUSR1, unix.SIGUSR2}
+const built = none
 
 func catch(int) error { return nil }
 

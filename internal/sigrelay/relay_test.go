@@ -33,8 +33,9 @@ func TestMain(m *testing.M) {
 
 // oldImage blocks the held signals on its thread, makes one pending there
 // (thread-directed: it stays pending across execve, the case the Go runtime
-// makes fatal), one pending for the process after Catch (which blocked them
-// on every thread), hands one over from "the Go handlers", and execs.
+// makes fatal), one pending for the process after Catch (which, with cgo,
+// blocked them on every thread), hands one over from "the Go handlers",
+// and execs.
 func oldImage() {
 	runtime.LockOSThread()
 	var held unix.Sigset_t
@@ -63,8 +64,10 @@ func oldImage() {
 	env := []string{roleEnv + "=new"}
 	if os.Getenv("SIGRELAY_TEST_NO_RELAY") == "" {
 		env = append(env, r.Export())
-		if err := allThreadsBlock(threads, held.Val[0]); err != nil {
-			fail(err)
+		if built != none { // without cgo, Catch blocks nothing
+			if err := allThreadsBlock(threads, held.Val[0]); err != nil {
+				fail(err)
+			}
 		}
 	}
 	for _, kv := range os.Environ() {
@@ -119,8 +122,9 @@ func waitBytes(fd, n int) {
 }
 
 // newImage takes a SIGINT after the Go runtime installed its handlers and
-// before signal.Notify (fatal without relay.c's watcher), asks for the
-// signals, hands them back to Go and prints what the relay carried.
+// before signal.Notify (fatal unless relay.c's sigaction kept the runtime's
+// handler aside, the recorder in place), asks for the signals, hands them
+// back to Go and prints what the relay carried.
 func newImage() {
 	unix.Kill(os.Getpid(), unix.SIGINT)
 	waitBytes(inherited[0], 4) // USR1 from the old image, TERM, HUP and INT here
@@ -152,25 +156,54 @@ func fail(err error) {
 // TestSignalsPendingAcrossExec: a SIGTERM pending for the exec thread and a
 // SIGHUP for the process across execve, a SIGINT sent before the new image
 // asked for signals and one the old image's handlers caught all reach the
-// new image, which lives.
+// new image, which lives: with the whole relay. In a binary whose Mode says
+// less, the new image dies as Mode says: of the SIGINT sent once the Go
+// runtime has started, or, without cgo, of the SIGTERM pending across
+// execve. So Mode is tested in every build, and a build whose relay does
+// less than it claims fails here.
 func TestSignalsPendingAcrossExec(t *testing.T) {
-	if !cgoEnabled {
-		t.Skip("without cgo the relay carries only what the Go handlers caught")
-	}
+	t.Logf("mode: %s", Mode())
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), roleEnv+"=old")
 	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.Output()
-	if err != nil {
-		var stderr []byte
-		if exit := (*exec.ExitError)(nil); errors.As(err, &exit) {
-			stderr = exit.Stderr
+	var stderr []byte
+	exit := (*exec.ExitError)(nil)
+	if errors.As(err, &exit) {
+		stderr = exit.Stderr
+	}
+	if built != full {
+		want := map[coverage]syscall.Signal{untilRuntime: unix.SIGINT, none: unix.SIGTERM}[built]
+		if exit == nil || !exit.Sys().(syscall.WaitStatus).Signaled() || exit.Sys().(syscall.WaitStatus).Signal() != want {
+			t.Fatalf("mode %q: the re-executed image ended %v, want killed by %v (stdout %q, stderr %q)", Mode(), err, want, out, stderr)
 		}
+		return
+	}
+	if err != nil {
 		t.Fatalf("the re-executed image: %v (stdout %q, stderr %q)", err, out, stderr)
 	}
 	want := fmt.Sprintf("%v\nafter: %v\n", []int{int(unix.SIGHUP), int(unix.SIGINT), int(unix.SIGUSR1), int(unix.SIGTERM)}, unix.SIGUSR2)
 	if string(out) != want {
 		t.Fatalf("the new image printed %q, want %q", out, want)
+	}
+}
+
+// TestMode: the mode is the build's: the whole relay with cgo where the Go
+// runtime sets its handlers through libc, none without cgo.
+func TestMode(t *testing.T) {
+	want := none
+	if cgoEnabled {
+		want = untilRuntime
+		switch runtime.GOOS + "/" + runtime.GOARCH {
+		case "linux/386", "linux/amd64", "linux/arm64", "linux/loong64", "linux/ppc64le":
+			want = full
+		}
+	}
+	if built != want || Protected() != (want == full) {
+		t.Errorf("built %d, Protected() %v, want %d (cgo %v on %s/%s)", built, Protected(), want, cgoEnabled, runtime.GOOS, runtime.GOARCH)
+	}
+	if prefix := map[coverage]string{full: "cgo:", untilRuntime: "partial:", none: "none:"}[want]; !strings.HasPrefix(Mode(), prefix) {
+		t.Errorf("Mode() = %q, want it to begin %q", Mode(), prefix)
 	}
 }
 
@@ -180,9 +213,6 @@ func TestSignalsPendingAcrossExec(t *testing.T) {
 // let a broken premise pass unseen): the relay would then be a
 // belt-and-braces, and its tests would prove nothing.
 func TestWithoutRelayPendingTermIsFatal(t *testing.T) {
-	if !cgoEnabled {
-		t.Skip("without cgo the old image cannot catch the test's SIGHUP")
-	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), roleEnv+"=old", "SIGRELAY_TEST_NO_RELAY=1")
 	cmd.WaitDelay = 10 * time.Second

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/sigrelay"
 )
 
 // statusLine is the one-line STATUS= summary.
@@ -82,6 +83,7 @@ func (s *Supervisor) snapshot() control.Status {
 		Started:             s.started,
 		ProcessStarted:      s.ProcessStarted,
 		ExeReplaced:         exeReplaced(),
+		SignalRelay:         control.SignalRelay{Mode: sigrelay.Mode(), Protected: sigrelay.Protected()},
 		State:               "ready",
 		Generation:          s.serving.gen,
 		Slots:               len(s.slots),
