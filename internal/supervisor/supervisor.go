@@ -26,6 +26,7 @@ import (
 	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/listening"
+	"github.com/batonsd/baton/internal/proctree"
 	"github.com/batonsd/baton/internal/worker"
 	"github.com/batonsd/baton/notify"
 	"golang.org/x/sys/unix"
@@ -129,6 +130,9 @@ type Supervisor struct {
 	exitErr        error
 	costs          costBook // earlier looks at CPU time, for status (resources.go)
 	totals         control.Totals
+	// adopted is baton's main thread's children list, kept open for the
+	// left-behind search (escapees.go); nil until the first look.
+	adopted *proctree.ChildrenFile
 }
 
 // New returns a Supervisor ready to Run. load gives the configuration, at
@@ -302,6 +306,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 	}
 	close(s.done)
+	if s.adopted != nil {
+		s.adopted.Close() // a /proc file read only: nothing to lose
+	}
 	s.killLeftovers()
 	s.waitOutput()
 	if s.exitErr == nil {
