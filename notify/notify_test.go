@@ -295,3 +295,40 @@ func TestSenderPidfd(t *testing.T) {
 		t.Errorf("Linux %d.%d passes SCM_PIDFD, but the pid was not read from one", major, minor)
 	}
 }
+
+// TestPidOfPidfd: PIDFD_GET_INFO and the fdinfo it replaces where the
+// kernel has it tell the same pid, and -1 once the process has exited and
+// been reaped.
+func TestPidOfPidfd(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Skipf("no pidfd: %v", err)
+	}
+	defer unix.Close(fd)
+	check := func(want int) {
+		t.Helper()
+		if got := fdinfoPID(fd); got != want {
+			t.Errorf("fdinfo: pid %d, want %d", got, want)
+		}
+		if got, ok := pidfdInfoPID(fd); ok && got != want {
+			t.Errorf("PIDFD_GET_INFO: pid %d, want %d", got, want)
+		} else if !ok {
+			t.Logf("no PIDFD_GET_INFO on this kernel (Linux 6.13 added it)")
+		}
+		if got := pidOfPidfd(fd); got != want {
+			t.Errorf("pidOfPidfd: pid %d, want %d", got, want)
+		}
+	}
+	check(cmd.Process.Pid)
+	cmd.Process.Kill()
+	cmd.Wait()
+	check(-1)
+}

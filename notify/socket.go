@@ -138,9 +138,33 @@ func (s *Socket) Read() (Datagram, error) {
 	return d, nil
 }
 
-// pidOfPidfd reads the pid a pidfd refers to ("Pid:" in its fdinfo): -1
-// once the process has exited, 0 if it cannot be read.
+// pidOfPidfd reads the pid a pidfd refers to: -1 once the process has
+// exited, 0 if it cannot be read. PIDFD_GET_INFO (Linux 6.13) answers in
+// one call; older kernels have it in the pidfd's fdinfo, which takes an
+// open, a read and a close of /proc each time.
 func pidOfPidfd(fd int) int {
+	if pid, ok := pidfdInfoPID(fd); ok {
+		return pid
+	}
+	return fdinfoPID(fd)
+}
+
+// pidfdInfoPID asks PIDFD_GET_INFO for the pid (-1 once the process has
+// exited); ok is false where the kernel has no such request.
+func pidfdInfoPID(fd int) (pid int, ok bool) {
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_PID}
+	switch err := unix.IoctlPidfdInfo(fd, &info); {
+	case err == nil && info.Mask&unix.PIDFD_INFO_PID != 0:
+		return int(info.Pid), true
+	case errors.Is(err, unix.ESRCH): // exited (or not in our pid namespace, where fdinfo says 0)
+		return -1, true
+	}
+	return 0, false
+}
+
+// fdinfoPID reads "Pid:" in the pidfd's fdinfo: -1 once the process has
+// exited, 0 if it cannot be read.
+func fdinfoPID(fd int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
 	if err != nil {
 		return 0

@@ -69,12 +69,14 @@ func (s settings) shadowed() []string {
 }
 
 // fromFile returns the file's value for name unless the command line set it.
+// The file is looked at first: IsSet walks every flag, and each rollout
+// reads some twenty settings, most of them in no file.
 func (s settings) fromFile(name string) (any, bool) {
-	if s.c.IsSet(name) {
+	v, ok := s.file[name]
+	if !ok || s.c.IsSet(name) {
 		return nil, false
 	}
-	v, ok := s.file[name]
-	return v, ok
+	return v, true
 }
 
 func (s settings) typeErr(name, want string, v any) error {

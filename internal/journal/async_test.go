@@ -2,6 +2,9 @@ package journal
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -90,5 +93,58 @@ func TestAsyncStopsWritingAfterEPIPE(t *testing.T) {
 	a2.Close(time.Second)
 	if w.n > 3 {
 		t.Errorf("%d writes to a writer gone with EPIPE", w.n)
+	}
+}
+
+// TestAsyncPipeWritesAtOnce: to a pipe, a line is written by Write itself
+// (RWF_NOWAIT) when nothing is queued; once the reader stops reading and
+// the pipe fills, Write still never blocks, and every line arrives in
+// order when the reader reads again.
+func TestAsyncPipeWritesAtOnce(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	a := NewAsync(w, 1<<20)
+	a.Write([]byte("first\n"))
+	a.mu.Lock()
+	direct, queued := a.nowait != nil, len(a.queue)
+	a.mu.Unlock()
+	if !direct {
+		t.Skip("no RWF_NOWAIT writes to a pipe on this kernel (Linux 5.x added them): the goroutine writes every line")
+	}
+	if queued != 0 {
+		t.Errorf("%d lines queued to an empty pipe", queued)
+	}
+	const n = 20000 // some 200 KB: the pipe holds 64 KB, the queue the rest
+	done := make(chan struct{})
+	go func() {
+		for i := range n {
+			a.Write(fmt.Appendf(nil, "line %d\n", i))
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Write blocked on a full pipe")
+	}
+	go func() {
+		a.Close(10 * time.Second)
+		w.Close()
+	}()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != n+1 || lines[0] != "first" {
+		t.Fatalf("%d lines, the first %q; want %d, \"first\" first", len(lines), lines[0], n+1)
+	}
+	for i, l := range lines[1:] {
+		if l != fmt.Sprintf("line %d", i) {
+			t.Fatalf("line %d is %q: out of order", i, l)
+		}
 	}
 }

@@ -33,14 +33,65 @@ func Children(pid int) []int {
 	var pids []int
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		pids = appendChildren(pids, fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+	}
+	return pids
+}
+
+// ChildrenFile is the children list of pid's main thread (the thread group
+// leader), kept open to be read again and again: one pread each time,
+// where opening it anew walks /proc, opens, reads and closes. For a child
+// subreaper it holds every orphan handed to it: the kernel gives an orphan
+// to the subreaper's first thread that is not exiting (find_alive_thread),
+// which is the leader while that runs, and a Go program's main thread runs
+// for as long as the program does. Children that other threads forked are
+// not in it (Children has them).
+type ChildrenFile struct {
+	f   *os.File
+	buf []byte
+}
+
+// OpenMainThreadChildren opens the children list of pid's main thread.
+func OpenMainThreadChildren(pid int) (*ChildrenFile, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return nil, err
+	}
+	return &ChildrenFile{f: f, buf: make([]byte, 4096)}, nil
+}
+
+// Read returns the pids the list holds now (none if it cannot be read).
+// A read at offset 0 makes the kernel list the children afresh.
+func (c *ChildrenFile) Read() []int {
+	n := 0
+	for {
+		m, err := c.f.ReadAt(c.buf[n:], int64(n)) // reads on to the end (io.EOF) or a full buffer
+		n += m
 		if err != nil {
-			continue
+			break
 		}
-		for f := range strings.FieldsSeq(string(b)) {
-			if c, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, c)
-			}
+		c.buf = append(c.buf, make([]byte, len(c.buf))...)
+	}
+	return appendPIDs(nil, c.buf[:n])
+}
+
+// Close closes the list.
+func (c *ChildrenFile) Close() error { return c.f.Close() }
+
+// appendChildren appends the pids listed in a thread's children file.
+func appendChildren(pids []int, path string) []int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return pids // the thread or process is gone
+	}
+	return appendPIDs(pids, b)
+}
+
+// appendPIDs appends the pids in a children list (space separated).
+func appendPIDs(pids []int, list []byte) []int {
+	for f := range strings.FieldsSeq(string(list)) {
+		if c, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, c)
 		}
 	}
 	return pids

@@ -32,6 +32,23 @@ const escapeeGrace = time.Second
 // thread that forked it, or the subreaper's thread group).
 func children() []int { return proctree.Children(os.Getpid()) }
 
+// adoptedChildren lists the children of baton's main thread, which hold
+// every orphan the kernel handed to baton as subreaper (and the workers
+// that thread happened to fork). It runs at every worker's exit, so the
+// list is kept open and read again (one file, read from offset 0): reading
+// every thread's list, each opened anew, made the search most of what a
+// swap cost beyond the previous release (issue 22).
+func (s *Supervisor) adoptedChildren() []int {
+	if s.adopted == nil {
+		f, err := proctree.OpenMainThreadChildren(os.Getpid())
+		if err != nil {
+			return nil // no /proc, or a kernel without children lists: nothing can be told
+		}
+		s.adopted = f
+	}
+	return s.adopted.Read()
+}
+
 // notifySocketOf reads NOTIFY_SOCKET from pid's environment ("" if it has
 // none or it cannot be read).
 func notifySocketOf(pid int) string {
@@ -50,7 +67,7 @@ func notifySocketOf(pid int) string {
 // stopEscapees stops the processes the exited worker w left behind.
 func (s *Supervisor) stopEscapees(w *proc) {
 	addr := w.p.NotifyAddr()
-	for _, pid := range children() {
+	for _, pid := range s.adoptedChildren() {
 		if s.workers[pid] != nil || s.helpers[pid] != nil || notifySocketOf(pid) != addr {
 			continue
 		}

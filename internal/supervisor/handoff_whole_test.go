@@ -54,6 +54,7 @@ var notHandedOver = map[reflect.Type]map[string]string{
 		"status": "sent again by the new image", "sockets": "asked of the listeners again",
 		"inodes": "read again", "socketProblems": "asked of the listeners again",
 		"exitErr": "nil while running", "costs": "handed over as Costs",
+		"adopted": "a /proc file of this image's main thread, opened again",
 	},
 	reflect.TypeFor[slot](): {
 		"w": "handed over as PID", "next": "only during a rollout, which blocks an upgrade",

@@ -285,10 +285,12 @@ func (s *Supervisor) onExit(w *proc, ws unix.WaitStatus) {
 	w.p.Exited()
 	s.keepForOutput(w.p)
 	s.stopEscapees(w)
-	go func() {
-		<-w.p.Done()
-		s.unstoreOutput(w)
-	}()
+	if s.sd != nil { // only systemd's FD store holds the pipes
+		go func() {
+			<-w.p.Done()
+			s.unstoreOutput(w)
+		}()
+	}
 	sl := w.slot
 	wasNext := w.leaveSlot()
 	how := describeExit(ws)

@@ -26,6 +26,7 @@ import (
 	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/listening"
+	"github.com/batonsd/baton/internal/proctree"
 	"github.com/batonsd/baton/internal/worker"
 	"github.com/batonsd/baton/notify"
 	"golang.org/x/sys/unix"
@@ -118,6 +119,9 @@ type Supervisor struct {
 	socketProblems []string
 	exitErr        error
 	costs          costBook // earlier looks at CPU time, for status (resources.go)
+	// adopted is baton's main thread's children list, kept open for the
+	// left-behind search (escapees.go); nil until the first look.
+	adopted *proctree.ChildrenFile
 	supervisorKept
 }
 
@@ -264,6 +268,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.armRecycleCheck()
 	s.loop(ctx, wdTick)
 	close(s.done)
+	if s.adopted != nil {
+		s.adopted.Close() // a /proc file read only: nothing to lose
+	}
 	s.killLeftovers()
 	s.waitOutput()
 	if s.exitErr == nil {
