@@ -234,19 +234,7 @@ func fds(pid int) int {
 }
 
 func zombies(ppid int) int {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	n := 0
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(ppid) {
-			n++
-		}
-	}
+	_, n := rig.ChildrenOf(ppid)
 	return n
 }
 

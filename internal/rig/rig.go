@@ -54,8 +54,15 @@ func Build(dir string) (Bins, error) {
 	return Bins{Dir: dir, Baton: filepath.Join(dir, "baton"), BatonV2: v2, Worker: filepath.Join(dir, "example-worker")}, nil
 }
 
-// ChildrenOf counts ppid's children and how many of them are zombies.
-func ChildrenOf(ppid int) (children, zombies int) {
+// Child is a child process as /proc lists it.
+type Child struct {
+	PID    int
+	Zombie bool
+}
+
+// Children lists ppid's children, from /proc/PID/stat.
+func Children(ppid int) []Child {
+	var out []Child
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, p := range stats {
 		b, err := os.ReadFile(p)
@@ -66,10 +73,19 @@ func ChildrenOf(ppid int) (children, zombies int) {
 		s := string(b)
 		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
-			children++
-			if f[0] == "Z" {
-				zombies++
-			}
+			pid, _ := strconv.Atoi(strings.Fields(s)[0])
+			out = append(out, Child{PID: pid, Zombie: f[0] == "Z"})
+		}
+	}
+	return out
+}
+
+// ChildrenOf counts ppid's children and how many of them are zombies.
+func ChildrenOf(ppid int) (children, zombies int) {
+	for _, c := range Children(ppid) {
+		children++
+		if c.Zombie {
+			zombies++
 		}
 	}
 	return children, zombies

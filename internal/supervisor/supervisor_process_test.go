@@ -341,17 +341,9 @@ func TestDrainDeadlineAndOrphans(t *testing.T) {
 func waitOrphan(ctx context.Context, t *testing.T, baton, worker int) int {
 	t.Helper()
 	for ctx.Err() == nil {
-		stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-		for _, p := range stats {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				continue
-			}
-			s := string(b)
-			f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-			pid, _ := strconv.Atoi(strings.Fields(s)[0])
-			if len(f) > 1 && f[1] == strconv.Itoa(baton) && pid != worker {
-				return pid
+		for _, c := range testsd.Children(baton) {
+			if c.PID != worker {
+				return c.PID
 			}
 		}
 		time.Sleep(10 * time.Millisecond)

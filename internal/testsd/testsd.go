@@ -38,6 +38,7 @@ var (
 	Build       = rig.Build
 	ModuleRoot  = rig.ModuleRoot
 	ChildrenOf  = rig.ChildrenOf
+	Children    = rig.Children
 	ProcessGone = rig.ProcessGone
 	Get         = rig.Get
 	Fetch       = rig.Fetch
