@@ -4,12 +4,14 @@
 // Debian 13's 257 (Type=notify-reload), under steady load.
 //
 // Needs root, systemd-container and debootstrap (scripts/test installs
-// them). Root filesystems are cached in /var/cache/baton-e2e; the .deb is
-// built with scripts/deb unless BATON_E2E_DEB names one.
+// them). Root filesystems are cached in /var/cache/baton-e2e, or in the
+// directory BATON_E2E_CACHE names; the .deb is built with scripts/deb
+// unless BATON_E2E_DEB names one.
 package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -21,7 +23,8 @@ import (
 	"time"
 )
 
-const cache = "/var/cache/baton-e2e"
+// cache holds the root filesystems.
+var cache = cmp.Or(os.Getenv("BATON_E2E_CACHE"), "/var/cache/baton-e2e")
 
 var (
 	skipReason string
