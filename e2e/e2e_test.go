@@ -7,17 +7,25 @@
 // them). Root filesystems are cached in /var/cache/baton-e2e, or in the
 // directory BATON_E2E_CACHE names; the .deb is built with scripts/deb
 // unless BATON_E2E_DEB names one.
+//
+// The tests that boot containers run in parallel (as many at once as
+// -parallel allows, GOMAXPROCS by default), each in containers of its own.
+// Each asks for its root filesystem before it waits for its turn, so that
+// every build the run needs starts at once, beside the build of the
+// .deb: on an empty cache the three debootstraps overlap.
 package e2e
 
 import (
 	"bytes"
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +36,10 @@ var cache = cmp.Or(os.Getenv("BATON_E2E_CACHE"), "/var/cache/baton-e2e")
 
 var (
 	skipReason string
+	// prepared is closed when what the containers need is built (or
+	// failed to be: prepareErr).
+	prepared   = make(chan struct{})
+	prepareErr error
 	deb        string // the package under test
 	loadgen    string // e2e/loadgen, built for the host
 	plain      string // faults/testdata/plainworker, a Go worker as users write them
@@ -56,41 +68,54 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
+	// Built while the tests start their root filesystems' builds.
+	go func() {
+		prepareErr = prepare(tmp)
+		close(prepared)
+	}()
+	code := m.Run()
+	<-prepared // it writes in tmp
+	return code
+}
+
+// prepare builds into tmp what the tests install in the containers.
+func prepare(tmp string) error {
 	loadgen = filepath.Join(tmp, "loadgen")
 	if out, err := exec.Command("go", "build", "-o", loadgen, "./loadgen").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build loadgen: %v\n%s", err, out)
-		return 1
+		return fmt.Errorf("build loadgen: %w\n%s", err, out)
 	}
 	plain = filepath.Join(tmp, "plainworker")
 	build := exec.Command("go", "build", "-o", plain, "../faults/testdata/plainworker")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0") // static: it runs in the container
 	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build plainworker: %v\n%s", err, out)
-		return 1
+		return fmt.Errorf("build plainworker: %w\n%s", err, out)
 	}
 	if deb = os.Getenv("BATON_E2E_DEB"); deb == "" {
-		cmd := exec.Command("../scripts/deb")
-		out, err := cmd.CombinedOutput()
+		out, err := exec.Command("../scripts/deb").CombinedOutput()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "scripts/deb: %v\n%s", err, out)
-			return 1
+			return fmt.Errorf("scripts/deb: %w\n%s", err, out)
 		}
 		debs, _ := filepath.Glob("../dist/baton_*.deb")
 		if len(debs) == 0 {
-			fmt.Fprintf(os.Stderr, "scripts/deb made no package\n%s", out)
-			return 1
+			return fmt.Errorf("scripts/deb made no package\n%s", out)
 		}
 		deb, _ = filepath.Abs(debs[len(debs)-1])
 	}
-	var err2 error
-	if debV2, err2 = repack(tmp, "0.1.1", ""); err2 == nil {
-		debOther, err2 = repack(tmp, "0.1.2", "99")
+	var err error
+	if debV2, err = repack(tmp, "0.1.1", ""); err != nil {
+		return err
 	}
-	if err2 != nil {
-		fmt.Fprintln(os.Stderr, err2)
-		return 1
+	debOther, err = repack(tmp, "0.1.2", "99")
+	return err
+}
+
+// ready waits until what the containers need is built.
+func ready(t *testing.T) {
+	t.Helper()
+	<-prepared
+	if prepareErr != nil {
+		t.Fatal(prepareErr)
 	}
-	return m.Run()
 }
 
 func have(cmd string) bool {
@@ -98,11 +123,60 @@ func have(cmd string) bool {
 	return err == nil
 }
 
-// rootfs returns the cached root filesystem for a systemd version, building
-// it with debootstrap the first time (about a minute).
-func rootfs(t *testing.T, version int) string {
+// A rootfsBuild is the root filesystem of a systemd version, from the cache
+// or being built; the tests that boot it share it.
+type rootfsBuild struct {
+	version int
+	done    chan struct{} // closed when dir or err is set
+	dir     string
+	err     error
+	note    string // how it was had: built, rebuilt, how long it took
+}
+
+var (
+	buildsMu sync.Mutex
+	builds   = map[int]*rootfsBuild{}
+)
+
+// startRootfs starts building the root filesystem for a systemd version
+// with debootstrap (one to two minutes) unless the cache holds it or its
+// build is under way. Tests call it before t.Parallel, so that the builds
+// of all the tests that run start at once.
+func startRootfs(version int) *rootfsBuild {
+	buildsMu.Lock()
+	defer buildsMu.Unlock()
+	if b, ok := builds[version]; ok {
+		return b
+	}
+	b := &rootfsBuild{version: version, done: make(chan struct{})}
+	builds[version] = b
+	go func() {
+		defer close(b.done)
+		b.dir, b.note, b.err = buildRootfs(version)
+	}()
+	return b
+}
+
+// wait returns the root filesystem's directory once it is built.
+func (b *rootfsBuild) wait(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(cache, fmt.Sprintf("rootfs-%d", version))
+	<-b.done
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	if b.note != "" {
+		t.Logf("systemd %d: %s", b.version, b.note)
+	}
+	return b.dir
+}
+
+// buildRootfs returns the cached root filesystem for a systemd version,
+// building it first if the cache has none, or one built with other
+// packages than testbed.sh lists now. It builds into a directory of its own
+// and renames that into place when done: an interrupted build leaves no
+// root filesystem behind that looks whole.
+func buildRootfs(version int) (dir, note string, err error) {
+	dir = filepath.Join(cache, fmt.Sprintf("rootfs-%d", version))
 	args := []string{"build-rootfs"}
 	extra := ""
 	switch version {
@@ -117,45 +191,51 @@ func rootfs(t *testing.T, version int) string {
 		extra = ",nodejs"
 		args = append(args, "--suite", "trixie", "--include", "nodejs")
 	default:
-		t.Fatalf("no root filesystem for systemd %d", version)
+		return "", "", fmt.Errorf("no root filesystem for systemd %d", version)
 	}
-	// A cached root filesystem built with other packages than testbed.sh
-	// lists now is built again.
-	want := testbedPackages(t) + extra
+	pkgs, err := testbedPackages()
+	if err != nil {
+		return "", "", err
+	}
+	want := pkgs + extra
 	if got, err := os.ReadFile(filepath.Join(dir, "etc/baton-e2e-packages")); err == nil && strings.TrimSpace(string(got)) == want {
-		return dir
+		return dir, "", nil
 	}
+	note = "root filesystem built"
 	if _, err := os.Stat(dir); err == nil {
-		t.Logf("rebuilding the root filesystem for systemd %d: its packages changed", version)
-		os.RemoveAll(dir)
+		note = "root filesystem rebuilt: its packages changed"
 	}
 	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", "", err
+	}
+	start := time.Now()
 	args = append(args, tmp)
 	if out, err := exec.Command("./testbed.sh", args...).CombinedOutput(); err != nil {
-		t.Fatalf("build rootfs for systemd %d: %v\n%s", version, err, out)
+		return "", "", fmt.Errorf("build rootfs for systemd %d: %w\n%s", version, err, out)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return "", "", err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
-		t.Fatal(err)
+		return "", "", err
 	}
-	return dir
+	return dir, fmt.Sprintf("%s in %s", note, time.Since(start).Round(time.Second)), nil
 }
 
 // testbedPackages is the package list testbed.sh builds a root filesystem
 // with.
-func testbedPackages(t *testing.T) string {
-	t.Helper()
+func testbedPackages() (string, error) {
 	b, err := os.ReadFile("testbed.sh")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	for line := range strings.Lines(string(b)) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), `local pkgs="`); ok {
-			return strings.TrimSuffix(strings.TrimSpace(v), `"`)
+			return strings.TrimSuffix(strings.TrimSpace(v), `"`), nil
 		}
 	}
-	t.Fatal("testbed.sh lists no packages (local pkgs=...)")
-	return ""
+	return "", errors.New("testbed.sh lists no packages (local pkgs=...)")
 }
 
 // box is a booted container.
@@ -165,9 +245,10 @@ type box struct {
 	leader string
 }
 
-func boot(t *testing.T, version int) *box {
+// boot boots a container of the root filesystem fs once it is built.
+func boot(t *testing.T, fs *rootfsBuild) *box {
 	t.Helper()
-	dir := rootfs(t, version)
+	version, dir := fs.version, fs.wait(t)
 	name := fmt.Sprintf("baton-e2e-%d", version)
 	exec.Command("./testbed.sh", "stop", name).Run() // a leftover from an interrupted run, if any
 	if out, err := exec.Command("./testbed.sh", "boot", dir, name, "--ephemeral", "--timeout", "120").CombinedOutput(); err != nil {
@@ -332,7 +413,10 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
-	b := boot(t, version)
+	fs := startRootfs(version)
+	t.Parallel()
+	ready(t)
+	b := boot(t, fs)
 	if out := b.must("systemctl --version | head -1"); !strings.HasPrefix(out, fmt.Sprintf("systemd %d", version)) {
 		t.Fatalf("container runs %q, want systemd %d", out, version)
 	}

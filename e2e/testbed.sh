@@ -117,12 +117,13 @@ cg_roots() {    # host cgroup hierarchies systemd cares about
 }
 
 cg_cleanup() {  # remove (empty) per-container cgroups, deepest first; retry while the kernel reaps
+  # (The $CG_PREFIX directory itself stays: removing it here could pull it from under another
+  # container's boot, between its mkdir -p's two steps. stop-all removes it.)
   local name=$1 r i
   for i in 1 2 3 4 5 6 7 8 9 10; do
     for r in $(cg_roots); do
       [ -d "$r/$CG_PREFIX/$name" ] || continue
       find "$r/$CG_PREFIX/$name" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-      rmdir "$r/$CG_PREFIX" 2>/dev/null || true
     done
     local left=0
     for r in $(cg_roots); do [ -d "$r/$CG_PREFIX/$name" ] && left=1; done
@@ -324,8 +325,9 @@ cmd_stop() {
 }
 
 cmd_stop_all() {
-  local f
+  local f r
   for f in "$STATE"/*.pid; do [ -e "$f" ] && cmd_stop "$(basename "$f" .pid)"; done
+  for r in $(cg_roots); do rmdir "$r/$CG_PREFIX" 2>/dev/null || true; done
   return 0
 }
 
