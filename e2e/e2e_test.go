@@ -5,21 +5,19 @@
 //
 // Needs root, systemd-container and debootstrap (scripts/test installs
 // them). Root filesystems are cached in /var/cache/baton-e2e, or in the
-// directory BATON_E2E_CACHE names; the .deb is built with scripts/deb
-// unless BATON_E2E_DEB names one.
+// directory BATON_E2E_CACHE names (testbed.sh cached-rootfs); the .deb is
+// built with scripts/deb unless BATON_E2E_DEB names one.
 //
-// The tests that boot containers run in parallel (as many at once as
-// -parallel allows, GOMAXPROCS by default), each in containers of its own.
-// Each asks for its root filesystem before it waits for its turn, so that
-// every build the run needs starts at once, beside the build of the
-// .deb: on an empty cache the three debootstraps overlap.
+// The tests of one systemd version each run in parallel (as many at once
+// as -parallel allows, GOMAXPROCS by default), each in a container of its
+// own, after TestFleet, which runs alone. Each asks for its root filesystem
+// first, so that every build the run needs starts at once, beside the build
+// of the .deb: on an empty cache the debootstraps overlap.
 package e2e
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,9 +28,6 @@ import (
 	"testing"
 	"time"
 )
-
-// cache holds the root filesystems.
-var cache = cmp.Or(os.Getenv("BATON_E2E_CACHE"), "/var/cache/baton-e2e")
 
 var (
 	skipReason string
@@ -130,7 +125,7 @@ type rootfsBuild struct {
 	done    chan struct{} // closed when dir or err is set
 	dir     string
 	err     error
-	note    string // how it was had: built, rebuilt, how long it took
+	note    string // what it took: a build, a wait for one
 }
 
 var (
@@ -138,10 +133,10 @@ var (
 	builds   = map[int]*rootfsBuild{}
 )
 
-// startRootfs starts building the root filesystem for a systemd version
-// with debootstrap (one to two minutes) unless the cache holds it or its
-// build is under way. Tests call it before t.Parallel, so that the builds
-// of all the tests that run start at once.
+// startRootfs gets the root filesystem for a systemd version in the
+// background: from the cache, or built with debootstrap (two to four
+// minutes) if the cache has none. Tests call it before t.Parallel, so that
+// the builds of all the tests that run start at once.
 func startRootfs(version int) *rootfsBuild {
 	buildsMu.Lock()
 	defer buildsMu.Unlock()
@@ -170,72 +165,27 @@ func (b *rootfsBuild) wait(t *testing.T) string {
 	return b.dir
 }
 
-// buildRootfs returns the cached root filesystem for a systemd version,
-// building it first if the cache has none, or one built with other
-// packages than testbed.sh lists now. It builds into a directory of its own
-// and renames that into place when done: an interrupted build leaves no
-// root filesystem behind that looks whole.
+// buildRootfs returns the root filesystem for a systemd version from the
+// cache, which testbed.sh cached-rootfs fills: it builds one that is
+// missing or was built with other packages, or waits for a build of it
+// under way (scripts/test starts them early).
 func buildRootfs(version int) (dir, note string, err error) {
-	dir = filepath.Join(cache, fmt.Sprintf("rootfs-%d", version))
-	args := []string{"build-rootfs"}
-	extra := ""
-	switch version {
-	case 252: // Debian 12, with sshd for the fleet test's Ansible
-		extra = ",openssh-server"
-		args = append(args, "--include", "openssh-server")
-	case 254: // bookworm-backports
-		args = append(args, "--backports")
-	case 257: // Debian 13
-		// Node 20, whose ABI the host's unix-dgram build (Node 20) matches:
-		// the Node example runs here only.
-		extra = ",nodejs"
-		args = append(args, "--suite", "trixie", "--include", "nodejs")
-	default:
-		return "", "", fmt.Errorf("no root filesystem for systemd %d", version)
-	}
-	pkgs, err := testbedPackages()
-	if err != nil {
-		return "", "", err
-	}
-	want := pkgs + extra
-	if got, err := os.ReadFile(filepath.Join(dir, "etc/baton-e2e-packages")); err == nil && strings.TrimSpace(string(got)) == want {
-		return dir, "", nil
-	}
-	note = "root filesystem built"
-	if _, err := os.Stat(dir); err == nil {
-		note = "root filesystem rebuilt: its packages changed"
-	}
-	tmp := dir + ".tmp"
-	if err := os.RemoveAll(tmp); err != nil {
-		return "", "", err
-	}
 	start := time.Now()
-	args = append(args, tmp)
-	if out, err := exec.Command("./testbed.sh", args...).CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("build rootfs for systemd %d: %w\n%s", version, err, out)
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return "", "", err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return "", "", err
-	}
-	return dir, fmt.Sprintf("%s in %s", note, time.Since(start).Round(time.Second)), nil
-}
-
-// testbedPackages is the package list testbed.sh builds a root filesystem
-// with.
-func testbedPackages() (string, error) {
-	b, err := os.ReadFile("testbed.sh")
+	cmd := exec.Command("./testbed.sh", "cached-rootfs", fmt.Sprint(version))
+	var log bytes.Buffer
+	cmd.Stderr = &log
+	out, err := cmd.Output()
 	if err != nil {
-		return "", err
+		return "", "", fmt.Errorf("root filesystem for systemd %d: %w\n%s", version, err, log.Bytes())
 	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), `local pkgs="`); ok {
-			return strings.TrimSuffix(strings.TrimSpace(v), `"`), nil
-		}
+	took := time.Since(start).Round(time.Second)
+	switch {
+	case bytes.Contains(log.Bytes(), []byte("rootfs ready in")):
+		note = fmt.Sprintf("root filesystem built in %s", took)
+	case took > 0:
+		note = fmt.Sprintf("root filesystem: waited %s for its build under way", took)
 	}
-	return "", errors.New("testbed.sh lists no packages (local pkgs=...)")
+	return strings.TrimSpace(string(out)), note, nil
 }
 
 // box is a booted container.
@@ -530,7 +480,9 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	if len(lines) < 2 {
 		t.Errorf("journalctl BATON_WORKER=1: %d entries", len(lines))
 	}
-	b.must("(timeout 10 baton logs -f -n 0 myapp > /tmp/follow.log &) ; sleep 1; systemctl reload myapp; sleep 1")
+	// Its stderr too goes to the file: on the pipe of this command it kept
+	// the command waiting for its end, 10 s.
+	b.must("(timeout 10 baton logs -f -n 0 myapp > /tmp/follow.log 2>&1 &) ; sleep 1; systemctl reload myapp; sleep 1")
 	follow := b.waitFor("baton logs -f shows the rollout", "grep -q 'rollout done' /tmp/follow.log && cat /tmp/follow.log", 10*time.Second)
 	if !strings.Contains(follow, " w1 ") || !strings.Contains(follow, "baton ") {
 		t.Errorf("baton logs -f output lacks worker or baton columns:\n%s", follow)

@@ -8,6 +8,7 @@
 #
 #   testbed.sh deps                                  apt-get install the host packages
 #   testbed.sh build-rootfs DIR [--suite S] [--backports] [--include pkg,pkg]
+#   testbed.sh cached-rootfs VERSION                 e2e's rootfs for systemd VERSION, built once: prints its DIR
 #   testbed.sh boot DIR NAME [--ephemeral] [--host-net] [--hybrid-cgroup] [--bind SRC[:DST]]...
 #                            [--bind-ro SRC[:DST]]... [--nspawn-arg ARG]... [--timeout SEC]
 #   testbed.sh exec NAME [--] CMD...                 run CMD inside (nsenter; inherits stdin/stdout)
@@ -21,7 +22,8 @@
 #   testbed.sh stop NAME [--timeout SEC]             clean poweroff (SIGKILL after timeout), cgroup cleanup
 #   testbed.sh stop-all
 #
-# Environment: SDTB_STATE (default /run/sdtb) holds NAME.{pid,leader,dir,log}.
+# Environment: SDTB_STATE (default /run/sdtb) holds NAME.{pid,leader,dir,log};
+# BATON_E2E_CACHE (default /var/cache/baton-e2e) holds cached-rootfs's root filesystems.
 set -euo pipefail
 
 STATE=${SDTB_STATE:-/run/sdtb}
@@ -48,6 +50,13 @@ cmd_deps() {
 }
 
 # ---------------------------------------------------------------- rootfs
+# minbase + what a booted systemd and our tests need (dbus is required for systemctl <-> PID1 over the bus,
+# libpam-systemd/logind are optional but avoid noise; netcat/curl for socket checks).
+# The servers of contrib/ run under the sandbox in e2e: gunicorn, python3-systemd, uvicorn,
+# puma (with ruby-sd-notify), uwsgi, lighttpd, twisted (python3-cffi-backend named: debootstrap does
+# not resolve the virtual packages python3-cryptography depends on).
+PKGS="systemd,systemd-sysv,dbus,libpam-systemd,procps,iproute2,netcat-openbsd,curl,ca-certificates,less,needrestart,gunicorn,python3-systemd,python3-uvicorn,puma,ruby-sd-notify,uwsgi-core,uwsgi-plugin-python3,lighttpd,python3-twisted,python3-cffi-backend"
+
 in_chroot() {  # chroot with a private /proc that vanishes with the namespace (no umount to forget)
   local dir=$1; shift
   unshare --fork --pid --mount --propagation private --mount-proc="$dir/proc" chroot "$dir" "$@"
@@ -68,17 +77,11 @@ cmd_build_rootfs() {
   [ -n "$dir" ] || die "usage: build-rootfs DIR [--suite S] [--backports] [--include pkgs]"
   [ -e "$dir/usr/lib/systemd/systemd" ] && die "$dir already contains a rootfs"
   mkdir -p "$dir"
-  # minbase + what a booted systemd and our tests need (dbus is required for systemctl <-> PID1 over the bus,
-  # libpam-systemd/logind are optional but avoid noise; netcat/curl for socket checks).
-  # The servers of contrib/ run under the sandbox in e2e: gunicorn, python3-systemd, uvicorn,
-  # puma (with ruby-sd-notify), uwsgi, lighttpd, twisted (python3-cffi-backend named: debootstrap does
-  # not resolve the virtual packages python3-cryptography depends on).
-  local pkgs="systemd,systemd-sysv,dbus,libpam-systemd,procps,iproute2,netcat-openbsd,curl,ca-certificates,less,needrestart,gunicorn,python3-systemd,python3-uvicorn,puma,ruby-sd-notify,uwsgi-core,uwsgi-plugin-python3,lighttpd,python3-twisted,python3-cffi-backend"
-  debootstrap --variant=minbase --include="$pkgs$extra" "$suite" "$dir" "$MIRROR"
+  debootstrap --variant=minbase --include="$PKGS$extra" "$suite" "$dir" "$MIRROR"
   # lighttpd's own service would start at boot on port 80: the tests run theirs.
   in_chroot "$dir" systemctl disable lighttpd.service >/dev/null 2>&1 || true
   # What this root filesystem was built with: e2e rebuilds a cached one that differs.
-  echo "$pkgs$extra" > "$dir/etc/baton-e2e-packages"
+  echo "$PKGS$extra" > "$dir/etc/baton-e2e-packages"
   # apt sources inside (deb822 not needed; plain list is fine)
   echo "deb $MIRROR $suite main" > "$dir/etc/apt/sources.list"
   if [ "$backports" = 1 ]; then
@@ -95,6 +98,40 @@ cmd_build_rootfs() {
   # persistent journal, so `journalctl -b -1` works across container reboots
   mkdir -p "$dir/var/log/journal"
   log "rootfs ready in $dir ($(du -sh "$dir" | cut -f1)), systemd $(chroot "$dir" /usr/lib/systemd/systemd --version | head -1)"
+}
+
+# ---------------------------------------------------------------- e2e's root filesystems
+# The root filesystem e2e/ boots for a systemd version, built into $BATON_E2E_CACHE the first
+# time, and again when it was built with other packages than this script lists now. The build
+# goes into DIR.tmp, renamed to DIR once whole. One build of a VERSION at a time, whoever asks:
+# a second caller (the e2e tests, while scripts/test's early build of it runs) waits for the
+# first's and takes its result.
+cmd_cached_rootfs() {
+  need_root
+  local version=${1:?usage: cached-rootfs VERSION} extra="" args=()
+  case "$version" in
+    252) extra=",openssh-server"; args=(--include openssh-server);;  # Debian 12, with sshd for the fleet test's Ansible
+    254) args=(--backports);;                                        # bookworm-backports
+    # Debian 13, with Node 20, whose ABI the host's unix-dgram build (Node 20) matches: the
+    # Node example runs here only.
+    257) extra=",nodejs"; args=(--suite trixie --include nodejs);;
+    *) die "cached-rootfs: no root filesystem for systemd $version";;
+  esac
+  local cache=${BATON_E2E_CACHE:-/var/cache/baton-e2e}
+  local dir="$cache/rootfs-$version"
+  mkdir -p "$cache"
+  exec 9>"$dir.lock"
+  flock 9
+  if [ "$(cat "$dir/etc/baton-e2e-packages" 2>/dev/null)" != "$PKGS$extra" ]; then
+    [ -e "$dir" ] && log "rebuilding $dir: its packages changed"
+    # A build killed half-way may have left debootstrap's mounts (proc, sys) in DIR.tmp.
+    findmnt -rno TARGET | { grep -F "$dir.tmp/" || true; } | sort -r | while read -r m; do umount -l "$m"; done
+    rm -rf --one-file-system "$dir.tmp"
+    cmd_build_rootfs "$dir.tmp" "${args[@]}" >&2   # stdout says where it is, nothing else
+    rm -rf "$dir"
+    mv "$dir.tmp" "$dir"
+  fi
+  echo "$dir"
 }
 
 # ---------------------------------------------------------------- helpers
@@ -336,6 +373,7 @@ sub=${1:-help}; shift || true
 case "$sub" in
   deps) cmd_deps "$@";;
   build-rootfs) cmd_build_rootfs "$@";;
+  cached-rootfs) cmd_cached_rootfs "$@";;
   boot) cmd_boot "$@";;
   exec) cmd_exec "$@";;
   run) cmd_run "$@";;
