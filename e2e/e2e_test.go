@@ -3,7 +3,7 @@
 // (Type=notify with the blocking ExecReload=), bookworm-backports' 254 and
 // Debian 13's 257 (Type=notify-reload), under steady load.
 //
-// Needs root, systemd-container and debootstrap (scripts/test installs
+// Needs root, systemd-container and mmdebstrap (scripts/test installs
 // them). Root filesystems are cached in /var/cache/baton-e2e, or in the
 // directory BATON_E2E_CACHE names (testbed.sh cached-rootfs); the .deb is
 // built with scripts/deb unless BATON_E2E_DEB names one.
@@ -12,7 +12,7 @@
 // as -parallel allows, GOMAXPROCS by default), each in a container of its
 // own, after TestFleet, which runs alone. Each asks for its root filesystem
 // first, so that every build the run needs starts at once, beside the build
-// of the .deb: on an empty cache the debootstraps overlap.
+// of the .deb: on an empty cache the mmdebstraps overlap.
 package e2e
 
 import (
@@ -51,8 +51,8 @@ func run(m *testing.M) int {
 	switch {
 	case os.Geteuid() != 0:
 		skipReason = "booting a container needs root"
-	case !have("systemd-nspawn") || !have("debootstrap"):
-		skipReason = "systemd-nspawn and debootstrap are not installed (scripts/test installs them)"
+	case !have("systemd-nspawn") || !have("mmdebstrap"):
+		skipReason = "systemd-nspawn and mmdebstrap are not installed (scripts/test installs them)"
 	}
 	if skipReason != "" {
 		return m.Run()
@@ -134,7 +134,7 @@ var (
 )
 
 // startRootfs gets the root filesystem for a systemd version in the
-// background: from the cache, or built with debootstrap (two to four
+// background: from the cache, or built with mmdebstrap (one to two
 // minutes) if the cache has none. Tests call it before t.Parallel, so that
 // the builds of all the tests that run start at once.
 func startRootfs(version int) *rootfsBuild {
