@@ -180,6 +180,8 @@ func buildRootfs(version int) (dir, note string, err error) {
 	}
 	took := time.Since(start).Round(time.Second)
 	switch {
+	case bytes.Contains(log.Bytes(), []byte("its packages changed")):
+		note = fmt.Sprintf("root filesystem rebuilt in %s: its packages changed", took)
 	case bytes.Contains(log.Bytes(), []byte("rootfs ready in")):
 		note = fmt.Sprintf("root filesystem built in %s", took)
 	case took > 0:
