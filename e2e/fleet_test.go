@@ -76,7 +76,7 @@ func TestFleet(t *testing.T) {
 	// Not parallel: the container tests run after it, not beside it (they
 	// started their root filesystems' builds before, their file sorting
 	// first). Beside them, starved of CPU, the stop of web2 lost 4 requests
-	// to HAProxy's 502 in 2 runs of 4: systemctl stop SIGTERMs every
+	// to HAProxy's 502 in 2 runs of 6: systemctl stop SIGTERMs every
 	// worker with baton (the unit's KillMode=control-group), so the lame
 	// duck does not keep them serving, and baton restarts them as crashed.
 	dir := startRootfs(252).wait(t)
