@@ -137,6 +137,11 @@ cmd_cached_rootfs() {
 }
 
 # ---------------------------------------------------------------- helpers
+# (fix: a pid file outlives its nspawn when a run is killed, and PIDs come round again soon on a
+# busy host (pid_max 32768 on the project's machines): boot and stop check that the pid is still an
+# nspawn before they take it for one, and stop signals nothing else.)
+is_nspawn() { [ "$(cat /proc/"$1"/comm 2>/dev/null)" = systemd-nspawn ]; }
+
 leader_of() {   # host PID of container PID 1
   local name=$1
   [ -f "$STATE/$name.leader" ] || die "no running testbed '$name' (no $STATE/$name.leader)"
@@ -207,7 +212,7 @@ cmd_boot() {
   [ -x "$dir/usr/lib/systemd/systemd" ] || die "$dir has no /usr/lib/systemd/systemd (build-rootfs first)"
   dir=$(realpath "$dir")
   mkdir -p "$STATE"
-  if [ -f "$STATE/$name.pid" ] && kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then
+  if [ -f "$STATE/$name.pid" ] && is_nspawn "$(cat "$STATE/$name.pid")"; then
     die "testbed '$name' already running (pid $(cat "$STATE/$name.pid"))"
   fi
   cg_cleanup "$name"
@@ -322,7 +327,7 @@ cmd_list() {
   for f in "$STATE"/*.pid; do
     [ -e "$f" ] || continue
     n=$(basename "$f" .pid)
-    if kill -0 "$(cat "$f")" 2>/dev/null; then
+    if is_nspawn "$(cat "$f")"; then
       echo "$n nspawn=$(cat "$f") leader=$(cat "$STATE/$n.leader" 2>/dev/null) dir=$(cat "$STATE/$n.dir" 2>/dev/null)"
     else
       echo "$n (dead)"
@@ -341,15 +346,15 @@ cmd_stop() {
   local npid="" leader=""
   [ -f "$STATE/$name.pid" ] && npid=$(cat "$STATE/$name.pid")
   [ -f "$STATE/$name.leader" ] && leader=$(cat "$STATE/$name.leader")
-  if [ -n "$npid" ] && kill -0 "$npid" 2>/dev/null; then
+  if [ -n "$npid" ] && is_nspawn "$npid"; then
     # SIGTERM to nspawn = ask the container's systemd for a clean poweroff (SIGRTMIN+3).
     kill -TERM "$npid"
     local i
-    for i in $(seq 1 $((timeout * 10))); do kill -0 "$npid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$npid" 2>/dev/null; then
+    for i in $(seq 1 $((timeout * 10))); do is_nspawn "$npid" || break; sleep 0.1; done
+    if is_nspawn "$npid"; then
       log "'$name' did not power off in ${timeout}s, killing nspawn $npid"
       kill -KILL "$npid" 2>/dev/null || true   # kills the whole container pid namespace with it
-      for i in $(seq 1 50); do kill -0 "$npid" 2>/dev/null || break; sleep 0.1; done
+      for i in $(seq 1 50); do is_nspawn "$npid" || break; sleep 0.1; done
     fi
   fi
   # belt and braces: the container's PID 1 must not outlive nspawn (pid + comm check against PID reuse)
