@@ -3,9 +3,16 @@
 // (Type=notify with the blocking ExecReload=), bookworm-backports' 254 and
 // Debian 13's 257 (Type=notify-reload), under steady load.
 //
-// Needs root, systemd-container and debootstrap (scripts/test installs
-// them). Root filesystems are cached in /var/cache/baton-e2e; the .deb is
+// Needs root, systemd-container and mmdebstrap (scripts/test installs
+// them). Root filesystems are cached in /var/cache/baton-e2e, or in the
+// directory BATON_E2E_CACHE names (testbed.sh cached-rootfs); the .deb is
 // built with scripts/deb unless BATON_E2E_DEB names one.
+//
+// The tests of one systemd version each run in parallel (as many at once
+// as -parallel allows, GOMAXPROCS by default), each in a container of its
+// own, after TestFleet, which runs alone. Each asks for its root filesystem
+// first, so that every build the run needs starts at once, beside the build
+// of the .deb: on an empty cache the mmdebstraps overlap.
 package e2e
 
 import (
@@ -17,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,10 +32,12 @@ import (
 	"github.com/batonsd/baton/internal/testsd"
 )
 
-const cache = "/var/cache/baton-e2e"
-
 var (
 	skipReason string
+	// prepared is closed when what the containers need is built (or
+	// failed to be: prepareErr).
+	prepared   = make(chan struct{})
+	prepareErr error
 	deb        string // the package under test
 	loadgen    string // e2e/loadgen, built for the host
 	plain      string // faults/testdata/plainworker, a Go worker as users write them
@@ -47,8 +57,8 @@ func run(m *testing.M) int {
 		skipReason = "container layer: skipped with -short" // each test says so too (testsd.Container)
 	case os.Geteuid() != 0:
 		skipReason = "booting a container needs root"
-	case !have("systemd-nspawn") || !have("debootstrap"):
-		skipReason = "systemd-nspawn and debootstrap are not installed (scripts/test installs them)"
+	case !have("systemd-nspawn") || !have("mmdebstrap"):
+		skipReason = "systemd-nspawn and mmdebstrap are not installed (scripts/test installs them)"
 	}
 	if skipReason != "" {
 		return m.Run()
@@ -59,41 +69,54 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
+	// Built while the tests start their root filesystems' builds.
+	go func() {
+		prepareErr = prepare(tmp)
+		close(prepared)
+	}()
+	code := m.Run()
+	<-prepared // it writes in tmp
+	return code
+}
+
+// prepare builds into tmp what the tests install in the containers.
+func prepare(tmp string) error {
 	loadgen = filepath.Join(tmp, "loadgen")
 	if out, err := exec.Command("go", "build", "-o", loadgen, "./loadgen").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build loadgen: %v\n%s", err, out)
-		return 1
+		return fmt.Errorf("build loadgen: %w\n%s", err, out)
 	}
 	plain = filepath.Join(tmp, "plainworker")
 	build := exec.Command("go", "build", "-o", plain, "../faults/testdata/plainworker")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0") // static: it runs in the container
 	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build plainworker: %v\n%s", err, out)
-		return 1
+		return fmt.Errorf("build plainworker: %w\n%s", err, out)
 	}
 	if deb = os.Getenv("BATON_E2E_DEB"); deb == "" {
-		cmd := exec.Command("../scripts/deb")
-		out, err := cmd.CombinedOutput()
+		out, err := exec.Command("../scripts/deb").CombinedOutput()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "scripts/deb: %v\n%s", err, out)
-			return 1
+			return fmt.Errorf("scripts/deb: %w\n%s", err, out)
 		}
 		debs, _ := filepath.Glob("../dist/baton_*.deb")
 		if len(debs) == 0 {
-			fmt.Fprintf(os.Stderr, "scripts/deb made no package\n%s", out)
-			return 1
+			return fmt.Errorf("scripts/deb made no package\n%s", out)
 		}
 		deb, _ = filepath.Abs(debs[len(debs)-1])
 	}
-	var err2 error
-	if debV2, err2 = repack(tmp, "0.1.1", ""); err2 == nil {
-		debOther, err2 = repack(tmp, "0.1.2", "99")
+	var err error
+	if debV2, err = repack(tmp, "0.1.1", ""); err != nil {
+		return err
 	}
-	if err2 != nil {
-		fmt.Fprintln(os.Stderr, err2)
-		return 1
+	debOther, err = repack(tmp, "0.1.2", "99")
+	return err
+}
+
+// ready waits until what the containers need is built.
+func ready(t *testing.T) {
+	t.Helper()
+	<-prepared
+	if prepareErr != nil {
+		t.Fatal(prepareErr)
 	}
-	return m.Run()
 }
 
 func have(cmd string) bool {
@@ -101,64 +124,76 @@ func have(cmd string) bool {
 	return err == nil
 }
 
-// rootfs returns the cached root filesystem for a systemd version, building
-// it with debootstrap the first time (about a minute).
-func rootfs(t *testing.T, version int) string {
-	t.Helper()
-	dir := filepath.Join(cache, fmt.Sprintf("rootfs-%d", version))
-	args := []string{"build-rootfs"}
-	extra := ""
-	switch version {
-	case 252: // Debian 12, with sshd for the fleet test's Ansible
-		extra = ",openssh-server"
-		args = append(args, "--include", "openssh-server")
-	case 254: // bookworm-backports
-		args = append(args, "--backports")
-	case 257: // Debian 13
-		// Node 20, whose ABI the host's unix-dgram build (Node 20) matches:
-		// the Node example runs here only.
-		extra = ",nodejs"
-		args = append(args, "--suite", "trixie", "--include", "nodejs")
-	default:
-		t.Fatalf("no root filesystem for systemd %d", version)
-	}
-	// A cached root filesystem built with other packages than testbed.sh
-	// lists now is built again.
-	want := testbedPackages(t) + extra
-	if got, err := os.ReadFile(filepath.Join(dir, "etc/baton-e2e-packages")); err == nil && strings.TrimSpace(string(got)) == want {
-		return dir
-	}
-	if _, err := os.Stat(dir); err == nil {
-		t.Logf("rebuilding the root filesystem for systemd %d: its packages changed", version)
-		os.RemoveAll(dir)
-	}
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
-	args = append(args, tmp)
-	if out, err := exec.Command("./testbed.sh", args...).CombinedOutput(); err != nil {
-		t.Fatalf("build rootfs for systemd %d: %v\n%s", version, err, out)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+// A rootfsBuild is the root filesystem of a systemd version, from the cache
+// or being built; the tests that boot it share it.
+type rootfsBuild struct {
+	version int
+	done    chan struct{} // closed when dir or err is set
+	dir     string
+	err     error
+	note    string // what it took: a build, a wait for one
 }
 
-// testbedPackages is the package list testbed.sh builds a root filesystem
-// with.
-func testbedPackages(t *testing.T) string {
+var (
+	buildsMu sync.Mutex
+	builds   = map[int]*rootfsBuild{}
+)
+
+// startRootfs gets the root filesystem for a systemd version in the
+// background: from the cache, or built with mmdebstrap (one to two
+// minutes) if the cache has none. Tests call it before t.Parallel, so that
+// the builds of all the tests that run start at once.
+func startRootfs(version int) *rootfsBuild {
+	buildsMu.Lock()
+	defer buildsMu.Unlock()
+	if b, ok := builds[version]; ok {
+		return b
+	}
+	b := &rootfsBuild{version: version, done: make(chan struct{})}
+	builds[version] = b
+	go func() {
+		defer close(b.done)
+		b.dir, b.note, b.err = buildRootfs(version)
+	}()
+	return b
+}
+
+// wait returns the root filesystem's directory once it is built.
+func (b *rootfsBuild) wait(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("testbed.sh")
+	<-b.done
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	if b.note != "" {
+		t.Logf("systemd %d: %s", b.version, b.note)
+	}
+	return b.dir
+}
+
+// buildRootfs returns the root filesystem for a systemd version from the
+// cache, which testbed.sh cached-rootfs fills: it builds one that is
+// missing or was built with other packages, or waits for a build of it
+// under way (scripts/test starts them early).
+func buildRootfs(version int) (dir, note string, err error) {
+	start := time.Now()
+	cmd := exec.Command("./testbed.sh", "cached-rootfs", fmt.Sprint(version))
+	var log bytes.Buffer
+	cmd.Stderr = &log
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatal(err)
+		return "", "", fmt.Errorf("root filesystem for systemd %d: %w\n%s", version, err, log.Bytes())
 	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), `local pkgs="`); ok {
-			return strings.TrimSuffix(strings.TrimSpace(v), `"`)
-		}
+	took := time.Since(start).Round(time.Second)
+	switch {
+	case bytes.Contains(log.Bytes(), []byte("its packages changed")):
+		note = fmt.Sprintf("root filesystem rebuilt in %s: its packages changed", took)
+	case bytes.Contains(log.Bytes(), []byte("rootfs ready in")):
+		note = fmt.Sprintf("root filesystem built in %s", took)
+	case took > 0:
+		note = fmt.Sprintf("root filesystem: waited %s for its build under way", took)
 	}
-	t.Fatal("testbed.sh lists no packages (local pkgs=...)")
-	return ""
+	return strings.TrimSpace(string(out)), note, nil
 }
 
 // box is a booted container.
@@ -168,9 +203,10 @@ type box struct {
 	leader string
 }
 
-func boot(t *testing.T, version int) *box {
+// boot boots a container of the root filesystem fs once it is built.
+func boot(t *testing.T, fs *rootfsBuild) *box {
 	t.Helper()
-	dir := rootfs(t, version)
+	version, dir := fs.version, fs.wait(t)
 	name := fmt.Sprintf("baton-e2e-%d", version)
 	exec.Command("./testbed.sh", "stop", name).Run() // a leftover from an interrupted run, if any
 	if out, err := exec.Command("./testbed.sh", "boot", dir, name, "--ephemeral", "--timeout", "120").CombinedOutput(); err != nil {
@@ -367,7 +403,10 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
-	b := boot(t, version)
+	fs := startRootfs(version)
+	t.Parallel()
+	ready(t)
+	b := boot(t, fs)
 	if out := b.must("systemctl --version | head -1"); !strings.HasPrefix(out, fmt.Sprintf("systemd %d", version)) {
 		t.Fatalf("container runs %q, want systemd %d", out, version)
 	}
@@ -481,7 +520,9 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 	if len(lines) < 2 {
 		t.Errorf("journalctl BATON_WORKER=1: %d entries", len(lines))
 	}
-	b.must("(timeout 10 baton logs -f -n 0 myapp > /tmp/follow.log &) ; sleep 1; systemctl reload myapp; sleep 1")
+	// Its stderr too goes to the file: on the pipe of this command it kept
+	// the command waiting for its end, 10 s.
+	b.must("(timeout 10 baton logs -f -n 0 myapp > /tmp/follow.log 2>&1 &) ; sleep 1; systemctl reload myapp; sleep 1")
 	follow := b.waitFor("baton logs -f shows the rollout", "grep -q 'rollout done' /tmp/follow.log && cat /tmp/follow.log", 10*time.Second)
 	if !strings.Contains(follow, " w1 ") || !strings.Contains(follow, "baton ") {
 		t.Errorf("baton logs -f output lacks worker or baton columns:\n%s", follow)

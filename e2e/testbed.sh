@@ -4,10 +4,13 @@
 # testbed.sh - run a real systemd (PID 1) in a systemd-nspawn container on a host
 # whose own PID 1 is NOT systemd (CI VMs, sandboxes, docker-less boxes).
 #
-# Needs root and: apt-get install --no-install-recommends systemd-container debootstrap
+# Needs root and: apt-get install --no-install-recommends systemd-container mmdebstrap
+# (fix: mmdebstrap, not debootstrap, builds the root filesystems: apt resolves the packages and
+# downloads them in parallel, and dpkg unpacks each once; half debootstrap's time and CPU.)
 #
 #   testbed.sh deps                                  apt-get install the host packages
 #   testbed.sh build-rootfs DIR [--suite S] [--backports] [--include pkg,pkg]
+#   testbed.sh cached-rootfs VERSION                 e2e's rootfs for systemd VERSION, built once: prints its DIR
 #   testbed.sh boot DIR NAME [--ephemeral] [--host-net] [--hybrid-cgroup] [--bind SRC[:DST]]...
 #                            [--bind-ro SRC[:DST]]... [--nspawn-arg ARG]... [--timeout SEC]
 #   testbed.sh exec NAME [--] CMD...                 run CMD inside (nsenter; inherits stdin/stdout)
@@ -21,7 +24,8 @@
 #   testbed.sh stop NAME [--timeout SEC]             clean poweroff (SIGKILL after timeout), cgroup cleanup
 #   testbed.sh stop-all
 #
-# Environment: SDTB_STATE (default /run/sdtb) holds NAME.{pid,leader,dir,log}.
+# Environment: SDTB_STATE (default /run/sdtb) holds NAME.{pid,leader,dir,log};
+# BATON_E2E_CACHE (default /var/cache/baton-e2e) holds cached-rootfs's root filesystems.
 set -euo pipefail
 
 STATE=${SDTB_STATE:-/run/sdtb}
@@ -44,10 +48,17 @@ cmd_deps() {
   need_root
   apt-get -o DPkg::Lock::Timeout=600 update
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends \
-    systemd-container debootstrap
+    systemd-container mmdebstrap
 }
 
 # ---------------------------------------------------------------- rootfs
+# minbase + what a booted systemd and our tests need (dbus is required for systemctl <-> PID1 over the bus,
+# libpam-systemd/logind are optional but avoid noise; netcat/curl for socket checks).
+# The servers of contrib/ run under the sandbox in e2e: gunicorn, python3-systemd, uvicorn,
+# puma (with ruby-sd-notify), uwsgi, lighttpd, twisted (python3-cffi-backend named: debootstrap, which
+# built them first, did not resolve the virtual packages python3-cryptography depends on).
+PKGS="systemd,systemd-sysv,dbus,libpam-systemd,procps,iproute2,netcat-openbsd,curl,ca-certificates,less,needrestart,gunicorn,python3-systemd,python3-uvicorn,puma,ruby-sd-notify,uwsgi-core,uwsgi-plugin-python3,lighttpd,python3-twisted,python3-cffi-backend"
+
 in_chroot() {  # chroot with a private /proc that vanishes with the namespace (no umount to forget)
   local dir=$1; shift
   unshare --fork --pid --mount --propagation private --mount-proc="$dir/proc" chroot "$dir" "$@"
@@ -68,17 +79,11 @@ cmd_build_rootfs() {
   [ -n "$dir" ] || die "usage: build-rootfs DIR [--suite S] [--backports] [--include pkgs]"
   [ -e "$dir/usr/lib/systemd/systemd" ] && die "$dir already contains a rootfs"
   mkdir -p "$dir"
-  # minbase + what a booted systemd and our tests need (dbus is required for systemctl <-> PID1 over the bus,
-  # libpam-systemd/logind are optional but avoid noise; netcat/curl for socket checks).
-  # The servers of contrib/ run under the sandbox in e2e: gunicorn, python3-systemd, uvicorn,
-  # puma (with ruby-sd-notify), uwsgi, lighttpd, twisted (python3-cffi-backend named: debootstrap does
-  # not resolve the virtual packages python3-cryptography depends on).
-  local pkgs="systemd,systemd-sysv,dbus,libpam-systemd,procps,iproute2,netcat-openbsd,curl,ca-certificates,less,needrestart,gunicorn,python3-systemd,python3-uvicorn,puma,ruby-sd-notify,uwsgi-core,uwsgi-plugin-python3,lighttpd,python3-twisted,python3-cffi-backend"
-  debootstrap --variant=minbase --include="$pkgs$extra" "$suite" "$dir" "$MIRROR"
+  mmdebstrap --quiet --mode=root --variant=minbase --include="$PKGS$extra" "$suite" "$dir" "$MIRROR"
   # lighttpd's own service would start at boot on port 80: the tests run theirs.
   in_chroot "$dir" systemctl disable lighttpd.service >/dev/null 2>&1 || true
   # What this root filesystem was built with: e2e rebuilds a cached one that differs.
-  echo "$pkgs$extra" > "$dir/etc/baton-e2e-packages"
+  echo "$PKGS$extra" > "$dir/etc/baton-e2e-packages"
   # apt sources inside (deb822 not needed; plain list is fine)
   echo "deb $MIRROR $suite main" > "$dir/etc/apt/sources.list"
   if [ "$backports" = 1 ]; then
@@ -97,7 +102,46 @@ cmd_build_rootfs() {
   log "rootfs ready in $dir ($(du -sh "$dir" | cut -f1)), systemd $(chroot "$dir" /usr/lib/systemd/systemd --version | head -1)"
 }
 
+# ---------------------------------------------------------------- e2e's root filesystems
+# The root filesystem e2e/ boots for a systemd version, built into $BATON_E2E_CACHE the first
+# time, and again when it was built with other packages than this script lists now. The build
+# goes into DIR.tmp, renamed to DIR once whole. One build of a VERSION at a time, whoever asks:
+# a second caller (the e2e tests, while scripts/test's early build of it runs) waits for the
+# first's and takes its result.
+cmd_cached_rootfs() {
+  need_root
+  local version=${1:?usage: cached-rootfs VERSION} extra="" args=()
+  case "$version" in
+    252) extra=",openssh-server"; args=(--include openssh-server);;  # Debian 12, with sshd for the fleet test's Ansible
+    254) args=(--backports);;                                        # bookworm-backports
+    # Debian 13, with Node 20, whose ABI the host's unix-dgram build (Node 20) matches: the
+    # Node example runs here only.
+    257) extra=",nodejs"; args=(--suite trixie --include nodejs);;
+    *) die "cached-rootfs: no root filesystem for systemd $version";;
+  esac
+  local cache=${BATON_E2E_CACHE:-/var/cache/baton-e2e}
+  local dir="$cache/rootfs-$version"
+  mkdir -p "$cache"
+  exec 9>"$dir.lock"
+  flock 9
+  if [ "$(cat "$dir/etc/baton-e2e-packages" 2>/dev/null)" != "$PKGS$extra" ]; then
+    [ -e "$dir" ] && log "rebuilding $dir: its packages changed"
+    # A build killed half-way may have left mmdebstrap's mounts (proc, sys, dev) in DIR.tmp.
+    findmnt -rno TARGET | { grep -F "$dir.tmp/" || true; } | sort -r | while read -r m; do umount -l "$m"; done
+    rm -rf --one-file-system "$dir.tmp"
+    cmd_build_rootfs "$dir.tmp" "${args[@]}" >&2   # stdout says where it is, nothing else
+    rm -rf "$dir"
+    mv "$dir.tmp" "$dir"
+  fi
+  echo "$dir"
+}
+
 # ---------------------------------------------------------------- helpers
+# (fix: a pid file outlives its nspawn when a run is killed, and PIDs come round again soon on a
+# busy host (pid_max 32768 on the project's machines): boot and stop check that the pid is still an
+# nspawn before they take it for one, and stop signals nothing else.)
+is_nspawn() { [ "$(cat /proc/"$1"/comm 2>/dev/null)" = systemd-nspawn ]; }
+
 leader_of() {   # host PID of container PID 1
   local name=$1
   [ -f "$STATE/$name.leader" ] || die "no running testbed '$name' (no $STATE/$name.leader)"
@@ -117,12 +161,13 @@ cg_roots() {    # host cgroup hierarchies systemd cares about
 }
 
 cg_cleanup() {  # remove (empty) per-container cgroups, deepest first; retry while the kernel reaps
+  # (The $CG_PREFIX directory itself stays: removing it here could pull it from under another
+  # container's boot, between its mkdir -p's two steps. stop-all removes it.)
   local name=$1 r i
   for i in 1 2 3 4 5 6 7 8 9 10; do
     for r in $(cg_roots); do
       [ -d "$r/$CG_PREFIX/$name" ] || continue
       find "$r/$CG_PREFIX/$name" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-      rmdir "$r/$CG_PREFIX" 2>/dev/null || true
     done
     local left=0
     for r in $(cg_roots); do [ -d "$r/$CG_PREFIX/$name" ] && left=1; done
@@ -167,7 +212,7 @@ cmd_boot() {
   [ -x "$dir/usr/lib/systemd/systemd" ] || die "$dir has no /usr/lib/systemd/systemd (build-rootfs first)"
   dir=$(realpath "$dir")
   mkdir -p "$STATE"
-  if [ -f "$STATE/$name.pid" ] && kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then
+  if [ -f "$STATE/$name.pid" ] && is_nspawn "$(cat "$STATE/$name.pid")"; then
     die "testbed '$name' already running (pid $(cat "$STATE/$name.pid"))"
   fi
   cg_cleanup "$name"
@@ -282,7 +327,7 @@ cmd_list() {
   for f in "$STATE"/*.pid; do
     [ -e "$f" ] || continue
     n=$(basename "$f" .pid)
-    if kill -0 "$(cat "$f")" 2>/dev/null; then
+    if is_nspawn "$(cat "$f")"; then
       echo "$n nspawn=$(cat "$f") leader=$(cat "$STATE/$n.leader" 2>/dev/null) dir=$(cat "$STATE/$n.dir" 2>/dev/null)"
     else
       echo "$n (dead)"
@@ -301,15 +346,15 @@ cmd_stop() {
   local npid="" leader=""
   [ -f "$STATE/$name.pid" ] && npid=$(cat "$STATE/$name.pid")
   [ -f "$STATE/$name.leader" ] && leader=$(cat "$STATE/$name.leader")
-  if [ -n "$npid" ] && kill -0 "$npid" 2>/dev/null; then
+  if [ -n "$npid" ] && is_nspawn "$npid"; then
     # SIGTERM to nspawn = ask the container's systemd for a clean poweroff (SIGRTMIN+3).
     kill -TERM "$npid"
     local i
-    for i in $(seq 1 $((timeout * 10))); do kill -0 "$npid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$npid" 2>/dev/null; then
+    for i in $(seq 1 $((timeout * 10))); do is_nspawn "$npid" || break; sleep 0.1; done
+    if is_nspawn "$npid"; then
       log "'$name' did not power off in ${timeout}s, killing nspawn $npid"
       kill -KILL "$npid" 2>/dev/null || true   # kills the whole container pid namespace with it
-      for i in $(seq 1 50); do kill -0 "$npid" 2>/dev/null || break; sleep 0.1; done
+      for i in $(seq 1 50); do is_nspawn "$npid" || break; sleep 0.1; done
     fi
   fi
   # belt and braces: the container's PID 1 must not outlive nspawn (pid + comm check against PID reuse)
@@ -324,8 +369,9 @@ cmd_stop() {
 }
 
 cmd_stop_all() {
-  local f
+  local f r
   for f in "$STATE"/*.pid; do [ -e "$f" ] && cmd_stop "$(basename "$f" .pid)"; done
+  for r in $(cg_roots); do rmdir "$r/$CG_PREFIX" 2>/dev/null || true; done
   return 0
 }
 
@@ -334,6 +380,7 @@ sub=${1:-help}; shift || true
 case "$sub" in
   deps) cmd_deps "$@";;
   build-rootfs) cmd_build_rootfs "$@";;
+  cached-rootfs) cmd_cached_rootfs "$@";;
   boot) cmd_boot "$@";;
   exec) cmd_exec "$@";;
   run) cmd_run "$@";;
