@@ -278,10 +278,12 @@ func (b *box) waitFor(what, script string, d time.Duration) string {
 }
 
 type status struct {
-	PID        int `json:"pid"`
-	Generation int `json:"generation"`
-	Ready      int `json:"ready"`
-	Workers    []struct {
+	PID             int     `json:"pid"`
+	State           string  `json:"state"`
+	LameDuckSeconds float64 `json:"lame_duck_seconds"`
+	Generation      int     `json:"generation"`
+	Ready           int     `json:"ready"`
+	Workers         []struct {
 		Slot int `json:"slot"`
 		PID  int `json:"pid"`
 	} `json:"workers"`
@@ -293,10 +295,19 @@ type status struct {
 
 func (b *box) status() status {
 	b.t.Helper()
+	return b.statusOf("myapp")
+}
+
+func (b *box) statusOf(unit string) status {
+	b.t.Helper()
+	return parseStatus(b.t, b.must("baton status --json "+unit))
+}
+
+func parseStatus(t *testing.T, out string) status {
+	t.Helper()
 	var st status
-	out := b.must("baton status --json myapp")
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		b.t.Fatalf("baton status --json: %v\n%s", err, out)
+		t.Fatalf("baton status --json: %v\n%s", err, out)
 	}
 	return st
 }
@@ -605,13 +616,10 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 // slot and generation.
 func plainWorkerSurvivesKill9(t *testing.T, b *box, version int) {
 	b.copyIn(plain, "/usr/local/bin/plainworker")
-	b.must("baton units --name plain --listen http=127.0.0.1:8090 --workers 3 --drain-timeout 10s --install -- /usr/local/bin/plainworker 300ms")
+	b.must("baton units --name plain --listen http=127.0.0.1:8090 --workers 3 --drain-timeout 10s --lame-duck 4s --install -- /usr/local/bin/plainworker 300ms")
 	b.must("systemctl start plain.socket plain.service")
 	b.waitFor("plain ready", "baton status plain | grep -q '3/3 ready'", 20*time.Second)
-	var st status
-	if err := json.Unmarshal([]byte(b.must("baton status --json plain")), &st); err != nil {
-		t.Fatal(err)
-	}
+	st := b.statusOf("plain")
 	l := b.startLoadOf("http://127.0.0.1:8090/", 9, 0) // fresh connections: each request's fate is its own
 	l.waitAnswered(t, 20)                              // 300 ms each: the workers hold some when baton is killed
 	old := strings.TrimSpace(b.must("systemctl show -p MainPID --value plain"))
@@ -640,7 +648,39 @@ func plainWorkerSurvivesKill9(t *testing.T, b *box, version int) {
 		t.Errorf("a plain worker died of SIGPIPE:\n%s", b.must("journalctl -u plain --no-pager"))
 	}
 	t.Logf("systemd %d, plain Go workers, kill -9: %d answered, %d failed, none refused; each old worker's last line journaled by the restarted baton", version, r.OK, len(r.Failures))
-	b.must("systemctl stop plain.service plain.socket")
+	stopKeepsItsOrder(t, b, "plain", "http://127.0.0.1:8090/")
+	b.must("systemctl stop plain.socket")
+}
+
+// stopKeepsItsOrder: systemctl stop of a unit with a lame duck runs
+// `baton stop` (ExecStop=) first, so every worker serves through the lame
+// duck, the same pids, and drains on baton's word; none exits unasked and
+// none is restarted. KillMode=control-group's SIGTERM alone would reach
+// the workers with baton's: they would stop serving at once, and baton
+// would restart them as crashed.
+func stopKeepsItsOrder(t *testing.T, b *box, unit, url string) {
+	before := b.statusOf(unit)
+	cursor := b.must("journalctl -u " + unit + " -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'")
+	// One exec for what must happen inside the lame duck (4 s).
+	during := b.must(fmt.Sprintf(`systemctl stop --no-block %[1]s.service
+		for i in $(seq 200); do baton status --check %[1]s 2>&1 | grep -q 'lame duck' && break; sleep 0.02; done
+		baton status --json %[1]s; curl -sf -o /dev/null %[2]s`, unit, url))
+	st := parseStatus(t, during)
+	if st.State != "stopping" || st.LameDuckSeconds <= 0 {
+		t.Fatalf("%s: status taken after the lame duck (state %q, %.1fs of it left): the test proves nothing\n%s", unit, st.State, st.LameDuckSeconds, during)
+	}
+	if fmt.Sprint(st.Workers) != fmt.Sprint(before.Workers) || st.Ready != len(before.Workers) {
+		t.Errorf("%s: in the lame duck, workers %v (%d ready), want the same %v all ready", unit, st.Workers, st.Ready, before.Workers)
+	}
+	b.waitFor(unit+" stopped", "systemctl is-active "+unit+".service | grep -qx inactive", 30*time.Second)
+	journal := b.must("journalctl -u " + unit + " --no-pager --after-cursor '" + strings.TrimSpace(cursor) + "'")
+	if !strings.Contains(journal, `stop requested by="baton stop"`) {
+		t.Errorf("%s: the stop was not baton stop's (ExecStop=):\n%s", unit, journal)
+	}
+	if strings.Contains(journal, "worker exited unexpectedly") {
+		t.Errorf("%s: a worker exited unasked during the stop (systemd's SIGTERM?):\n%s", unit, journal)
+	}
+	t.Logf("%s: systemctl stop kept its order: %d workers served through the lame duck (%.1fs left when looked at), then drained", unit, st.Ready, st.LameDuckSeconds)
 }
 
 // repack makes a copy of the package under test with another version: its

@@ -79,9 +79,10 @@ func TestFleet(t *testing.T) {
 	// Not parallel: the container tests run after it, not beside it (they
 	// started their root filesystems' builds before, their file sorting
 	// first). Beside them, starved of CPU, the stop of web2 lost 4 requests
-	// to HAProxy's 502 in 2 runs of 6: systemctl stop SIGTERMs every
-	// worker with baton (the unit's KillMode=control-group), so the lame
-	// duck does not keep them serving, and baton restarts them as crashed.
+	// to HAProxy's 502 in 2 runs of 6, when the units had no ExecStop=:
+	// systemctl stop SIGTERMed every worker with baton (KillMode=
+	// control-group), so the lame duck did not keep them serving, and baton
+	// restarted them as crashed.
 	dir := startRootfs(252).wait(t)
 	ready(t)
 	tmp := t.TempDir()

@@ -38,6 +38,7 @@ func ExampleRender() {
 	//   Type=notify
 	//   ExecStart=/usr/bin/baton run --workers 4 -- /usr/bin/myapp --port-from-fd
 	//   ExecReload=/usr/bin/baton reload
+	//   ExecStop=-/usr/bin/baton stop
 	//   DynamicUser=yes
 }
 

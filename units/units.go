@@ -127,6 +127,21 @@ func Render(o Options) ([]File, error) {
 		reload = append(reload, "--control", o.Control)
 	}
 	fmt.Fprintf(&b, "ExecReload=%s\n", CommandLine(reload))
+	stop := []string{o.Baton, "stop"}
+	if o.Control != "" {
+		stop = append(stop, "--control", o.Control)
+	}
+	// KillMode=control-group signals every process of the unit at once,
+	// the workers with baton: their drain would begin with baton's, not
+	// after the lame duck, with systemd's SIGTERM rather than their own
+	// stop signal. systemd runs ExecStop= first and signals only what is
+	// left once it returns; after a crash of baton it runs no ExecStop=,
+	// and control-group's SIGTERM is what drains the orphaned workers.
+	// The "-": a stop must not fail because ExecStop= could not run (the
+	// package was removed under the running service); KillMode= then
+	// stops it as before.
+	b.WriteString("# systemctl stop asks baton to stop and waits until it has exited: the\n# workers serve through the lame duck and drain on baton's word. Only\n# what is left then gets KillMode='s signal (after a crash of baton, the\n# workers: SIGTERM, so they drain).\n")
+	fmt.Fprintf(&b, "ExecStop=-%s\n", CommandLine(stop))
 	fmt.Fprintf(&b, "# The control socket lives in $RUNTIME_DIRECTORY.\nRuntimeDirectory=%s\n", escape(o.Name))
 	b.WriteString("# Sockets baton opens itself survive its restarts here, and so do the\n# workers' output pipes (two each), so that a worker draining while baton\n# restarts never writes to a pipe without a reader.\nFileDescriptorStoreMax=4096\n")
 	if o.SystemdVersion >= fdStorePreserveVersion {

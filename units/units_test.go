@@ -54,7 +54,7 @@ func TestRenderByVersion(t *testing.T) {
 		svc := m["myapp.service"]
 		for _, w := range append(tt.want,
 			"NotifyAccess=main\n", "ExecStart=/usr/bin/baton run --workers 4 -- /usr/bin/myapp --port-from-fd\n",
-			"RuntimeDirectory=myapp\n", "FileDescriptorStoreMax=4096\n", "WatchdogSec=20s\n", "Restart=always\n",
+			"ExecStop=-/usr/bin/baton stop\n", "RuntimeDirectory=myapp\n", "FileDescriptorStoreMax=4096\n", "WatchdogSec=20s\n", "Restart=always\n",
 			"KillMode=control-group\n", "TimeoutStopSec=45s\n", "Requires=myapp.socket myapp-admin.socket\n") {
 			if !strings.Contains(svc, w) {
 				t.Errorf("systemd %d: service lacks %q:\n%s", tt.version, w, svc)
@@ -276,5 +276,24 @@ func TestSandboxScore(t *testing.T) {
 	bare.NoSandbox = true
 	if s := score(t, bare); s < 5 {
 		t.Errorf("--no-sandbox: exposure %.1f, the sandbox is still there", s)
+	}
+}
+
+// TestControlReachesEveryClient: a --control given to baton run is given to
+// the commands systemd runs beside it, or they would look for the socket
+// under RuntimeDirectory= and not find it.
+func TestControlReachesEveryClient(t *testing.T) {
+	for _, version := range []int{252, 254} {
+		o := opts(version)
+		o.Control = "/run/myapp-ctl/c.sock"
+		svc := render(t, o)["myapp.service"]
+		for _, w := range []string{"ExecReload=/usr/bin/baton reload --control /run/myapp-ctl/c.sock\n", "ExecStop=-/usr/bin/baton stop --control /run/myapp-ctl/c.sock\n"} {
+			if version >= NotifyReloadVersion {
+				w = strings.Replace(w, "reload", "reload --wait-signal", 1)
+			}
+			if !strings.Contains(svc, w) {
+				t.Errorf("systemd %d: service lacks %q:\n%s", version, w, svc)
+			}
+		}
 	}
 }

@@ -27,6 +27,7 @@ func newApp() *cli.App {
 			recycleCommand(),
 			statusCommand(),
 			upgradeCommand(),
+			stopCommand(),
 			unitsCommand(),
 			logsCommand(),
 			versionCommand(),

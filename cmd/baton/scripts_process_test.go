@@ -12,6 +12,7 @@ import (
 	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/testsd"
 	"github.com/rogpeppe/go-internal/testscript"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -25,6 +26,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"exitcode":   cmdExitcode,
 			"waitstatus": cmdWaitStatus,
+			"exited":     cmdExited,
 		},
 	})
 }
@@ -78,4 +80,23 @@ func cmdWaitStatus(ts *testscript.TestScript, neg bool, args []string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	ts.Fatalf("waitstatus: never %d ready; last: %s", want, last)
+}
+
+// exited checks that every process the script started in the background
+// has exited (reaped or not): what baton stop's return promises.
+func cmdExited(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: exited")
+	}
+	for _, cmd := range ts.BackgroundCmds() {
+		var info unix.Siginfo // Signo stays 0 while it runs (WNOHANG)
+		// WNOWAIT: the script's own wait still reaps it. ECHILD: reaped.
+		err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		if err == nil && info.Signo == 0 {
+			ts.Fatalf("%s (pid %d) has not exited", cmd.Path, cmd.Process.Pid)
+		}
+		if err != nil && !errors.Is(err, unix.ECHILD) {
+			ts.Fatalf("waitid %d: %v", cmd.Process.Pid, err)
+		}
+	}
 }

@@ -25,8 +25,14 @@ var ErrRefused = errors.New("refused by baton")
 // again, to the new image, a few times. The upgrade request itself is
 // handed over to the new image, and never sent twice.
 func Call(ctx context.Context, path string, req Request) (Response, error) {
+	return callOn(ctx, path, req, nil)
+}
+
+// callOn is Call, with opened called on each connection before the request
+// is sent.
+func callOn(ctx context.Context, path string, req Request, opened func(*net.UnixConn) error) (Response, error) {
 	for attempt := 1; ; attempt++ {
-		resp, err := call(ctx, path, req)
+		resp, err := call(ctx, path, req, opened)
 		if !errors.Is(err, errUnanswered) || req.Command == CmdUpgrade || attempt == 5 {
 			return resp, err
 		}
@@ -41,13 +47,19 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 // errUnanswered: the connection closed with no byte of an answer.
 var errUnanswered = errors.New("closed without an answer (baton re-executing, or gone)")
 
-func call(ctx context.Context, path string, req Request) (Response, error) {
+func call(ctx context.Context, path string, req Request, opened func(*net.UnixConn) error) (Response, error) {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
+	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
 		return Response{}, fmt.Errorf("control socket %s: %w (is baton running with this --control?)", path, err)
 	}
+	c := conn.(*net.UnixConn)
 	defer c.Close()
+	if opened != nil {
+		if err := opened(c); err != nil {
+			return Response{}, fmt.Errorf("control socket %s: %w", path, err)
+		}
+	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	if err := json.NewEncoder(c).Encode(req); err != nil {
@@ -77,4 +89,66 @@ func call(ctx context.Context, path string, req Request) (Response, error) {
 		return resp, fmt.Errorf("%w: %s", ErrRefused, resp.Error)
 	}
 	return resp, nil
+}
+
+// ErrNotRunning: nothing serves the control socket, so no baton runs with
+// it: it has stopped already, or never ran with this --control.
+var ErrNotRunning = errors.New("no baton serves this control socket")
+
+// Stop asks the baton serving path to stop (CmdStop) and returns once its
+// process has exited, passing its answer, what the stop does, to told as
+// soon as it comes. That is what ExecStop= must do: systemd signals what is
+// left in the unit's cgroup as soon as ExecStop= returns, and under
+// KillMode=control-group that is every worker, lame duck or not. A socket
+// nobody serves is ErrNotRunning.
+func Stop(ctx context.Context, path string, told func(Stopping)) error {
+	pidfd := -1
+	defer func() {
+		if pidfd >= 0 {
+			unix.Close(pidfd)
+		}
+	}()
+	opened := func(c *net.UnixConn) error {
+		// Taken before the request goes: until then baton has no reason to
+		// exit, so the pid names it and no process that came after it.
+		cred, err := peerCred(c)
+		if err != nil {
+			return err
+		}
+		if pidfd >= 0 {
+			unix.Close(pidfd) // an earlier attempt's; the pid is the same across a re-exec
+		}
+		if pidfd, err = unix.PidfdOpen(int(cred.Pid), 0); err != nil {
+			return fmt.Errorf("pidfd_open of baton (pid %d): %w", cred.Pid, err)
+		}
+		return nil
+	}
+	resp, err := callOn(ctx, path, Request{Command: CmdStop}, opened)
+	switch {
+	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED):
+		return fmt.Errorf("%w: %s", ErrNotRunning, path)
+	case err != nil:
+		return err
+	case resp.Stopping == nil:
+		return fmt.Errorf("control socket %s: no answer to stop", path)
+	}
+	told(*resp.Stopping)
+	return waitExit(ctx, pidfd)
+}
+
+// waitExit waits until the process of pidfd has exited: the pidfd polls
+// readable then, for a process that is not our child too.
+func waitExit(ctx context.Context, pidfd int) error {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 100) // ms: how soon a cancel is seen
+		switch {
+		case err != nil && !errors.Is(err, unix.EINTR):
+			return fmt.Errorf("poll pidfd: %w", err)
+		case n > 0:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+	}
 }

@@ -36,6 +36,10 @@ func (f fakeHandler) Recycle(_ context.Context, slot int, _ bool) (Rollout, erro
 	return Rollout{Kind: "recycle", Reason: RecycleManual, From: 1, To: 1, State: "ok", Replaced: []Replacement{{Slot: slot, PID: 10, Successor: 11}}}, nil
 }
 
+func (f fakeHandler) Stop(context.Context) (Stopping, error) {
+	return Stopping{PID: os.Getpid(), Doing: "2 workers drain"}, nil
+}
+
 func (f fakeHandler) Reload(context.Context) (Rollout, error) {
 	return Rollout{From: 1, To: 2, State: "failed"}, errors.New("worker 0 exited")
 }
@@ -115,6 +119,47 @@ func TestServerStatusRoundTripAndMode(t *testing.T) {
 	// A second server on the same path is refused while the first lives.
 	if _, err := Listen(path, fakeHandler{}, nil); err == nil || !strings.Contains(err.Error(), "served by another process") {
 		t.Errorf("second Listen: %v", err)
+	}
+}
+
+// TestStopWaitsForExit: Stop passes on baton's answer and then waits for
+// its process to exit. The server here is this test's own process, which
+// does not exit: Stop must still be waiting when its context ends.
+func TestStopWaitsForExit(t *testing.T) {
+	path := filepath.Join(shortDir(t), "c.sock")
+	srv, err := Listen(path, fakeHandler{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	var told *Stopping
+	err = Stop(ctx, path, func(st Stopping) { told = &st })
+	if told == nil || told.PID != os.Getpid() || told.Doing != "2 workers drain" {
+		t.Errorf("told %+v, want this process's pid and what the handler said", told)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Stop returned %v while the server's process lives, want it waiting until the deadline", err)
+	}
+}
+
+// TestStopWhenNothingRuns: a stop finds no baton when the socket is gone
+// (a clean exit removes it) or nobody listens on it (a killed baton's).
+func TestStopWhenNothingRuns(t *testing.T) {
+	dir := shortDir(t)
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	for _, path := range []string{filepath.Join(dir, "gone.sock"), stale} {
+		err := Stop(context.Background(), path, func(st Stopping) { t.Errorf("told %+v by nobody", st) })
+		if !errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), path) {
+			t.Errorf("Stop(%s) = %v, want ErrNotRunning naming the path", path, err)
+		}
 	}
 }
 

@@ -39,6 +39,12 @@ const (
 	// CmdUpgrade asks baton to re-execute its binary in place. The
 	// connection is handed to the new image, which answers on it.
 	CmdUpgrade = "upgrade"
+	// CmdStop asks baton to stop as SIGTERM does: STOPPING=1, the lame
+	// duck if set, then the drain; one during the lame duck cuts it short,
+	// one more kills every worker. The response (Stopping) comes at once: a
+	// process cannot answer once it has exited, so the client waits for
+	// that itself (Stop in client.go).
+	CmdStop = "stop"
 )
 
 // Request is what a client asks.
@@ -56,11 +62,21 @@ var ErrBusy = errors.New("busy, try again later")
 // Response is the server's answer: Error is set when the request failed,
 // and Busy when it was refused only for now (ErrBusy).
 type Response struct {
-	Error   string   `json:"error,omitempty"`
-	Busy    bool     `json:"busy,omitempty"`
-	Status  *Status  `json:"status,omitempty"`
-	Rollout *Rollout `json:"rollout,omitempty"`
-	Upgrade *Upgrade `json:"upgrade,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	Busy     bool      `json:"busy,omitempty"`
+	Status   *Status   `json:"status,omitempty"`
+	Rollout  *Rollout  `json:"rollout,omitempty"`
+	Upgrade  *Upgrade  `json:"upgrade,omitempty"`
+	Stopping *Stopping `json:"stopping,omitempty"`
+}
+
+// Stopping is baton's answer to a stop request.
+type Stopping struct {
+	PID int `json:"pid"`
+	// Doing says what the stop does now: "lame duck for 10s while 4
+	// workers serve, then they drain", "4 workers drain (drain timeout
+	// 30s)", "killing 4 workers".
+	Doing string `json:"doing"`
 }
 
 // Upgrade is the result of an in-place upgrade, told by the new image.

@@ -40,6 +40,9 @@ type Handler interface {
 	// image, which answers on it. It returns only if the upgrade was
 	// refused or failed, with the reason.
 	Upgrade(ctx context.Context, conn *net.UnixConn) error
+	// Stop begins a stop as SIGTERM does and returns at once, saying what
+	// the stop does.
+	Stop(ctx context.Context) (Stopping, error)
 }
 
 // Server serves the control socket.
@@ -277,6 +280,12 @@ func (s *Server) handle(req Request) Response {
 		return rolloutResponse(s.handler.Rollback(s.ctx))
 	case CmdRecycle:
 		return rolloutResponse(s.handler.Recycle(s.ctx, req.Slot, req.All))
+	case CmdStop:
+		st, err := s.handler.Stop(s.ctx)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{Stopping: &st}
 	}
 	return Response{Error: fmt.Sprintf("unknown command %q", req.Command)}
 }
@@ -290,24 +299,34 @@ func rolloutResponse(r Rollout, err error) Response {
 
 // checkPeer admits root and the server's own uid.
 func checkPeer(c *net.UnixConn) error {
-	raw, err := c.SyscallConn()
+	cred, err := peerCred(c)
 	if err != nil {
 		return err
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("permission denied for uid %d (pid %d): only root and uid %d may use this control socket", cred.Uid, cred.Pid, os.Geteuid())
+	}
+	return nil
+}
+
+// peerCred is the other end's credentials: the client's on the server's
+// side; on the client's, the server's as they were at its listen().
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
 	}
 	var cred *unix.Ucred
 	var credErr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	if credErr != nil {
-		return fmt.Errorf("SO_PEERCRED: %w", credErr)
+		return nil, fmt.Errorf("SO_PEERCRED: %w", credErr)
 	}
-	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
-		return fmt.Errorf("permission denied for uid %d (pid %d): only root and uid %d may use this control socket", cred.Uid, cred.Pid, os.Geteuid())
-	}
-	return nil
+	return cred, nil
 }
 
 // readLine reads one line; on an error it returns what it read before.

@@ -3,7 +3,66 @@ package supervisor
 // Stopping: at once, or after a lame duck (--lame-duck) during which baton
 // reports that it stops while every worker keeps serving.
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+)
+
+// Stop answers the control socket's stop request (`baton stop`, the
+// ExecStop= of the units baton writes) as SIGTERM is answered, and says
+// what the stop does. Under systemd this is how a stop keeps its order:
+// systemd signals the unit's whole cgroup only once ExecStop= has returned,
+// so the workers serve through the lame duck and get their own stop signal
+// from baton, not systemd's SIGTERM with baton's.
+func (s *Supervisor) Stop(ctx context.Context) (control.Stopping, error) {
+	st, err := ask(ctx, s, func(reply chan<- control.Stopping) {
+		s.stopAsked(slog.String("by", "baton stop"))
+		reply <- control.Stopping{PID: os.Getpid(), Doing: s.stopDoing()}
+	})
+	if errors.Is(err, ErrShuttingDown) {
+		// The loop has ended: the workers are gone and baton exits.
+		return control.Stopping{PID: os.Getpid(), Doing: "exiting"}, nil
+	}
+	return st, err
+}
+
+// stopAsked answers a stop request, a signal's or baton stop's: the first
+// stops (after the lame duck, if set), one during the lame duck cuts it
+// short, and one more kills every worker.
+func (s *Supervisor) stopAsked(by slog.Attr) {
+	s.stopSigs++
+	switch {
+	case s.lameDuck != nil:
+		s.log.Warn("second stop request: the lame duck is cut short, workers drain now", by)
+		s.beginStop()
+	case s.stopSigs > 1:
+		s.log.Warn("second stop request: killing all workers", by)
+		for _, w := range s.workers {
+			w.p.Kill()
+		}
+	default:
+		s.log.Info("stop requested", by)
+		s.requestStop()
+	}
+}
+
+// stopDoing says what the stop under way does.
+func (s *Supervisor) stopDoing() string {
+	switch {
+	case s.lameDuck != nil:
+		return fmt.Sprintf("lame duck for %s while %d workers serve, then they drain (drain timeout %s)",
+			s.lameDuckEnds.Sub(s.now()).Round(time.Millisecond), len(s.workers), s.cfg.DrainTimeout)
+	case s.stopSigs > 1:
+		return fmt.Sprintf("killing %d workers", len(s.workers))
+	}
+	return fmt.Sprintf("%d workers drain (drain timeout %s)", len(s.workers), s.cfg.DrainTimeout)
+}
 
 // leaving reports whether a stop was asked for: draining, or in the lame
 // duck. Nothing new begins then (rollouts, scales, recycles, upgrades).

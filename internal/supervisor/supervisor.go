@@ -501,20 +501,7 @@ func (s *Supervisor) onSignal(sig syscall.Signal) {
 	case unix.SIGCHLD:
 		s.reap()
 	case unix.SIGTERM, unix.SIGINT:
-		s.stopSigs++
-		switch {
-		case s.lameDuck != nil:
-			s.log.Warn("second stop signal: the lame duck is cut short, workers drain now", "sig", sig.String())
-			s.beginStop()
-		case s.stopSigs > 1:
-			s.log.Warn("second stop signal: killing all workers", "sig", sig.String())
-			for _, w := range s.workers {
-				w.p.Kill()
-			}
-		default:
-			s.log.Info("stop requested", "sig", sig.String())
-			s.requestStop()
-		}
+		s.stopAsked(slog.String("sig", sig.String()))
 	case unix.SIGHUP, unix.SIGUSR1:
 		// SIGUSR1 too: unlike SIGHUP it survives a re-exec (signals.go).
 		s.log.Info("rollout requested", "sig", sig.String())

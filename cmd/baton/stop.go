@@ -1,0 +1,51 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+	"github.com/urfave/cli/v2"
+)
+
+func stopCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "stop",
+		Usage:     "stop baton as SIGTERM does, and wait until it has exited (fit for ExecStop=)",
+		ArgsUsage: "[UNIT]",
+		Description: "baton reports the stop (STOPPING=1), spends its --lame-duck with every worker serving,\n" +
+			"then sends each worker its stop signal and waits up to --drain-timeout; this command returns\n" +
+			"once baton's process has exited. A second one cuts the lame duck short; one more kills every\n" +
+			"worker. Under systemd it is the unit's ExecStop= (baton units writes it): systemd signals\n" +
+			"everything left in the unit's cgroup as soon as ExecStop= returns, so without it\n" +
+			"`systemctl stop` sends SIGTERM to the workers together with baton, lame duck or not.\n" +
+			"Exits 0 also when no baton serves the control socket (it has stopped already).\n" +
+			"With UNIT, the baton that systemd runs as UNIT.",
+		Flags: []cli.Flag{controlFlag},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 1 {
+				return fmt.Errorf("stop: want at most a unit, as in `baton stop myapp`; got %d arguments", c.NArg())
+			}
+			path, err := controlPathFor(c, c.Args().First())
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			var pid int
+			err = control.Stop(c.Context, path, func(st control.Stopping) {
+				pid = st.PID
+				fmt.Fprintf(c.App.Writer, "baton pid %d stops: %s\n", st.PID, st.Doing)
+			})
+			switch {
+			case errors.Is(err, control.ErrNotRunning):
+				fmt.Fprintf(c.App.ErrWriter, "baton stop: %v: stopped already\n", err)
+				return nil
+			case err != nil:
+				return fmt.Errorf("stop: %w", err)
+			}
+			fmt.Fprintf(c.App.Writer, "baton pid %d has exited (after %s)\n", pid, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+}
