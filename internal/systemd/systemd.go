@@ -59,14 +59,17 @@ func ParseVersion(v string) (int, error) {
 	return n, nil
 }
 
-// Install daemon-reloads, so that systemd reads freshly written unit files,
-// then enables the units (by path).
+// Install enables the freshly written units (by path), then daemon-reloads
+// so that systemd reads them, in systemctl enable's order. The other order
+// leaves them needing a reload on systemd 257 (NeedDaemonReload=yes, and a
+// "changed on disk" warning from every systemctl command naming them):
+// enabling touches what systemd compares against the files it loaded.
 func (c *Conn) Install(ctx context.Context, paths []string) error {
-	if err := c.c.ReloadContext(ctx); err != nil {
-		return fmt.Errorf("daemon-reload: %w", err)
-	}
 	if _, _, err := c.c.EnableUnitFilesContext(ctx, paths, false, true); err != nil {
 		return fmt.Errorf("enable %s: %w", strings.Join(paths, ", "), err)
+	}
+	if err := c.c.ReloadContext(ctx); err != nil {
+		return fmt.Errorf("daemon-reload: %w", err)
 	}
 	return nil
 }
