@@ -58,11 +58,11 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 	case q.again:
 		s.log.Info("rolling out once more for requests that came during the last rollout")
 		q.again = false
-		s.soon(func() { s.follow(s.sized(newRollout(s, s.serving, s.slots, nil))) })
+		s.followNext(s.sized(newRollout(s, s.serving, s.slots, nil)))
 		return
 	case s.wantSize > 0:
 		s.log.Info("scaling, as asked during the last rollout", "workers", s.wantSize)
-		s.soon(func() { s.follow(s.scaleOnly()) })
+		s.followNext(s.scaleOnly())
 		return
 	}
 	s.sendReady()

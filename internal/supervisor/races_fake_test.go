@@ -280,3 +280,82 @@ func TestReloadDuringRollback(t *testing.T) {
 		t.Fatalf("the waiting caller got %+v, %v; want the second rollout's success (to generation 3)", res.r, res.err)
 	}
 }
+
+// TestReplaceAsTheRolloutEnds: the event that ends a rollout with one more
+// to follow (a reload asked for during it) also asks for a replace (the
+// listener check at the last worker's readiness found a socket shut down).
+// One rollout runs at a time: the replace waits its turn; it does not begin
+// beside the one that follows, which would take the slots' incoming
+// workers from under it.
+func TestReplaceAsTheRolloutEnds(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 2})
+	reply := make(chan rolloutResult, 1)
+	ts.requestRollout(reply)
+	ts.ready(ts.incoming(0))
+	ts.onSignal(unix.SIGHUP) // one more follows
+	last := ts.incoming(1)
+	// What the listener check queues during the last worker's readiness,
+	// before the rollout's end is handled in the same event.
+	ts.soon(func() { ts.requestReplace("listener http was shut down under the workers") })
+	ts.ready(last)
+	ts.drainedOut()
+	if ts.rollout == nil {
+		t.Fatal("no rollout follows the first")
+	}
+	following := ts.rollout
+	for i := range 2 {
+		w := ts.incoming(i)
+		if w.spec != following.to {
+			t.Errorf("slot %d's incoming worker (generation %d) is not the running rollout's (to generation %d): two rollouts began", i, w.spec.gen, following.to.gen)
+		}
+		ts.ready(w)
+	}
+	ts.drainedOut()
+	if ts.rollout == following {
+		t.Fatal("the rollout that followed did not end")
+	}
+	// The replace asked for meanwhile is the one more after it.
+	if ts.rollout == nil {
+		t.Fatal("the replace asked for as the first rollout ended was lost")
+	}
+	for i := range 2 {
+		ts.ready(ts.incoming(i))
+	}
+	ts.drainedOut()
+	res := ts.result(reply)
+	if res.err != nil || ts.rollout != nil || !slices.Equal(ts.gens(), []int{4, 4}) {
+		t.Fatalf("after the rollouts: %+v, %v, rollout %v, slots serve %v; want generation 4 everywhere", res.r, res.err, ts.rollout, ts.gens())
+	}
+}
+
+// TestStopAsTheRolloutEnds: the event that ends a rollout with one more to
+// follow also stops baton (here a stop signal handled in the same pass,
+// as the crash limit would be). The rollout that was to follow ends as
+// stopped, before it began: no new worker starts while baton stops, and
+// the caller hears that baton is stopping.
+func TestStopAsTheRolloutEnds(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 2})
+	reply := make(chan rolloutResult, 1)
+	ts.requestRollout(reply)
+	ts.ready(ts.incoming(0))
+	ts.onSignal(unix.SIGHUP) // one more follows
+	ts.soon(func() { ts.onSignal(unix.SIGTERM) })
+	ts.ready(ts.incoming(1))
+	res := ts.result(reply)
+	if res.err == nil || !strings.Contains(res.err.Error(), "baton is stopping") {
+		t.Errorf("the caller got %+v, %v; want that baton is stopping", res.r, res.err)
+	}
+	if ts.rollout != nil {
+		t.Errorf("a rollout runs while baton stops: %s", ts.rollout.phase)
+	}
+	for _, sl := range ts.slots {
+		if sl.next != nil {
+			t.Errorf("slot %d brings up a worker of generation %d while baton stops", sl.Index, sl.next.spec.gen)
+		}
+	}
+	for _, w := range ts.workers {
+		if w.State != stateDraining {
+			t.Errorf("worker %d (generation %d) is %s, want draining", w.pid, w.spec.gen, w.State)
+		}
+	}
+}

@@ -39,14 +39,25 @@ type rolloutRequests struct {
 // begin announces a rollout to systemd and begins it.
 func (s *Supervisor) begin(r *rollout) {
 	s.tell(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
-	s.follow(r)
-}
-
-// follow begins a rollout that follows another: systemd still waits for
-// the READY=1 that ends the reload.
-func (s *Supervisor) follow(r *rollout) {
 	s.rollout = r
 	r.begin()
+}
+
+// followNext makes r, which follows the rollout that just ended, the
+// running rollout at once (systemd, not told READY=1, still waits for the
+// end of the reload), and begins it once the ended rollout has returned
+// from its last phase entry. Whatever runs
+// in between (a replace the same event asked for, a stop) finds r running:
+// a request waits its turn, a stop ends r before it began. With r begun
+// later but made the running rollout only then, a replace asked for in
+// between began a rollout of its own, and r, begun over it, took its slots.
+func (s *Supervisor) followNext(r *rollout) {
+	s.rollout = r
+	s.soon(func() {
+		if s.rollout == r && r.phase == phaseNew {
+			r.begin()
+		}
+	})
 }
 
 // sendReady tells systemd the service is ready (the start, or a rollout's

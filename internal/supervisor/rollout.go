@@ -105,7 +105,7 @@ func (p phase) ended() bool { return p >= phaseOK }
 
 // transitions are the phase changes a rollout may make.
 var transitions = map[phase][]phase{
-	phaseNew:         {phaseChecking},
+	phaseNew:         {phaseChecking, phaseFailed}, // failed: stopped before it began (followNext)
 	phaseChecking:    {phaseRolling, phaseFailed},
 	phaseRolling:     {phaseCanary, phaseRollingBack, phaseOK, phaseFailed},
 	phaseCanary:      {phaseRolling, phaseRollingBack, phaseFailed},
