@@ -281,6 +281,21 @@ func TestReloadDuringRollback(t *testing.T) {
 	}
 }
 
+// rolloutWithOneMore: 2 workers, a rollout whose slot 0 has moved and whose
+// slot 1 waits for its new worker's readiness, and a reload asked for
+// meanwhile (one more follows); reply gets the caller's result.
+func rolloutWithOneMore(t *testing.T) (*testSupervisor, chan rolloutResult) {
+	ts := newTestSupervisor(t, Config{Workers: 2})
+	reply := make(chan rolloutResult, 1)
+	ts.requestRollout(reply)
+	ts.ready(ts.incoming(0))
+	ts.onSignal(unix.SIGHUP)
+	if !ts.requests.again {
+		t.Fatal("the reload asked for during the rollout is not kept for after it")
+	}
+	return ts, reply
+}
+
 // TestReplaceAsTheRolloutEnds: the event that ends a rollout with one more
 // to follow (a reload asked for during it) also asks for a replace (the
 // listener check at the last worker's readiness found a socket shut down).
@@ -288,11 +303,7 @@ func TestReloadDuringRollback(t *testing.T) {
 // beside the one that follows, which would take the slots' incoming
 // workers from under it.
 func TestReplaceAsTheRolloutEnds(t *testing.T) {
-	ts := newTestSupervisor(t, Config{Workers: 2})
-	reply := make(chan rolloutResult, 1)
-	ts.requestRollout(reply)
-	ts.ready(ts.incoming(0))
-	ts.onSignal(unix.SIGHUP) // one more follows
+	ts, reply := rolloutWithOneMore(t)
 	last := ts.incoming(1)
 	// What the listener check queues during the last worker's readiness,
 	// before the rollout's end is handled in the same event.
@@ -334,11 +345,7 @@ func TestReplaceAsTheRolloutEnds(t *testing.T) {
 // stopped, before it began: no new worker starts while baton stops, and
 // the caller hears that baton is stopping.
 func TestStopAsTheRolloutEnds(t *testing.T) {
-	ts := newTestSupervisor(t, Config{Workers: 2})
-	reply := make(chan rolloutResult, 1)
-	ts.requestRollout(reply)
-	ts.ready(ts.incoming(0))
-	ts.onSignal(unix.SIGHUP) // one more follows
+	ts, reply := rolloutWithOneMore(t)
 	ts.soon(func() { ts.onSignal(unix.SIGTERM) })
 	ts.ready(ts.incoming(1))
 	res := ts.result(reply)
