@@ -621,7 +621,7 @@ func testUnderSystemd(t *testing.T, version int, wantType string) {
 // slot and generation.
 func plainWorkerSurvivesKill9(t *testing.T, b *box, version int) {
 	b.copyIn(plain, "/usr/local/bin/plainworker")
-	b.must("baton units --name plain --listen http=127.0.0.1:8090 --workers 3 --drain-timeout 10s --lame-duck 4s --install -- /usr/local/bin/plainworker 300ms")
+	b.must("baton units --name plain --listen http=127.0.0.1:8090 --workers 3 --drain-timeout 10s --lame-duck 6s --install -- /usr/local/bin/plainworker 300ms")
 	b.must("systemctl start plain.socket plain.service")
 	b.waitFor("plain ready", "baton status plain | grep -q '3/3 ready'", 20*time.Second)
 	st := b.statusOf("plain")
@@ -666,7 +666,7 @@ func plainWorkerSurvivesKill9(t *testing.T, b *box, version int) {
 func stopKeepsItsOrder(t *testing.T, b *box, unit, url string) {
 	before := b.statusOf(unit)
 	cursor := b.must("journalctl -u " + unit + " -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'")
-	// One exec for what must happen inside the lame duck (4 s).
+	// One exec for what must happen inside the lame duck (6 s).
 	b.must(fmt.Sprintf(`systemctl stop --no-block %[1]s.service
 		for i in $(seq 200); do baton status --check %[1]s 2>&1 | grep -q 'lame duck' && break; sleep 0.02; done
 		baton status --json %[1]s > /tmp/during.json; curl -sf -o /dev/null %[2]s`, unit, url))

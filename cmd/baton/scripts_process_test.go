@@ -55,11 +55,15 @@ func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// waitstatus PATH READY waits until the baton behind control socket PATH
-// reports READY ready workers.
+// waitstatus PATH READY [STATE] waits until the baton behind control socket
+// PATH reports READY ready workers in STATE (ready unless given).
 func cmdWaitStatus(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 2 {
-		ts.Fatalf("usage: waitstatus PATH READY")
+	if neg || len(args) < 2 || len(args) > 3 {
+		ts.Fatalf("usage: waitstatus PATH READY [STATE]")
+	}
+	state := "ready"
+	if len(args) == 3 {
+		state = args[2]
 	}
 	want, err := strconv.Atoi(args[1])
 	if err != nil {
@@ -70,7 +74,7 @@ func cmdWaitStatus(ts *testscript.TestScript, neg bool, args []string) {
 	var last string
 	for ctx.Err() == nil {
 		resp, err := control.Call(ctx, ts.MkAbs(args[0]), control.Request{Command: control.CmdStatus})
-		if err == nil && resp.Status.Ready == want && resp.Status.State == "ready" {
+		if err == nil && resp.Status.Ready == want && resp.Status.State == state {
 			return
 		}
 		last = fmt.Sprint(err)
@@ -79,7 +83,7 @@ func cmdWaitStatus(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	ts.Fatalf("waitstatus: never %d ready; last: %s", want, last)
+	ts.Fatalf("waitstatus: never %d ready, %s; last: %s", want, state, last)
 }
 
 // exited checks that every process the script started in the background

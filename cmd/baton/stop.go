@@ -16,11 +16,13 @@ func stopCommand() *cli.Command {
 		ArgsUsage: "[UNIT]",
 		Description: "baton reports the stop (STOPPING=1), spends its --lame-duck with every worker serving,\n" +
 			"then sends each worker its stop signal and waits up to --drain-timeout; this command returns\n" +
-			"once baton's process has exited. A second one cuts the lame duck short; one more kills every\n" +
-			"worker. Under systemd it is the unit's ExecStop= (baton units writes it): systemd signals\n" +
-			"everything left in the unit's cgroup as soon as ExecStop= returns, so without it\n" +
-			"`systemctl stop` sends SIGTERM to the workers together with baton, lame duck or not.\n" +
-			"Exits 0 also when no baton serves the control socket (it has stopped already).\n" +
+			"once baton's process has exited. A stop already under way is joined, not hurried (a second\n" +
+			"SIGTERM hurries it). Under systemd it is the unit's ExecStop= (baton units writes it): systemd\n" +
+			"signals everything left in the unit's cgroup as soon as ExecStop= returns, so without it\n" +
+			"`systemctl stop` sends SIGTERM to the workers together with baton, lame duck or not. To stop\n" +
+			"a service, use systemctl stop: baton stopped by hand exits 0, and Restart=always restarts it.\n" +
+			"Exits 0 also when nothing serves the control socket any more (stopped already); exits 1 when\n" +
+			"no control socket is found for UNIT.\n" +
 			"With UNIT, the baton that systemd runs as UNIT.",
 		Flags: []cli.Flag{controlFlag},
 		Action: func(c *cli.Context) error {

@@ -25,7 +25,7 @@ func unitsCommand() *cli.Command {
 		&cli.StringFlag{Name: "description", Usage: "the units' Description="},
 		&cli.IntFlag{Name: "systemd-version", Usage: "render for systemd `N` (default: the running systemd's, asked over D-Bus)"},
 		&cli.StringFlag{Name: "output", Usage: "write the units into `DIR` instead of printing them"},
-		&cli.BoolFlag{Name: "install", Usage: "write the units to " + unitDir + ", daemon-reload and enable them"},
+		&cli.BoolFlag{Name: "install", Usage: "write the units to " + unitDir + ", enable them, then daemon-reload"},
 		&cli.StringFlag{Name: "baton", Value: "/usr/bin/baton", Usage: "the baton binary `PATH` in ExecStart="},
 		&cli.DurationFlag{Name: "watchdog-sec", Value: 30 * time.Second, Usage: "WatchdogSec= for baton itself (0: off)"},
 	}

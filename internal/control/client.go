@@ -102,7 +102,7 @@ var ErrNotRunning = errors.New("no baton serves this control socket")
 // KillMode=control-group that is every worker, lame duck or not. A socket
 // nobody serves is ErrNotRunning.
 func Stop(ctx context.Context, path string, told func(Stopping)) error {
-	pidfd := -1
+	pid, pidfd := 0, -1
 	defer func() {
 		if pidfd >= 0 {
 			unix.Close(pidfd)
@@ -118,22 +118,41 @@ func Stop(ctx context.Context, path string, told func(Stopping)) error {
 		if pidfd >= 0 {
 			unix.Close(pidfd) // an earlier attempt's; the pid is the same across a re-exec
 		}
-		if pidfd, err = unix.PidfdOpen(int(cred.Pid), 0); err != nil {
-			return fmt.Errorf("pidfd_open of baton (pid %d): %w", cred.Pid, err)
+		pid, pidfd = int(cred.Pid), -1
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("%w: baton (pid %d) exited as it was asked", ErrNotRunning, pid)
+			}
+			return fmt.Errorf("pidfd_open of baton (pid %d): %w", pid, err)
 		}
+		pidfd = fd
 		return nil
 	}
 	resp, err := callOn(ctx, path, Request{Command: CmdStop}, opened)
 	switch {
-	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED):
+	case err != nil && pidfd >= 0 && (errors.Is(err, errUnanswered) || gone(err)):
+		// It was there and went without answering: it is exiting (the
+		// control socket closes first). Its exit is what was asked for.
+		told(Stopping{PID: pid, Doing: "exiting"})
+		return waitExit(ctx, pidfd)
+	case gone(err):
 		return fmt.Errorf("%w: %s", ErrNotRunning, path)
 	case err != nil:
 		return err
 	case resp.Stopping == nil:
 		return fmt.Errorf("control socket %s: no answer to stop", path)
+	case resp.Stopping.PID != pid:
+		// The pidfd would name another process than the one stopping.
+		return fmt.Errorf("control socket %s: served by pid %d, answered by pid %d", path, pid, resp.Stopping.PID)
 	}
 	told(*resp.Stopping)
 	return waitExit(ctx, pidfd)
+}
+
+// gone reports whether err says nothing serves the control socket.
+func gone(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, ErrNotRunning)
 }
 
 // waitExit waits until the process of pidfd has exited: the pidfd polls

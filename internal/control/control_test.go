@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -132,7 +133,7 @@ func TestStopWaitsForExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var told *Stopping
 	err = Stop(ctx, path, func(st Stopping) { told = &st })
@@ -315,4 +316,25 @@ type blockingHandler struct{ fakeHandler }
 func (blockingHandler) Reload(ctx context.Context) (Rollout, error) {
 	<-ctx.Done()
 	return Rollout{}, ctx.Err()
+}
+
+type otherPIDHandler struct{ fakeHandler }
+
+func (otherPIDHandler) Stop(context.Context) (Stopping, error) {
+	return Stopping{PID: os.Getpid() + 1, Doing: "2 workers drain"}, nil
+}
+
+// TestStopAnsweredByAnother: an answer from another pid than the socket's
+// server is refused: the pidfd Stop waits on would name another process.
+func TestStopAnsweredByAnother(t *testing.T) {
+	path := filepath.Join(shortDir(t), "c.sock")
+	srv, err := Listen(path, otherPIDHandler{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	err = Stop(context.Background(), path, func(st Stopping) { t.Errorf("told %+v", st) })
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("served by pid %d, answered by pid %d", os.Getpid(), os.Getpid()+1)) {
+		t.Errorf("Stop = %v, want the two pids named", err)
+	}
 }

@@ -15,14 +15,23 @@ import (
 )
 
 // Stop answers the control socket's stop request (`baton stop`, the
-// ExecStop= of the units baton writes) as SIGTERM is answered, and says
-// what the stop does. Under systemd this is how a stop keeps its order:
-// systemd signals the unit's whole cgroup only once ExecStop= has returned,
-// so the workers serve through the lame duck and get their own stop signal
-// from baton, not systemd's SIGTERM with baton's.
+// ExecStop= of the units baton writes) as a first SIGTERM is answered, and
+// says what the stop does. Under systemd this is how a stop keeps its
+// order: systemd signals the unit's whole cgroup only once ExecStop= has
+// returned, so the workers serve through the lame duck and get their own
+// stop signal from baton, not systemd's SIGTERM with baton's.
+//
+// A stop under way is joined, not hurried: ExecStop= after a stop that
+// began otherwise (a SIGTERM, STOPPING=1 of the crash limit) must not cut
+// the lame duck short or kill the workers. Signals hurry it.
 func (s *Supervisor) Stop(ctx context.Context) (control.Stopping, error) {
 	st, err := ask(ctx, s, func(reply chan<- control.Stopping) {
-		s.stopAsked(slog.String("by", "baton stop"))
+		by := slog.String("by", "baton stop")
+		if s.leaving() {
+			s.log.Info("stop requested: joins the stop under way", by)
+		} else {
+			s.stopAsked(by)
+		}
 		reply <- control.Stopping{PID: os.Getpid(), Doing: s.stopDoing()}
 	})
 	if errors.Is(err, ErrShuttingDown) {
@@ -58,8 +67,8 @@ func (s *Supervisor) stopDoing() string {
 	case s.lameDuck != nil:
 		return fmt.Sprintf("lame duck for %s while %d workers serve, then they drain (drain timeout %s)",
 			s.lameDuckEnds.Sub(s.now()).Round(time.Millisecond), len(s.workers), s.cfg.DrainTimeout)
-	case s.stopSigs > 1:
-		return fmt.Sprintf("killing %d workers", len(s.workers))
+	case len(s.workers) == 0:
+		return "exiting"
 	}
 	return fmt.Sprintf("%d workers drain (drain timeout %s)", len(s.workers), s.cfg.DrainTimeout)
 }

@@ -1,10 +1,11 @@
 // Package systemd is the only place in baton that talks to systemd's
 // manager over D-Bus (go-systemd/dbus over godbus): the running version,
-// daemon-reload and enabling units, and a unit's state for `baton status`.
+// enabling units and daemon-reload, and a unit's state for `baton status`.
 package systemd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -65,13 +66,16 @@ func ParseVersion(v string) (int, error) {
 // "changed on disk" warning from every systemctl command naming them):
 // enabling touches what systemd compares against the files it loaded.
 func (c *Conn) Install(ctx context.Context, paths []string) error {
+	var errs []error
 	if _, _, err := c.c.EnableUnitFilesContext(ctx, paths, false, true); err != nil {
-		return fmt.Errorf("enable %s: %w", strings.Join(paths, ", "), err)
+		errs = append(errs, fmt.Errorf("enable %s: %w", strings.Join(paths, ", "), err))
 	}
+	// Even when enabling failed: the files are written, and systemd must
+	// read them (a start by hand still works).
 	if err := c.c.ReloadContext(ctx); err != nil {
-		return fmt.Errorf("daemon-reload: %w", err)
+		errs = append(errs, fmt.Errorf("daemon-reload: %w", err))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Unit is systemd's view of a service.
