@@ -46,11 +46,11 @@ func (s *Supervisor) begin(r *rollout) {
 // followNext makes r, which follows the rollout that just ended, the
 // running rollout at once (systemd, not told READY=1, still waits for the
 // end of the reload), and begins it once the ended rollout has returned
-// from its last phase entry. Whatever runs
-// in between (a replace the same event asked for, a stop) finds r running:
-// a request waits its turn, a stop ends r before it began. With r begun
-// later but made the running rollout only then, a replace asked for in
-// between began a rollout of its own, and r, begun over it, took its slots.
+// from its last phase entry. Whatever runs in between (a replace the same
+// event asked for, a stop) finds r running: a request waits its turn, a
+// stop ends r before it began. When r became the running rollout only as
+// it began, a replace asked for in between began a rollout of its own,
+// and r, begun over it, took its slots.
 func (s *Supervisor) followNext(r *rollout) {
 	s.rollout = r
 	s.soon(func() {
