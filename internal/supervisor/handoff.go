@@ -208,9 +208,6 @@ func (s *Supervisor) upgradeBlocker() error {
 	return nil
 }
 
-// parseHandoffProtocol reads `baton version`'s handoff lines: the protocol
-// the binary speaks and the range it reads ("handoff-reads 3-3"; without
-// that line, as before protocol 3, just the protocol).
 // afterOutputOf calls f on the loop once the output of every process in ps
 // is read to its end or, at the latest, after outputGrace; then the output
 // of those not done is closed (its lines cut).
@@ -232,6 +229,9 @@ func (s *Supervisor) afterOutputOf(ps []process, f func()) {
 	})
 }
 
+// parseHandoffProtocol reads `baton version`'s handoff lines: the protocol
+// the binary speaks and the range it reads ("handoff-reads 3-3"; without
+// that line, as before protocol 3, just the protocol).
 func parseHandoffProtocol(out string) (int, ProtocolRange, error) {
 	proto, reads := 0, ProtocolRange{}
 	for line := range strings.Lines(out) {
