@@ -1,9 +1,6 @@
 package faults
 
 import (
-	"context"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +29,7 @@ func TestLeftBehindProcessesAreStopped(t *testing.T) {
 	svc := testsd.StartPlain(t, bins, "run", "--workers", "2", "--listen", "127.0.0.1:0", "--control", ctl,
 		"--ready", "exec", "--drain-timeout", "1s", "--", script(t, dir, "daemonizer", "export PIDS="+pids+"\n"+daemonizer))
 	testsd.WaitStatus(ctx, t, ctl, "ready", func(s control.Status) bool { return s.State == "ready" })
-	first := daemons(ctx, t, pids, 2)
+	first := testsd.WaitPIDs(ctx, t, pids, 2)
 	if _, err := control.Call(ctx, ctl, control.Request{Command: control.CmdReload}); err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +40,7 @@ func TestLeftBehindProcessesAreStopped(t *testing.T) {
 			t.Errorf("daemon %d of a replaced worker still runs", pid)
 		}
 	}
-	second := daemons(ctx, t, pids, 4)[2:]
+	second := testsd.WaitPIDs(ctx, t, pids, 4)[2:]
 	svc.Signal(t, 15)
 	if code := svc.Wait(ctx, t); code != 0 {
 		t.Errorf("exit %d", code)
@@ -55,26 +52,5 @@ func TestLeftBehindProcessesAreStopped(t *testing.T) {
 	}
 	if !strings.Contains(svc.Output.String(), "stopping a process the worker left behind") {
 		t.Errorf("baton did not say it stopped the left-behind processes")
-	}
-}
-
-// daemons waits until the pid file lists n pids and returns them.
-func daemons(ctx context.Context, t *testing.T, path string, n int) []int {
-	t.Helper()
-	for {
-		b, _ := os.ReadFile(path)
-		var pids []int
-		for f := range strings.FieldsSeq(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-		if len(pids) >= n {
-			return pids
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("%d daemons started, want %d", len(pids), n)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

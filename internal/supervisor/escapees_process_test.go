@@ -2,13 +2,13 @@ package supervisor_test
 
 import (
 	"context"
-	"os"
-	"strconv"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/rig"
 	"github.com/batonsd/baton/internal/testsd"
 	"golang.org/x/sys/unix"
 )
@@ -29,7 +29,7 @@ func TestLeftBehindStoppedWithItsWorker(t *testing.T) {
 	svc := testsd.StartPlain(t, bins, "run", "--workers", "2", "--listen", "127.0.0.1:0", "--control", ctl,
 		"--ready", "exec", "--drain-timeout", "5s", "--env", "PIDS="+pids, "--", "sh", "-c", worker)
 	testsd.WaitStatus(ctx, t, ctl, "ready", func(s control.Status) bool { return s.State == "ready" })
-	first := daemonPIDs(ctx, t, pids, 2)
+	first := testsd.WaitPIDs(ctx, t, pids, 2)
 	for _, pid := range first {
 		waitParent(ctx, t, pid, svc.PID())
 	}
@@ -44,8 +44,10 @@ func TestLeftBehindStoppedWithItsWorker(t *testing.T) {
 			t.Errorf("daemon %d of a replaced worker still runs", pid)
 		}
 	}
-	second := daemonPIDs(ctx, t, pids, 4)[2:]
-	time.Sleep(200 * time.Millisecond) // a wrong stop would have been sent by now
+	second := testsd.WaitPIDs(ctx, t, pids, 4)[2:]
+	// Both replaced workers' exits are handled (baton logs each): a wrong
+	// stop would have been sent, and logged, in that handling.
+	svc.WaitOutputN(ctx, t, "worker stopped", 2)
 	for _, pid := range second {
 		if err := unix.Kill(pid, 0); err != nil {
 			t.Errorf("daemon %d of a serving worker: %v", pid, err)
@@ -60,40 +62,13 @@ func TestLeftBehindStoppedWithItsWorker(t *testing.T) {
 	}
 }
 
-// daemonPIDs waits until the file at path lists n pids and returns them.
-func daemonPIDs(ctx context.Context, t *testing.T, path string, n int) []int {
-	t.Helper()
-	for {
-		b, _ := os.ReadFile(path)
-		var pids []int
-		for f := range strings.FieldsSeq(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-		if len(pids) >= n {
-			return pids
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("%d daemons started, want %d", len(pids), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// waitParent waits until pid's parent is ppid (an orphan's reparenting
+// waitParent waits until pid is a child of ppid (an orphan's reparenting
 // follows its parent's exit).
 func waitParent(ctx context.Context, t *testing.T, pid, ppid int) {
 	t.Helper()
-	for {
-		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		s := string(b)
-		// "pid (comm) S ppid ...": comm may hold spaces, so cut at the last ')'.
-		if f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]); len(f) > 1 && f[1] == strconv.Itoa(ppid) {
-			return
-		}
+	for !slices.ContainsFunc(rig.Children(ppid), func(c rig.Child) bool { return c.PID == pid }) {
 		if ctx.Err() != nil {
-			t.Fatalf("process %d: parent never %d (stat %q)", pid, ppid, s)
+			t.Fatalf("process %d: parent never %d", pid, ppid)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -63,6 +63,19 @@ func gated(gate string, args ...string) string {
 		strings.Join(append([]string{""}, args...), " ") + `"]` + "\n"
 }
 
+// reloadAtGate begins a reload whose new workers wait at gate (openGate
+// lets them go on), and waits until it is in progress; done gets its
+// result.
+func (s *service) reloadAtGate(ctx context.Context, t *testing.T) (gate string, done chan error) {
+	t.Helper()
+	gate = filepath.Join(filepath.Dir(s.ctl), "gate")
+	s.write(t, gated(gate))
+	done = make(chan error, 1)
+	go func() { _, err := reload(ctx, s.ctl); done <- err }()
+	testsd.WaitStatus(ctx, t, s.ctl, "a rollout in progress", func(st control.Status) bool { return st.Rollout != nil })
+	return gate, done
+}
+
 func openGate(t *testing.T, gate string) {
 	t.Helper()
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {

@@ -30,6 +30,31 @@ func ownBaton(t *testing.T) (testsd.Bins, string) {
 	return b, b.Baton
 }
 
+// startOwnBaton starts baton, from a copy of its binary (path) that the
+// test may replace, with 2 workers and a configuration file, and waits
+// until it is ready.
+func startOwnBaton(ctx context.Context, t *testing.T) (s *service, path string) {
+	t.Helper()
+	b, path := ownBaton(t)
+	s = &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}
+	s.config = filepath.Join(filepath.Dir(s.ctl), "baton.toml")
+	s.write(t, `command = ["@WORKER@"]`)
+	s.svc = s.sd.Start(b, []*activation.Listener{s.web}, nil, "run", "--workers", "2", "--config", s.config, "--control", s.ctl)
+	s.sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	return s, path
+}
+
+// speaksProtocol99 replaces the binary at path with one whose `version`
+// says it speaks handoff protocol 99.
+func speaksProtocol99(t *testing.T, path string) {
+	t.Helper()
+	script := filepath.Join(filepath.Dir(path), "other")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho baton v9\necho handoff-protocol 99\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, script, path)
+}
+
 // copyFile writes src over dst the way a package upgrade does: a new file
 // renamed into place, so the running image keeps its old inode.
 func copyFile(t *testing.T, src, dst string) {
@@ -173,17 +198,10 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 func TestUpgradeRefusals(t *testing.T) {
 	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
-	b, path := ownBaton(t)
-	s := &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}
-	s.config = filepath.Join(filepath.Dir(s.ctl), "baton.toml")
-	s.write(t, `command = ["@WORKER@"]`)
-	s.svc = s.sd.Start(b, []*activation.Listener{s.web}, nil, "run", "--workers", "2", "--config", s.config, "--control", s.ctl)
-	s.sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	s, path := startOwnBaton(ctx, t)
 	before := testsd.Status(ctx, t, s.ctl)
 
-	script := filepath.Join(filepath.Dir(path), "other")
-	os.WriteFile(script, []byte("#!/bin/sh\necho baton v9\necho handoff-protocol 99\n"), 0o755)
-	copyFile(t, script, path)
+	speaksProtocol99(t, path)
 	_, err := upgrade(ctx, s.ctl)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("speaks state-handoff protocol 99 (reads 99-99), this baton hands over %d", supervisor.HandoffProtocol)) || !strings.Contains(err.Error(), "systemctl restart") {
 		t.Errorf("upgrade to another protocol: %v", err)
@@ -192,11 +210,7 @@ func TestUpgradeRefusals(t *testing.T) {
 
 	// A rollout is in progress (its workers wait at a gate): the upgrade
 	// must wait for it.
-	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
-	s.write(t, gated(gate))
-	done := make(chan error, 1)
-	go func() { _, err := reload(ctx, s.ctl); done <- err }()
-	testsd.WaitStatus(ctx, t, s.ctl, "a rollout in progress", func(st control.Status) bool { return st.Rollout != nil })
+	gate, done := s.reloadAtGate(ctx, t)
 	if _, err := upgrade(ctx, s.ctl); err == nil || !strings.Contains(err.Error(), "a rollout is in progress") {
 		t.Errorf("upgrade during a rollout: %v", err)
 	}
@@ -354,10 +368,7 @@ func TestUpgradeAll(t *testing.T) {
 	}
 	// A rollout in progress (its workers wait at a gate): the upgrade
 	// waits for it, asking again until the gate is opened.
-	gate := filepath.Join(filepath.Dir(busy.ctl), "gate")
-	busy.write(t, gated(gate))
-	go reload(ctx, busy.ctl)
-	testsd.WaitStatus(ctx, t, busy.ctl, "a rollout in progress", func(st control.Status) bool { return st.Rollout != nil })
+	gate, _ := busy.reloadAtGate(ctx, t)
 
 	var output testsd.SyncBuffer
 	cmd := exec.CommandContext(ctx, path, "upgrade", "--all", "--wait", "30s")
@@ -397,27 +408,16 @@ func TestUpgradeAll(t *testing.T) {
 func TestRecycleQueuedBehindARefusedUpgrade(t *testing.T) {
 	testsd.Process(t)
 	ctx := timeout(t, 60*time.Second)
-	b, path := ownBaton(t)
-	s := &service{sd: testsd.New(t), web: listener(t, "web=127.0.0.1:0"), ctl: controlPath(t)}
-	s.config = filepath.Join(filepath.Dir(s.ctl), "baton.toml")
-	s.write(t, `command = ["@WORKER@"]`)
-	s.svc = s.sd.Start(b, []*activation.Listener{s.web}, nil, "run", "--workers", "2", "--config", s.config, "--control", s.ctl)
-	s.sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
+	s, path := startOwnBaton(ctx, t)
 	before := testsd.Status(ctx, t, s.ctl)
 
-	gate := filepath.Join(filepath.Dir(s.ctl), "gate")
-	s.write(t, gated(gate))
-	reloaded := make(chan error, 1)
-	go func() { _, err := reload(ctx, s.ctl); reloaded <- err }()
-	testsd.WaitStatus(ctx, t, s.ctl, "a rollout in progress", func(st control.Status) bool { return st.Rollout != nil })
+	gate, reloaded := s.reloadAtGate(ctx, t)
 	s.svc.Signal(t, unix.SIGUSR2)
 	s.svc.WaitOutput(ctx, t, "upgrade deferred until the rollout or start has ended")
 	recycled := make(chan error, 1)
 	go func() { _, err := recycle(ctx, s.ctl, 0, false); recycled <- err }()
 	s.svc.WaitOutput(ctx, t, "recycle asked during a rollout")
-	script := filepath.Join(filepath.Dir(path), "other")
-	os.WriteFile(script, []byte("#!/bin/sh\necho baton v9\necho handoff-protocol 99\n"), 0o755)
-	copyFile(t, script, path)
+	speaksProtocol99(t, path)
 	openGate(t, gate)
 	if err := <-reloaded; err != nil {
 		t.Fatalf("reload: %v", err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -390,6 +391,28 @@ func Timeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// WaitPIDs waits until the file at path lists n pids (one per word, as
+// workers that daemonize append them) and returns them.
+func WaitPIDs(ctx context.Context, t testing.TB, path string, n int) []int {
+	t.Helper()
+	for {
+		b, _ := os.ReadFile(path) // absent until the first pid is written
+		var pids []int
+		for f := range strings.FieldsSeq(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		if len(pids) >= n {
+			return pids
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s lists %d pids, want %d", path, len(pids), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // ShortDir is a temporary directory with a short path, removed with the
