@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -336,5 +337,49 @@ func TestStopAnsweredByAnother(t *testing.T) {
 	err = Stop(context.Background(), path, func(st Stopping) { t.Errorf("told %+v", st) })
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("served by pid %d, answered by pid %d", os.Getpid(), os.Getpid()+1)) {
 		t.Errorf("Stop = %v, want the two pids named", err)
+	}
+}
+
+// TestStopReturnsWhenBatonDies: baton is killed (kill -9) while baton stop
+// waits for its exit. The wait ends: the process is gone, which is what
+// ExecStop= waits for; it does not hang until its deadline. The server is
+// a python3 child that answers the stop and then does nothing.
+func TestStopReturnsWhenBatonDies(t *testing.T) {
+	path := filepath.Join(shortDir(t), "c.sock")
+	script := `import json, os, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen()
+print("ready", flush=True)
+c, _ = s.accept()
+c.makefile().readline()
+c.sendall((json.dumps({"stopping": {"pid": os.getpid(), "doing": "2 workers drain"}}) + "\n").encode())
+time.sleep(600)`
+	cmd := exec.Command("/usr/bin/python3", "-c", script, path)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("python3 server: %q, %v", line, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Stop(ctx, path, func(st Stopping) {
+			if st.PID != cmd.Process.Pid {
+				t.Errorf("told %+v, want pid %d", st, cmd.Process.Pid)
+			}
+			cmd.Process.Kill() // the crash, while Stop waits for the exit
+		})
+	}()
+	if err := <-done; err != nil {
+		t.Errorf("Stop = %v after the server was killed, want nil (it has exited)", err)
 	}
 }
