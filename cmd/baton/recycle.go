@@ -39,6 +39,8 @@ func recycleCommand() *cli.Command {
 			resp, err := control.Call(c.Context, path, req)
 			r := resp.Rollout
 			switch {
+			case err != nil && errors.Is(err, control.ErrRefused) && cutShort(r):
+				return stoppedError(r, resp.Error)
 			case err != nil && errors.Is(err, control.ErrRefused) && r != nil && r.Kind == "recycle":
 				printReplaced(c, r)
 				return fmt.Errorf("recycle failed, the old worker serves on: %s", resp.Error)

@@ -31,6 +31,8 @@ func reloadCommand() *cli.Command {
 			resp, err := control.Call(c.Context, path, control.Request{Command: cmd})
 			r := resp.Rollout
 			switch {
+			case err != nil && errors.Is(err, control.ErrRefused) && cutShort(r):
+				return stoppedError(r, resp.Error)
 			case err != nil && errors.Is(err, control.ErrRefused) && r != nil && r.To != 0:
 				return fmt.Errorf("rollout to generation %d failed, generation %d still serves: %s", r.To, r.From, resp.Error)
 			case err != nil && errors.Is(err, control.ErrRefused):
@@ -44,4 +46,22 @@ func reloadCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// cutShort reports whether r was ended by baton's stop part-way: no single
+// generation "still serves" then.
+func cutShort(r *control.Rollout) bool { return r != nil && r.State == control.RolloutStopped }
+
+// stoppedError says what a rollout that baton's stop ended part-way left.
+func stoppedError(r *control.Rollout, reason string) error {
+	what := fmt.Sprintf("rollout to generation %d", r.To)
+	switch {
+	case r.Kind == "scale":
+		what = fmt.Sprintf("scale to %d workers", r.Workers)
+	case r.Kind == "recycle":
+		what = "recycle"
+	case r.Kind == "rollback":
+		what = fmt.Sprintf("rollback to generation %d's settings", r.RollbackOf)
+	}
+	return fmt.Errorf("%s cut short, %d of %d slots moved, every worker drains: %s", what, r.Moved, r.Slots, reason)
 }

@@ -33,6 +33,8 @@ func rollbackCommand() *cli.Command {
 			resp, err := control.Call(c.Context, path, control.Request{Command: control.CmdRollback})
 			r := resp.Rollout
 			switch {
+			case err != nil && errors.Is(err, control.ErrRefused) && cutShort(r):
+				return stoppedError(r, resp.Error)
 			case err != nil && errors.Is(err, control.ErrRefused) && r != nil && r.To != 0:
 				return fmt.Errorf("rollback to generation %d's settings failed, generation %d still serves: %s", r.RollbackOf, r.From, resp.Error)
 			case err != nil && errors.Is(err, control.ErrRefused):

@@ -36,6 +36,8 @@ func scaleCommand() *cli.Command {
 			resp, err := control.Call(c.Context, path, control.Request{Command: control.CmdScale, Workers: n})
 			r := resp.Rollout
 			switch {
+			case err != nil && errors.Is(err, control.ErrRefused) && cutShort(r):
+				return stoppedError(r, resp.Error)
 			case err != nil && errors.Is(err, control.ErrRefused) && r != nil && r.WorkersFrom != 0:
 				return fmt.Errorf("scale to %d workers failed, %d workers of generation %d still serve: %s", n, r.WorkersFrom, r.From, resp.Error)
 			case err != nil && errors.Is(err, control.ErrRefused):

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
 	"strconv"
 	"testing"
@@ -27,6 +29,7 @@ func TestScripts(t *testing.T) {
 			"exitcode":   cmdExitcode,
 			"waitstatus": cmdWaitStatus,
 			"exited":     cmdExited,
+			"waitfile":   cmdWaitFile,
 		},
 	})
 }
@@ -84,6 +87,27 @@ func cmdWaitStatus(ts *testscript.TestScript, neg bool, args []string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	ts.Fatalf("waitstatus: never %d ready, %s; last: %s", want, state, last)
+}
+
+// waitfile PATH waits until PATH exists (a worker's sign that it got
+// somewhere).
+func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitfile PATH")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := os.Stat(ts.MkAbs(args[0]))
+		switch {
+		case err == nil:
+			return
+		case !errors.Is(err, fs.ErrNotExist):
+			ts.Fatalf("waitfile: %v", err)
+		case time.Now().After(deadline):
+			ts.Fatalf("waitfile: %s never appeared", args[0])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // exited checks that every process the script started in the background

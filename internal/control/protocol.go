@@ -102,7 +102,7 @@ type Rollout struct {
 	From     int           `json:"from"` // the generation serving when it began
 	To       int           `json:"to"`   // the generation rolled out; 0 if none was made
 	// State is checking, rolling, canary or rolling back while it runs,
-	// then ok or failed.
+	// then ok, failed, or RolloutStopped.
 	State string `json:"state"`
 	Moved int    `json:"moved"` // slots moved to the new generation
 	Slots int    `json:"slots"` // slots it moves
@@ -117,6 +117,11 @@ type Rollout struct {
 	Started         time.Time `json:"started"`
 	DurationSeconds float64   `json:"duration_seconds"`
 }
+
+// RolloutStopped is the State of a rollout that baton's stop ended before
+// it could: the slots it had moved serve the new generation until every
+// worker drains, the others the old one. Neither generation "still serves".
+const RolloutStopped = "stopped"
 
 // Status is the supervisor's state as `baton status --json` prints it.
 type Status struct {

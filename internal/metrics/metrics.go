@@ -130,9 +130,9 @@ func (e *exposition) service(st *control.Status) {
 // rollouts: the rollout running, and those ended.
 func (e *exposition) rollouts(st *control.Status, t *control.Totals) {
 	e.one("baton_rollout_in_progress", gauge, "1 while a rollout (a reload or a scale) runs.", boolValue(st.Rollout != nil))
-	e.family("baton_rollouts_total", counter, "Rollouts ended, by kind (reload, scale, rollback, recycle) and result (ok, failed).")
+	e.family("baton_rollouts_total", counter, "Rollouts ended, by kind (reload, scale, rollback, recycle) and result (ok, failed, stopped: cut short by baton's stop).")
 	for _, kind := range []string{"reload", "scale", "rollback", "recycle"} {
-		for _, result := range []string{"ok", "failed"} {
+		for _, result := range []string{"ok", "failed", control.RolloutStopped} {
 			e.sample("baton_rollouts_total", float64(t.Rollouts[kind][result]), "kind", kind, "result", result)
 		}
 	}

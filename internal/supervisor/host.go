@@ -35,9 +35,12 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 	elapsed := s.now().Sub(r.started)
 	took := elapsed.Round(time.Millisecond)
 	s.Totals.CountRollout(cmp.Or(res.Kind, "reload"), res.State, elapsed.Seconds())
-	if err != nil {
+	switch {
+	case res.State == control.RolloutStopped:
+		s.log.Warn("rollout cut short by the stop", "from", res.From, "to", res.To, "moved", res.Moved, "of", res.Slots, "took", took)
+	case err != nil:
 		s.log.Error("rollout failed", "from", res.From, "to", res.To, "err", err, "took", took)
-	} else {
+	default:
 		s.log.Info("rollout done", "gen", res.To, "took", took)
 	}
 	// Who asked for this rollout itself (a rollback) hears its result, even

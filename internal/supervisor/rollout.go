@@ -510,12 +510,15 @@ func (r *rollout) end(err error) {
 	r.enter(phaseOK)
 }
 
+// errStopping ends a rollout because baton stops.
+var errStopping = errors.New("baton is stopping")
+
 // stop ends the rollout because baton stops: workers stay as they are, to
 // be drained with the rest.
 func (r *rollout) stop() {
 	if !r.ending() {
 		r.failed = nil
-		r.err = errors.New("baton is stopping")
+		r.err = errStopping
 		r.enter(phaseFailed)
 	}
 }
@@ -576,6 +579,9 @@ func (r *rollout) describe() control.Rollout {
 		res.RollbackOf = r.rollbackOf
 	case r.recycle != "":
 		res.Kind, res.Reason, res.Replaced = "recycle", r.recycle, r.replaced
+	}
+	if r.phase == phaseFailed && errors.Is(r.err, errStopping) {
+		res.State = control.RolloutStopped
 	}
 	res.Changes = r.changes
 	if r.to != nil {

@@ -257,7 +257,7 @@ func TestRolloutMachine(t *testing.T) {
 				m.r.stop()
 				check(nil)
 			},
-			state: "failed", err: "baton is stopping", gens: []int{1, 1}, unstarted: true,
+			state: "stopped", err: "baton is stopping", gens: []int{1, 1}, unstarted: true,
 		},
 		{
 			name: "a failure as the canary timer fires: the failure first", slots: 2, cfg: canaryCfg(),
@@ -292,7 +292,7 @@ func TestRolloutMachine(t *testing.T) {
 				m.r.stop()
 				m.h.run() // the output arrives after the end
 			},
-			state: "failed", err: "baton is stopping", gens: []int{1, 1}, notIn: []string{"panic: late"},
+			state: "stopped", err: "baton is stopping", gens: []int{1, 1}, notIn: []string{"panic: late"},
 		},
 		{
 			name: "the report waits for the failed worker's last output", slots: 1, cfg: Config{MaxSurge: 1},
