@@ -20,7 +20,8 @@
 // was just accepted but not yet tracked (golang/go#75591), and it closes
 // idle kept-alive connections that a client may be reusing at that moment.
 //
-// It answers "hello from slot S pid P generation G" on every path.
+// It answers "hello from slot S pid P generation G" on every path, followed
+// by --say's text if given.
 package main
 
 import (
@@ -50,6 +51,7 @@ func main() {
 	work := flag.Duration("work", 0, "time each request takes")
 	probeBase := flag.Int("probe-port-base", 0, "if set, also serve /healthz on 127.0.0.1:BASE+slot for --ready http://127.0.0.1:...")
 	bind := flag.String("bind", "", "bind ADDR itself with SO_REUSEPORT instead of taking sockets from LISTEN_FDS (for the benchmark's comparison)")
+	say := flag.String("say", "", "append `TEXT` to every answer (a release's name and what it was started with, for tests that read what serves)")
 	timings := flag.String("timings", "", "append \"START READY\" (Unix ns: main began, READY=1 sent) to this file (for the benchmark's overhead per swap)")
 	var leakSize byteSize
 	flag.Var(&leakSize, "leak", "keep `SIZE` bytes (a number, or with a suffix K, M or G: 512K, 1M; up to 1G) resident and never freed for each request served: a deliberate leak, for tests of memory recycling (0: none)")
@@ -104,6 +106,10 @@ func main() {
 				log.Printf("GET %s: answering in %s", r.URL.Path, wait)
 			}
 			time.Sleep(wait)
+			if *say != "" {
+				fmt.Fprintf(w, "hello from slot %s pid %d generation %s %s\n", slot, os.Getpid(), gen, *say)
+				return
+			}
 			fmt.Fprintf(w, "hello from slot %s pid %d generation %s\n", slot, os.Getpid(), gen)
 		})),
 		ConnState:         d.connState,
