@@ -1,0 +1,133 @@
+package supervisor_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/testsd"
+)
+
+// releaseRoot makes root/releases/v1 and v2, each with bin/app, a script
+// that records what its worker runs (its own release, its working
+// directory, the RELEASE its environment file set) in out/gen-G.S, then
+// execs the example worker; and release.env, RELEASE=v1 or v2. current
+// points to v1.
+func releaseRoot(t *testing.T) (root, out string) {
+	t.Helper()
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = filepath.Join(root, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"v1", "v2"} {
+		dir := filepath.Join(root, "releases", v)
+		if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		app := fmt.Sprintf("#!/bin/sh\nprintf 'prog=%s dir=%%s env=%%s\\n' \"$(pwd -P)\" \"$RELEASE\" > %s/gen-$BATON_GENERATION.$BATON_WORKER\nexec %s\n",
+			v, out, bins.Worker)
+		if err := os.WriteFile(filepath.Join(dir, "bin", "app"), []byte(app), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "release.env"), []byte("RELEASE="+v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("releases/v1", filepath.Join(root, "current")); err != nil {
+		t.Fatal(err)
+	}
+	return root, out
+}
+
+// TestOneGenerationOneRelease: `current` flips between two releases in a
+// tight loop while baton reloads, again and again, for a few seconds. Each
+// generation's worker reports what it runs (the release its program
+// belongs to, its working directory, the release its environment file
+// came from): all three are one release, in every generation, and status
+// shows the directory and program of one release too. The program and the
+// environment file are named through the link (/…/current/bin/app,
+// /…/current/release.env), as a unit written for a release-directory
+// deploy names them.
+func TestOneGenerationOneRelease(t *testing.T) {
+	testsd.Process(t)
+	ctx := timeout(t, 60*time.Second)
+	root, out := releaseRoot(t)
+	current := filepath.Join(root, "current")
+	s := startService(t, fmt.Sprintf("directory = %q\ncommand = [%q]\nenv-file = [%q]\n",
+		current, current+"/bin/app", current+"/release.env"), "--workers", "1")
+
+	// The flipper: ln -sfn's rename, as a deploy moves the link.
+	var stop atomic.Bool
+	var flips atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tmp := filepath.Join(root, "current.new")
+		for i := 0; !stop.Load(); i++ {
+			os.Remove(tmp)
+			if err := os.Symlink("releases/"+[]string{"v2", "v1"}[i%2], tmp); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := os.Rename(tmp, current); err != nil {
+				t.Error(err)
+				return
+			}
+			flips.Add(1)
+		}
+	})
+	var gens []int
+	deadline := time.Now().Add(4 * time.Second)
+	for len(gens) < 150 && time.Now().Before(deadline) {
+		r, err := reload(ctx, s.ctl)
+		if err != nil {
+			stop.Store(true)
+			wg.Wait()
+			t.Fatalf("reload %d: %v", len(gens)+1, err)
+		}
+		gens = append(gens, r.To)
+	}
+	stop.Store(true)
+	wg.Wait()
+
+	seen := map[string]int{}
+	var mixed []string
+	for _, g := range gens {
+		b, err := os.ReadFile(filepath.Join(out, fmt.Sprintf("gen-%d.0", g)))
+		if err != nil {
+			t.Fatalf("generation %d's worker left no record: %v", g, err)
+		}
+		var prog, dir, env string
+		if _, err := fmt.Sscanf(string(b), "prog=%s dir=%s env=%s", &prog, &dir, &env); err != nil {
+			t.Fatalf("generation %d's record %q: %v", g, b, err)
+		}
+		if dir != filepath.Join(root, "releases", prog) || env != prog {
+			mixed = append(mixed, fmt.Sprintf("generation %d: program of %s, directory %s, environment of %s", g, prog, dir, env))
+		}
+		seen[prog]++
+	}
+	t.Logf("%d reloads, %d flips of current; programs run: %v; %d generations of two releases", len(gens), flips.Load(), seen, len(mixed))
+	if len(mixed) > 0 {
+		t.Errorf("%d of %d generations hold two releases:\n%s", len(mixed), len(gens), strings.Join(mixed[:min(len(mixed), 10)], "\n"))
+	}
+	// The test means something only if the link moved between reloads.
+	if seen["v1"] == 0 || seen["v2"] == 0 {
+		t.Fatalf("premise: every generation ran the same release (%v): the flips never landed between two reloads", seen)
+	}
+	st := testsd.WaitStatus(ctx, t, s.ctl, "the last generation serving", func(st control.Status) bool { return true })
+	for _, g := range st.Generations {
+		rel := strings.TrimPrefix(g.Directory, root+"/releases/")
+		if len(g.Command) == 0 || g.Command[0] != filepath.Join(g.Directory, "bin", "app") || strings.Contains(rel, "/") {
+			t.Errorf("status: generation %d (%s): directory %s, command %q: not one release", g.Generation, g.Role, g.Directory, g.Command)
+		}
+	}
+}
