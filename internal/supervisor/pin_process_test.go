@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonsd/baton/activation"
 	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/testsd"
+	"golang.org/x/sys/unix"
 )
 
 // releaseRoot makes root/releases/v1 and v2, each with bin/app, a script
@@ -130,4 +132,72 @@ func TestOneGenerationOneRelease(t *testing.T) {
 			t.Errorf("status: generation %d (%s): directory %s, command %q: not one release", g.Generation, g.Role, g.Directory, g.Command)
 		}
 	}
+}
+
+// TestEnvironmentTooLargeToExec: a 200 KB value (execve(2) takes 128 KiB
+// in one variable) fails the reload with the reason (the key, the file and
+// line, the limit) while the old generation keeps serving; at a first
+// start it makes baton exit 1 naming it, rather than retry for ever.
+func TestEnvironmentTooLargeToExec(t *testing.T) {
+	testsd.Process(t)
+	ctx := timeout(t, 30*time.Second)
+	dir := testsd.ShortDir(t)
+	envFile := filepath.Join(dir, "app.env")
+	if err := os.WriteFile(envFile, []byte("GREETING=hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startService(t, fmt.Sprintf("command = [%q]\nenv-file = [%q]\n", bins.Worker, envFile), "--workers", "1")
+	big := []byte("GREETING=hello\nBIG=" + strings.Repeat("x", 200<<10) + "\n")
+	if err := os.WriteFile(envFile, big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := reload(ctx, s.ctl)
+	want := "--env-file " + envFile + ":2: BIG is 204804 bytes with its value, more than exec(2) takes in one variable (131072 bytes"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("reload: %v\nwant an error with %q", err, want)
+	}
+	st := testsd.Status(ctx, t, s.ctl)
+	if len(st.Workers) != 1 || st.Workers[0].Generation != 1 || st.Workers[0].State != "ready" {
+		t.Errorf("after the failed reload: %+v, want generation 1 serving", st.Workers)
+	}
+
+	// A first start with it: exit 1, the reason said.
+	svc := s.sd.Start(bins, []*activation.Listener{s.web}, nil,
+		"run", "--control", filepath.Join(dir, "c2.sock"), "--env-file", envFile, "--", bins.Worker)
+	exited := timeout(t, 10*time.Second)
+	if code := svc.Wait(exited, t); code != 1 {
+		t.Errorf("baton exited %d, want 1", code)
+	}
+	if out := svc.Output.String(); !strings.Contains(out, want) {
+		t.Errorf("baton's output does not say why:\n%s", out)
+	}
+}
+
+// TestCrashRestartIntoRemovedRelease: the release a generation was pinned
+// to is deleted, then its worker crashes: the restart fails, and the
+// journal and status say which directory is gone and what to do, while
+// the slot waits in its backoff.
+func TestCrashRestartIntoRemovedRelease(t *testing.T) {
+	testsd.Process(t)
+	ctx := timeout(t, 30*time.Second)
+	root, _ := releaseRoot(t)
+	current := filepath.Join(root, "current")
+	s := startService(t, fmt.Sprintf("directory = %q\ncommand = [%q]\n", current, current+"/bin/app"),
+		"--restart-backoff", "50ms..1s", "--workers", "1")
+	v1 := filepath.Join(root, "releases", "v1")
+	if err := os.RemoveAll(v1); err != nil {
+		t.Fatal(err)
+	}
+	st := testsd.Status(ctx, t, s.ctl)
+	if err := unix.Kill(st.Workers[0].PID, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	want := "working directory " + v1 + ": no such file or directory: the release generation 1 was pinned to is gone"
+	st = testsd.WaitStatus(ctx, t, s.ctl, "the slot's reason", func(st control.Status) bool {
+		return len(st.Workers) == 1 && st.Workers[0].Error != ""
+	})
+	if got := st.Workers[0].Error; !strings.Contains(got, want) || !strings.Contains(got, "baton rollback") {
+		t.Errorf("status says %q, want %q and a way out", got, want)
+	}
+	s.svc.WaitOutput(ctx, t, want)
 }
