@@ -204,7 +204,7 @@ func Start(spec Spec) (_ *Process, err error) {
 // which is why, and Err is what that look met.
 type ExecError struct {
 	Path, Dir string
-	BadDir   bool
+	BadDir    bool
 	Err       error
 }
 
