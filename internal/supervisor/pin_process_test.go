@@ -201,3 +201,49 @@ func TestCrashRestartIntoRemovedRelease(t *testing.T) {
 	}
 	s.svc.WaitOutput(ctx, t, want)
 }
+
+// TestEnvFileLinesNeverShown: a value written on the line after its key
+// (here base64 with its padding, which parses as a valid key) and a
+// malformed line: neither the reload's answer, nor status, nor the
+// journal shows any of that text; they say the file and the line.
+func TestEnvFileLinesNeverShown(t *testing.T) {
+	testsd.Process(t)
+	ctx := timeout(t, 30*time.Second)
+	const secret = "c2VjcmV0LXRva2Vu" // base64 of "secret-token"
+	envFile := filepath.Join(testsd.ShortDir(t), "app.env")
+	if err := os.WriteFile(envFile, []byte("GREETING=hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startService(t, fmt.Sprintf("command = [%q]\nenv-file = [%q]\n", bins.Worker, envFile), "--workers", "1")
+
+	// A value on the line after its key: TOKEN is empty, and the value's
+	// text, a valid name, a key.
+	if err := os.WriteFile(envFile, []byte("GREETING=hello\nTOKEN=\n"+secret+"==\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := reload(ctx, s.ctl)
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if got := strings.Join(r.Changes, "; "); strings.Contains(got, secret[:8]) || !strings.Contains(got, "TOKEN") {
+		t.Errorf("the reload's changes show the line's text, or not TOKEN: %s", got)
+	}
+	st := testsd.Status(ctx, t, s.ctl)
+	for _, g := range st.Generations {
+		if keys := strings.Join(g.EnvKeys, " "); strings.Contains(keys, secret[:8]) {
+			t.Errorf("status: generation %d's keys show the line's text: %s", g.Generation, keys)
+		}
+	}
+	// A malformed line, a character no key has before its '='.
+	if err := os.WriteFile(envFile, []byte("GREETING=hello\nTOKEN=\n"+secret+"+/x==\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = reload(ctx, s.ctl)
+	if err == nil || strings.Contains(err.Error(), secret[:8]) || !strings.Contains(err.Error(), envFile+":3: invalid key") {
+		t.Errorf("reload of a malformed line: %v; want the file and line 3, none of its text", err)
+	}
+	s.svc.WaitOutput(ctx, t, envFile+":3: invalid key")
+	if out := s.svc.Output.String(); strings.Contains(out, secret[:8]) {
+		t.Errorf("the journal shows the line's text:\n%s", out)
+	}
+}
