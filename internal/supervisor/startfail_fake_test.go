@@ -89,3 +89,25 @@ func TestStartFailureLaterRetries(t *testing.T) {
 		t.Error("slot 0: no retry scheduled")
 	}
 }
+
+// TestRolloutStartFailureSaysWhy: a rollout whose new worker cannot be
+// started fails with the reason (what `baton reload` prints), not only
+// "could not be started", and the old generation keeps serving.
+func TestRolloutStartFailureSaysWhy(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 2})
+	ts.deployed("/srv/app/releases/v2")
+	ts.world.start = func(worker.Spec) (process, error) {
+		return nil, &worker.ExecError{Path: "/bin/sh", Dir: "/srv/app/releases/v2", BadDir: true, Err: syscall.ENOENT}
+	}
+	reply := make(chan rolloutResult, 1)
+	ts.requestRollout(reply)
+	ts.settle()
+	res := ts.result(reply)
+	want := "worker 0 of generation 2 could not be started: working directory /srv/app/releases/v2: no such file or directory"
+	if res.err == nil || !strings.Contains(res.err.Error(), want) {
+		t.Fatalf("reload: %v, want %q", res.err, want)
+	}
+	if ts.stopping || ts.Supervisor.serving.gen != 1 {
+		t.Errorf("stopping %v, generation %d serving; want generation 1 serving", ts.stopping, ts.Supervisor.serving.gen)
+	}
+}
