@@ -34,8 +34,9 @@ type slotKept struct {
 	Index    int           `json:"index"`
 	Restarts int           `json:"restarts"`
 	Backoff  time.Duration `json:"backoff"`
-	// StartErr is why the last start of a worker in this slot failed in
-	// baton itself (fork, pipes, sockets), until a start succeeds.
+	// StartErr is why the last start of a worker in this slot failed
+	// before the worker's own program ran (baton's fork, pipes and sockets,
+	// the shim's chdir and exec: worker.ExecError), until a start succeeds.
 	StartErr string `json:"start_err,omitempty"`
 	// Removed: a scale down took the slot away; nothing starts in it. Its
 	// workers may still drain.
