@@ -82,9 +82,10 @@
 //     assignments, or a key longer than MaxKeyLen bytes (systemd's bounds are
 //     those of ARG_MAX).
 //
-// Errors never show a value, which may be a secret; they may show a key, up
-// to 40 bytes of it (a longer invalid "key" is more likely a stray line of a
-// broken multi-line value, so it is described, not shown).
+// Errors show the file and the line, never a line's text: neither a value
+// nor a key (a broken multi-line value's line can look like a key, and may
+// be part of a secret). Where baton shows the keys it read, it shows them
+// through Shown.
 //
 // # Why no library
 //

@@ -19,9 +19,6 @@ const (
 	MaxKeyLen = 1024
 )
 
-// maxShownKey is the longest key an error message shows.
-const maxShownKey = 40
-
 // Var is one assignment, in file order.
 type Var struct {
 	Key, Value string
@@ -95,20 +92,39 @@ func keyProblem(k string) string {
 			return "it contains whitespace"
 		}
 		if c < utf8.RuneSelf {
-			return fmt.Sprintf("it contains %q", rune(c))
+			return "it contains a character other than a letter, a digit or '_'"
 		}
 		return "it contains a non-ASCII character"
 	}
 	return ""
 }
 
-// showKey quotes k for an error message, unless it is too long to be shown.
-func showKey(k string) string {
-	if len(k) > maxShownKey {
-		return fmt.Sprintf("(a %d-byte name, not shown)", len(k))
+// Shown is how baton shows a key it read from a file (in status, in what a
+// rollout changed, in the journal): in full when it is a conventional
+// environment name, upper-case letters, digits and underscores (POSIX's
+// convention for the environment, the form of every name systemd and
+// baton set) or one of the lower-case proxy variables; any other key is
+// described by its length only. A broken multi-line value's line can parse
+// as a valid key ("dGhpcy1pcy1zZWNyZXQ=" is the key "dGhpcy1pcy1zZWNyZXQ"):
+// a key that is not conventional may be part of a secret.
+func Shown(k string) string {
+	switch k {
+	case "http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy":
+		return k
 	}
-	return fmt.Sprintf("%q", k)
+	conventional := k != "" && len(k) <= maxShownKey && (k[0] < '0' || k[0] > '9')
+	for i := 0; i < len(k) && conventional; i++ {
+		c := k[i]
+		conventional = c == '_' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+	}
+	if conventional {
+		return k
+	}
+	return fmt.Sprintf("(a %d-byte key, not shown)", len(k))
 }
+
+// maxShownKey is the longest key Shown shows.
+const maxShownKey = 64
 
 // The states of systemd's parse_env_file_internal.
 type state int
@@ -153,16 +169,15 @@ func parse(name string, data []byte) ([]Var, error) {
 	}
 
 	var (
-		vars     []Var
-		st       = preKey
-		key      []byte
-		value    []byte
-		keyWS    = -1 // last_key_whitespace: where trailing key whitespace starts
-		valueWS  = -1 // last_value_whitespace: where trailing value whitespace starts
-		keyLine  int  // line on which the current key started
-		quoteAt  int  // line on which the current quote opened
-		line     = 1  // line of data[i]
-		keyShown string
+		vars    []Var
+		st      = preKey
+		key     []byte
+		value   []byte
+		keyWS   = -1 // last_key_whitespace: where trailing key whitespace starts
+		valueWS = -1 // last_value_whitespace: where trailing value whitespace starts
+		keyLine int  // line on which the current key started
+		quoteAt int  // line on which the current quote opened
+		line    = 1  // line of data[i]
 	)
 
 	// push ends an assignment, as systemd's push callback does.
@@ -172,7 +187,7 @@ func parse(name string, data []byte) ([]Var, error) {
 		}
 		if !utf8.Valid(value) || hasNoncharacter(value) {
 			// check_utf8ness_and_warn fails the whole file in systemd too.
-			return &Error{Name: name, Line: keyLine, Msg: fmt.Sprintf("the value of %s is not valid UTF-8 (or holds a Unicode noncharacter)", keyShown)}
+			return &Error{Name: name, Line: keyLine, Msg: "the value assigned on this line is not valid UTF-8 (or holds a Unicode noncharacter)"}
 		}
 		if len(vars) == MaxVars {
 			return &Error{Name: name, Line: keyLine, Msg: fmt.Sprintf("more than %d assignments", MaxVars)}
@@ -214,7 +229,6 @@ func parse(name string, data []byte) ([]Var, error) {
 				if err := checkKey(name, keyLine, string(key)); err != nil {
 					return nil, err
 				}
-				keyShown = showKey(string(key))
 			default:
 				if !isWhitespace(c) {
 					keyWS = -1
@@ -329,9 +343,9 @@ func parse(name string, data []byte) ([]Var, error) {
 	case inKey:
 		return fail(keyLine, "the line has no '=' (systemd would silently ignore it)")
 	case singleQuote:
-		return fail(quoteAt, "the single quote opened here in the value of %s is never closed", keyShown)
+		return fail(quoteAt, "the single quote opened here%s is never closed", assignedOn(keyLine, quoteAt))
 	case doubleQuote, doubleQuoteEscape:
-		return fail(quoteAt, "the double quote opened here in the value of %s is never closed", keyShown)
+		return fail(quoteAt, "the double quote opened here%s is never closed", assignedOn(keyLine, quoteAt))
 	case preValue, valueEscape:
 		// A backslash at the very end is dropped (systemd's test-env-file.c).
 		if err := push(false); err != nil {
@@ -345,6 +359,15 @@ func parse(name string, data []byte) ([]Var, error) {
 	return vars, nil
 }
 
+// assignedOn says on which line a quote's assignment began, when not on
+// the quote's own.
+func assignedOn(keyLine, quoteAt int) string {
+	if keyLine == quoteAt {
+		return ""
+	}
+	return fmt.Sprintf(" (in the value assigned on line %d)", keyLine)
+}
+
 // checkKey refuses a key systemd would drop (exec_context_load_environment
 // keeps only assignments that pass env_assignment_is_valid).
 func checkKey(name string, line int, k string) error {
@@ -352,9 +375,9 @@ func checkKey(name string, line int, k string) error {
 	if problem == "" {
 		return nil
 	}
-	msg := fmt.Sprintf("invalid key %s: %s; keys are [A-Za-z_][A-Za-z0-9_]* (systemd would drop this assignment)", showKey(k), problem)
+	msg := fmt.Sprintf("invalid key: %s; keys are [A-Za-z_][A-Za-z0-9_]* (systemd would drop this assignment)", problem)
 	if rest, ok := cutExport(k); ok && ValidKey(rest) {
-		msg = fmt.Sprintf("invalid key %s: systemd has no \"export\" prefix (it would drop this assignment); write %s=…", showKey(k), rest)
+		msg = "invalid key: systemd has no \"export\" prefix (it would drop this assignment); remove it"
 	}
 	return &Error{Name: name, Line: line, Msg: msg}
 }

@@ -139,17 +139,17 @@ var errorTests = []struct {
 }{
 	// Invalid keys: systemd drops them (exec_context_load_environment,
 	// strv_env_clean_with_callback); baton refuses.
-	{"key starting with a digit", "A=1\n1FOO=bar\n", 2, `invalid key "1FOO": it starts with a digit`},
-	{"key with a dash", "FOO-BAR=1", 1, `invalid key "FOO-BAR": it contains '-'`},
-	{"key with a dot", "foo.bar=1", 1, `invalid key "foo.bar": it contains '.'`},
-	{"key with a space", "FOO BAR=1", 1, `invalid key "FOO BAR": it contains whitespace`}, // KEY keeps interior whitespace
-	{"export prefix", "export FOO=bar", 1, `invalid key "export FOO": systemd has no "export" prefix`},
-	{"export prefix with a tab", "export\tFOO=bar", 1, `invalid key "export\tFOO": systemd has no "export" prefix`},
-	{"non-ASCII key", "FÖO=1", 1, `invalid key "FÖO": it contains a non-ASCII character`},
-	{"quoted key", `"FOO"=1`, 1, `invalid key "\"FOO\"": it contains '"'`}, // quotes are literal in KEY
-	{"hash inside a key", "A#=1", 1, `invalid key "A#": it contains '#'`},  // only PRE_KEY looks at COMMENTS
-	{"key too long", strings.Repeat("A", MaxKeyLen+1) + "=1", 1, "invalid key (a 1025-byte name, not shown): it is longer than 1024 bytes"},
-	{"long invalid key not shown", strings.Repeat("AB+/", 12) + "=", 1, "invalid key (a 48-byte name, not shown): it contains '+'"},
+	{"key starting with a digit", "A=1\n1FOO=bar\n", 2, `invalid key: it starts with a digit`},
+	{"key with a dash", "FOO-BAR=1", 1, `invalid key: it contains a character other than a letter, a digit or '_'`},
+	{"key with a dot", "foo.bar=1", 1, `invalid key: it contains a character other than a letter, a digit or '_'`},
+	{"key with a space", "FOO BAR=1", 1, `invalid key: it contains whitespace`}, // KEY keeps interior whitespace
+	{"export prefix", "export FOO=bar", 1, `invalid key: systemd has no "export" prefix`},
+	{"export prefix with a tab", "export\tFOO=bar", 1, `invalid key: systemd has no "export" prefix`},
+	{"non-ASCII key", "FÖO=1", 1, `invalid key: it contains a non-ASCII character`},
+	{"quoted key", `"FOO"=1`, 1, `invalid key: it contains a character other than a letter, a digit or '_'`},     // quotes are literal in KEY
+	{"hash inside a key", "A#=1", 1, `invalid key: it contains a character other than a letter, a digit or '_'`}, // only PRE_KEY looks at COMMENTS
+	{"key too long", strings.Repeat("A", MaxKeyLen+1) + "=1", 1, "invalid key: it is longer than 1024 bytes"},
+	{"long invalid key not shown", strings.Repeat("AB+/", 12) + "=", 1, "invalid key: it contains a character other than a letter, a digit or '_'"},
 	{"no key before =", "A=1\n=foo\n", 2, "an assignment has no key before '='"},
 	{"no key before = after whitespace", "  = x", 1, "an assignment has no key before '='"},
 
@@ -160,19 +160,19 @@ var errorTests = []struct {
 	{"form feed alone", "\f\n", 1, "the line has no '='"}, // \f is not WHITESPACE
 
 	// Unterminated quotes: systemd keeps what follows the quote.
-	{"unterminated double quote", "A=1\nB=\"abc\ndef\n", 2, `the double quote opened here in the value of "B" is never closed`},
-	{"unterminated single quote", "B='abc", 1, `the single quote opened here in the value of "B" is never closed`},
-	{"unterminated double quote after an escape", "B=\"abc\\", 1, `the double quote opened here in the value of "B" is never closed`},
-	{"quote opened on a later line", "A='x\ny'\"abc", 2, `the double quote opened here in the value of "A" is never closed`},
+	{"unterminated double quote", "A=1\nB=\"abc\ndef\n", 2, `the double quote opened here is never closed`},
+	{"unterminated single quote", "B='abc", 1, `the single quote opened here is never closed`},
+	{"unterminated double quote after an escape", "B=\"abc\\", 1, `the double quote opened here is never closed`},
+	{"quote opened on a later line", "A='x\ny'\"abc", 2, `the double quote opened here (in the value assigned on line 1) is never closed`},
 
 	// Whole-file problems.
-	{"byte order mark", "\xEF\xBB\xBFA=1\n", 1, "the file starts with a UTF-8 byte order mark"}, // 252 drops "\xEF\xBB\xBFA"
-	{"NUL byte", "A=1\nB=\x00\n", 2, "the file contains a NUL byte"},                            // read_full_stream: EBADMSG
-	{"invalid UTF-8 value", "A=1\nB=\xff\n", 2, `the value of "B" is not valid UTF-8`},          // check_utf8ness_and_warn
-	{"invalid UTF-8 in a multi-line value", "B=\"x\n\xc3\"\n", 1, `the value of "B" is not valid UTF-8`},
-	{"noncharacter U+FDD0", "B=\uFDD0\n", 1, `the value of "B" is not valid UTF-8 (or holds a Unicode noncharacter)`}, // unichar_is_valid
-	{"noncharacter U+FFFE", "B=\xEF\xBF\xBE\n", 1, `the value of "B" is not valid UTF-8`},
-	{"surrogate", "B=\xED\xA0\x80\n", 1, `the value of "B" is not valid UTF-8`},
+	{"byte order mark", "\xEF\xBB\xBFA=1\n", 1, "the file starts with a UTF-8 byte order mark"},       // 252 drops "\xEF\xBB\xBFA"
+	{"NUL byte", "A=1\nB=\x00\n", 2, "the file contains a NUL byte"},                                  // read_full_stream: EBADMSG
+	{"invalid UTF-8 value", "A=1\nB=\xff\n", 2, `the value assigned on this line is not valid UTF-8`}, // check_utf8ness_and_warn
+	{"invalid UTF-8 in a multi-line value", "B=\"x\n\xc3\"\n", 1, `the value assigned on this line is not valid UTF-8`},
+	{"noncharacter U+FDD0", "B=\uFDD0\n", 1, `the value assigned on this line is not valid UTF-8 (or holds a Unicode noncharacter)`}, // unichar_is_valid
+	{"noncharacter U+FFFE", "B=\xEF\xBF\xBE\n", 1, `the value assigned on this line is not valid UTF-8`},
+	{"surrogate", "B=\xED\xA0\x80\n", 1, `the value assigned on this line is not valid UTF-8`},
 
 	// Comment ending in a backslash: v252 swallows the next line, v254+ not.
 	{"comment ending in a backslash", "A=1\n# c \\\nB=2\n", 2, "a comment ends with a backslash"},
@@ -215,7 +215,7 @@ func TestExportIsAValidKey(t *testing.T) {
 func TestErrorMessageFormat(t *testing.T) {
 	in := strings.Repeat("# comment\n", 6) + "1FOO=bar\n"
 	_, err := Parse("/srv/app/shared/.env", strings.NewReader(in))
-	want := `envfile: /srv/app/shared/.env:7: invalid key "1FOO": it starts with a digit; keys are [A-Za-z_][A-Za-z0-9_]* (systemd would drop this assignment)`
+	want := `envfile: /srv/app/shared/.env:7: invalid key: it starts with a digit; keys are [A-Za-z_][A-Za-z0-9_]* (systemd would drop this assignment)`
 	if err == nil || err.Error() != want {
 		t.Errorf("error = %v\nwant %s", err, want)
 	}
@@ -409,4 +409,54 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestErrorsShowNoLineText: an error names the file and the line, never
+// any of the line's text, a key included: a stray line of a broken
+// multi-line value may be part of a secret, and so may what precedes its
+// '='.
+func TestErrorsShowNoLineText(t *testing.T) {
+	const secret = "Zm9vYmFyc2VjcmV0"
+	for _, in := range []string{
+		"TOKEN=\n" + secret + "+/x==\n",     // a value's line, with a character no key has
+		"TOKEN=\n" + secret + " x=\n",       // with whitespace
+		"TOKEN=\n9" + secret + "=\n",        // starting with a digit
+		"TOKEN=\nexport " + secret + "=1\n", // after "export"
+		"TOKEN=\n" + secret + "\u00e9=\n",   // non-ASCII
+		"TOKEN=\n\"" + secret + "\"=\n",     // quoted
+		"TOKEN=\n" + secret + "#=\n",        // '#'
+		secret + "='x\n",                    // an open quote after a valid key
+		secret + "=\xff\n",                  // invalid UTF-8 after a valid key
+		"TOKEN=\n" + secret + "\n",          // no '='
+		"TOKEN=\n" + secret + "-" + secret + "=\n",
+	} {
+		_, err := Parse("test.env", strings.NewReader(in))
+		if err == nil {
+			t.Errorf("Parse(%q) did not fail", in)
+			continue
+		}
+		if strings.Contains(err.Error(), secret[:8]) {
+			t.Errorf("Parse(%q): the error shows the line's text: %v", in, err)
+		}
+	}
+}
+
+func TestShown(t *testing.T) {
+	for k, want := range map[string]string{
+		"DATABASE_URL": "DATABASE_URL",
+		"_X1":          "_X1",
+		"http_proxy":   "http_proxy",
+		"no_proxy":     "no_proxy",
+		// A base64 line of a value that lost its quotes: a valid key.
+		"dGhpcy1pcy1zZWNyZXQ":   "(a 19-byte key, not shown)",
+		"rails_env":             "(a 9-byte key, not shown)",
+		strings.Repeat("A", 65): "(a 65-byte key, not shown)",
+		strings.Repeat("A", 64): strings.Repeat("A", 64),
+		"":                      "(a 0-byte key, not shown)",
+		"1A":                    "(a 2-byte key, not shown)",
+	} {
+		if got := Shown(k); got != want {
+			t.Errorf("Shown(%q) = %q, want %q", k, got, want)
+		}
+	}
 }

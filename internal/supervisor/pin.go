@@ -40,63 +40,125 @@ type Sources struct {
 	EnvFiles []string
 }
 
-// pin resolves cfg's sources into its GenSettings: the directory through
-// its symlinks, the command's program to a path, the environment files
-// read. startDir is baton's working directory at start, basePath the PATH
-// baton has. Each error names the flag and the path (or file and line).
-func pin(cfg *Config, startDir, basePath string) error {
-	dir, err := pinDirectory(cmp.Or(cfg.Sources.Directory, startDir), startDir)
+// pin resolves cfg's sources into its GenSettings from one look at the
+// release: the directory is resolved through its symlinks once, and every
+// other path that goes through it as --directory spells it (a program
+// /srv/app/current/bin/app, an env file /srv/app/current/.env, a PATH
+// entry /srv/app/current/bin) is rewritten onto that one result before it
+// is used, so a `current` flipped during the pin cannot give a generation
+// whose directory is one release and whose program or environment is
+// another. A path through any other symlink is resolved once, on its own.
+// The pinned environment's PATH gets the same rewrite, so what the workers
+// find through it is their own release too.
+//
+// startDir is baton's working directory at start, base the environment
+// baton gives its workers (its PATH finds the program when the pinned
+// environment sets none). Each error names the flag and the path (or file
+// and line).
+func pin(cfg *Config, startDir string, base []string) error {
+	rel, err := pinDirectory(cmp.Or(cfg.Sources.Directory, startDir), startDir)
 	if err != nil {
 		return err
 	}
-	env, err := pinEnv(cfg.Sources, dir)
+	env, from, err := pinEnv(cfg.Sources, rel)
 	if err != nil {
 		return err
 	}
-	path := basePath
-	for _, kv := range env {
+	path := lookup(base, "PATH")
+	for i, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			env[i] = "PATH=" + rel.ontoList(v)
 			path = v // the workers' own PATH finds their program
 		}
 	}
 	if len(cfg.Command) == 0 {
 		return errors.New("no worker command")
 	}
-	prog, err := pinProgram(cfg.Command[0], dir, path)
+	prog, err := pinProgram(cfg.Command[0], rel, rel.ontoList(path))
 	if err != nil {
 		return fmt.Errorf("worker command %q: %w", cfg.Command[0], err)
 	}
-	cfg.Command = append([]string{prog}, cfg.Command[1:]...)
-	cfg.Directory, cfg.Env = dir, env
+	command := append([]string{prog}, cfg.Command[1:]...)
+	if err := fitsExec(command, env, from, base); err != nil {
+		return err
+	}
+	cfg.Command = command
+	cfg.Directory, cfg.Env = rel.real, env
 	return nil
 }
 
+// release is the one look at a generation's directory: as --directory
+// spells it (absolute, cleaned) and as it resolved.
+type release struct{ given, real string }
+
+// onto rewrites an absolute path that goes through the directory as given
+// onto the resolved one (/srv/app/current/bin/app becomes
+// /srv/app/releases/v2/bin/app); any other path comes back as it is. The
+// match is on the path as spelled, lexically.
+func (r release) onto(p string) string {
+	if r.given == r.real || !filepath.IsAbs(p) {
+		return p
+	}
+	c := filepath.Clean(p)
+	if c == r.given {
+		return r.real
+	}
+	if rest, ok := strings.CutPrefix(c, strings.TrimSuffix(r.given, "/")+"/"); ok {
+		return filepath.Join(r.real, rest)
+	}
+	return p
+}
+
+// ontoList rewrites each entry of a PATH-like list as onto does.
+func (r release) ontoList(list string) string {
+	if list == "" {
+		return list
+	}
+	dirs := filepath.SplitList(list)
+	for i, d := range dirs {
+		dirs[i] = r.onto(d)
+	}
+	return strings.Join(dirs, string(filepath.ListSeparator))
+}
+
 // pinDirectory resolves dir (relative: to baton's start directory) through
-// its symlinks and checks a worker can work in it. Empty stays empty: the
-// workers inherit baton's directory.
-func pinDirectory(dir, startDir string) (string, error) {
+// its symlinks, once, and checks a worker can work in it. Empty stays
+// empty: the workers inherit baton's directory.
+func pinDirectory(dir, startDir string) (release, error) {
 	if dir == "" {
-		return "", nil
+		return release{}, nil
 	}
 	if !filepath.IsAbs(dir) {
 		dir = filepath.Join(startDir, dir)
 	}
+	dir = filepath.Clean(dir)
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {
-		return "", fmt.Errorf("--directory %s: %w", dir, unwrapPath(err))
+		return release{}, fmt.Errorf("--directory %s: %w", dir, unwrapPath(err))
 	}
 	fi, err := os.Stat(real)
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("--directory %s: %w", dir, unwrapPath(err))
+		return release{}, fmt.Errorf("--directory %s: %w", dir, unwrapPath(err))
 	case !fi.IsDir():
-		return "", fmt.Errorf("--directory %s: %s is not a directory", dir, real)
+		return release{}, fmt.Errorf("--directory %s: %s is not a directory", dir, real)
 	}
 	// Workers run as baton's user: what baton may do there, they may.
 	if err := unix.Access(real, unix.R_OK|unix.X_OK); err != nil {
-		return "", fmt.Errorf("--directory %s: %s cannot be read and entered: %w", dir, real, err)
+		return release{}, fmt.Errorf("--directory %s: %s cannot be read and entered: %w", dir, real, err)
 	}
-	return real, nil
+	return release{given: dir, real: real}, nil
+}
+
+// lookup is key's value in env, or "".
+func lookup(env []string, key string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val // the last one, as getenv finds in a Go-built environ
+		}
+	}
+	return v
 }
 
 // reserved are the variables baton sets for each worker itself.
@@ -112,65 +174,71 @@ func reserved(key string) bool {
 // pinEnv reads --env, then the --env-file files in order: as with systemd's
 // Environment= and EnvironmentFile=, a file's assignment wins over --env,
 // and a later one over an earlier one. The result has each key once, in the
-// order keys first appeared.
-func pinEnv(src Sources, dir string) ([]string, error) {
+// order keys first appeared, and from says where each key's value was
+// set ("--env", or "--env-file FILE:LINE"). A relative file is the
+// release's; an absolute one through the directory is rewritten onto it.
+func pinEnv(src Sources, rel release) (env []string, from map[string]string, err error) {
 	var keys []string
 	vals := map[string]string{}
-	set := func(k, v string) {
+	from = map[string]string{}
+	set := func(k, v, where string) {
 		if _, ok := vals[k]; !ok {
 			keys = append(keys, k)
 		}
-		vals[k] = v
+		vals[k], from[k] = v, where
 	}
 	for _, kv := range src.Env {
 		k, v, ok := strings.Cut(kv, "=")
 		switch {
 		case !ok:
-			return nil, fmt.Errorf("--env %q: want KEY=VALUE", k)
+			return nil, nil, fmt.Errorf("--env %q: want KEY=VALUE", k)
 		case !envfile.ValidKey(k):
-			return nil, fmt.Errorf("--env %q: not a valid variable name", k)
+			return nil, nil, fmt.Errorf("--env %q: not a valid variable name", k)
 		case reserved(k):
-			return nil, fmt.Errorf("--env %s: baton sets it for each worker", k)
+			return nil, nil, fmt.Errorf("--env %s: baton sets it for each worker", k)
 		}
-		set(k, v)
+		set(k, v, "--env")
 	}
 	for _, name := range src.EnvFiles {
 		path, optional := strings.CutPrefix(name, "-")
-		if !filepath.IsAbs(path) && dir != "" {
-			path = filepath.Join(dir, path)
+		if !filepath.IsAbs(path) && rel.real != "" {
+			path = filepath.Join(rel.real, path)
 		}
+		path = rel.onto(path)
 		vars, err := envfile.Read(path)
 		if optional && errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("--env-file: %w", err)
+			return nil, nil, fmt.Errorf("--env-file: %w", err)
 		}
 		for _, v := range vars {
 			if reserved(v.Key) {
-				return nil, fmt.Errorf("--env-file %s:%d: %s: baton sets it for each worker", path, v.Line, v.Key)
+				return nil, nil, fmt.Errorf("--env-file %s:%d: %s: baton sets it for each worker", path, v.Line, v.Key)
 			}
-			set(v.Key, v.Value)
+			set(v.Key, v.Value, fmt.Sprintf("--env-file %s:%d", path, v.Line))
 		}
 	}
-	env := make([]string, len(keys))
+	env = make([]string, len(keys))
 	for i, k := range keys {
 		env[i] = k + "=" + vals[k]
 	}
-	return env, nil
+	return env, from, nil
 }
 
 // pinProgram resolves a worker's program: a name with a slash against the
-// directory, a bare name through PATH. The directories on its path are
+// release's directory (an absolute one through it rewritten onto it), a
+// bare name through PATH (whose entries the caller rewrote). The directories on its path are
 // resolved through their symlinks (/srv/app/current/bin/server becomes
 // /srv/app/releases/v2/bin/server); the file itself is not, so a program a
 // package replaces or re-points (/usr/bin/python3) is found at its place.
-func pinProgram(name, dir, path string) (string, error) {
+func pinProgram(name string, rel release, path string) (string, error) {
+	dir := rel.real
 	if strings.Contains(name, "/") {
 		if !filepath.IsAbs(name) {
 			name = filepath.Join(dir, name)
 		}
-		return executable(name)
+		return executable(rel.onto(name))
 	}
 	for _, d := range filepath.SplitList(path) {
 		if d == "" {
@@ -184,6 +252,63 @@ func pinProgram(name, dir, path string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("not found in PATH %s", path)
+}
+
+// execReserve is what the total that execve(2) takes leaves for what is
+// added to a worker's environment and argv after the pin: the exec shim's
+// script, LISTEN_FDS, LISTEN_FDNAMES, NOTIFY_SOCKET, BATON_*, WATCHDOG_*.
+const execReserve = 16 << 10
+
+// fitsExec checks that a worker's command and environment fit what Linux's
+// execve(2) takes (fs/exec.c), which otherwise fails every start with E2BIG:
+// each argument and each KEY=VALUE string, its NUL included, at most
+// MAX_ARG_STRLEN (32 pages: 128 KiB); all the strings of argv and envp and a
+// pointer for each within a quarter of the stack limit (ulimit -s), at most
+// 6 MiB and at least 128 KiB. from says where each pinned key was set; base
+// is baton's environment, which the pinned one goes over.
+func fitsExec(command, env []string, from map[string]string, base []string) error {
+	maxStr := 32 * os.Getpagesize()
+	for i, a := range command {
+		if len(a)+1 > maxStr {
+			return fmt.Errorf("worker command: argument %d is %d bytes, more than exec(2) takes in one argument (%d bytes with its NUL, MAX_ARG_STRLEN)", i, len(a), maxStr)
+		}
+	}
+	over := map[string]bool{}
+	total, n := 0, 0
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if len(kv)+1 > maxStr {
+			return fmt.Errorf("%s: %s is %d bytes with its value, more than exec(2) takes in one variable (%d bytes as KEY=VALUE with its NUL, MAX_ARG_STRLEN); put the value in a file the worker reads",
+				from[k], envfile.Shown(k), len(kv), maxStr)
+		}
+		over[k] = true
+		total, n = total+len(kv)+1, n+1
+	}
+	for _, kv := range base {
+		if k, _, _ := strings.Cut(kv, "="); !over[k] {
+			total, n = total+len(kv)+1, n+1
+		}
+	}
+	for _, a := range command {
+		total, n = total+len(a)+1, n+1
+	}
+	limit := argMax()
+	if need := total + 8*n + execReserve; need > limit {
+		return fmt.Errorf("the workers' command and environment come to %d bytes, more than exec(2) takes in all (%d bytes: a quarter of the stack limit, ulimit -s, less %d for what baton adds)",
+			total+8*n, limit, execReserve)
+	}
+	return nil
+}
+
+// argMax is the total of argv and envp that execve(2) takes, as Linux
+// computes it from the stack limit (bprm_stack_limits in fs/exec.c).
+func argMax() int {
+	const floor, ceiling = 128 << 10, 6 << 20 // ARG_MAX, _STK_LIM/4*3
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_STACK, &rl); err != nil || rl.Cur/4 >= ceiling {
+		return ceiling // unlimited or large (an error: Linux's own ceiling)
+	}
+	return max(int(rl.Cur/4), floor)
 }
 
 // executable resolves p's directories and checks p is an executable file.
@@ -250,6 +375,17 @@ func envDigest(env []string) string {
 	return hex.EncodeToString(h.Sum(nil))[:12]
 }
 
+// shownKeys are the keys of a pinned environment, in order, as status
+// shows them (envfile.Shown: a key that is not a conventional name may be
+// part of a secret).
+func shownKeys(env []string) []string {
+	keys := envKeys(env)
+	for i, k := range keys {
+		keys[i] = envfile.Shown(k)
+	}
+	return keys
+}
+
 // envKeys are the keys of a pinned environment, in order.
 func envKeys(env []string) []string {
 	keys := make([]string, len(env))
@@ -260,7 +396,8 @@ func envKeys(env []string) []string {
 }
 
 // changes says what differs between two generations' pinned settings, for
-// the journal and the rollout's result: never an environment value.
+// the journal and the rollout's result: never an environment value, and
+// keys as envfile.Shown shows them.
 func changes(from, to GenSettings) []string {
 	var out []string
 	if from.Directory != to.Directory {
@@ -281,14 +418,14 @@ func changes(from, to GenSettings) []string {
 		seen[k] = true
 		switch ov, ok := old[k]; {
 		case !ok:
-			added = append(added, k)
+			added = append(added, envfile.Shown(k))
 		case ov != v:
-			changed = append(changed, k)
+			changed = append(changed, envfile.Shown(k))
 		}
 	}
 	for _, k := range envKeys(from.Env) {
 		if !seen[k] {
-			removed = append(removed, k)
+			removed = append(removed, envfile.Shown(k))
 		}
 	}
 	for _, c := range []struct {

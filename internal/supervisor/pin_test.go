@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,7 +47,7 @@ func TestPinFollowsTheSymlinkOnce(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := Config{GenSettings: GenSettings{Command: []string{tt.command, "--port", "0"}}, Sources: Sources{Directory: current}}
-			if err := pin(&cfg, "/", "/nonexistent:"+current+"/bin"); err != nil {
+			if err := pin(&cfg, "/", []string{"PATH=/nonexistent:" + current + "/bin"}); err != nil {
 				t.Fatal(err)
 			}
 			if cfg.Directory != root+"/releases/v1" {
@@ -63,7 +64,7 @@ func TestPinFollowsTheSymlinkOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := Config{GenSettings: GenSettings{Command: []string{current + "/../releases/v2/bin/link"}}}
-	if err := pin(&cfg, root, ""); err != nil {
+	if err := pin(&cfg, root, nil); err != nil {
 		t.Fatal(err)
 	}
 	if want := root + "/releases/v2/bin/link"; cfg.Command[0] != want || cfg.Directory != root {
@@ -97,7 +98,7 @@ func TestPinRefuses(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := Config{GenSettings: GenSettings{Command: []string{tt.command}}, Sources: tt.src}
-			err := pin(&cfg, root, "/usr/bin:/bin")
+			err := pin(&cfg, root, []string{"PATH=/usr/bin:/bin"})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("pin: %v, want an error with %q", err, tt.want)
 			}
@@ -119,7 +120,7 @@ func TestPinEnv(t *testing.T) {
 		// the release's; "-" makes a missing file no error.
 		EnvFiles: []string{root + "/shared.env", ".env", "-" + root + "/missing.env"},
 	}}
-	if err := pin(&cfg, "/", ""); err != nil {
+	if err := pin(&cfg, "/", nil); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"GREETING=from the release", "LIST=a,b", "PATH=/usr/bin:/bin", "DB=postgres://u:pw@db/app", "RELEASE=v1"}
@@ -127,7 +128,7 @@ func TestPinEnv(t *testing.T) {
 		t.Errorf("env (-want +got):\n%s", diff)
 	}
 	cfg.Sources.EnvFiles = []string{root + "/reserved.env"}
-	if err := pin(&cfg, "/", ""); err == nil || err.Error() != "--env-file "+root+"/reserved.env:2: NOTIFY_SOCKET: baton sets it for each worker" {
+	if err := pin(&cfg, "/", nil); err == nil || err.Error() != "--env-file "+root+"/reserved.env:2: NOTIFY_SOCKET: baton sets it for each worker" {
 		t.Errorf("a file that sets NOTIFY_SOCKET: %v", err)
 	}
 }
@@ -166,5 +167,122 @@ func TestChangesNeverShowValues(t *testing.T) {
 	}
 	if envDigest([]string{"A=1", "B=2"}) != envDigest([]string{"B=2", "A=1"}) {
 		t.Error("the digest depends on the order")
+	}
+}
+
+// TestReleaseOnto: the paths that go through --directory as spelled are
+// rewritten onto its one resolution; no other path is.
+func TestReleaseOnto(t *testing.T) {
+	r := release{given: "/srv/app/current", real: "/srv/app/releases/v2"}
+	for _, tt := range []struct{ in, want string }{
+		{"/srv/app/current", "/srv/app/releases/v2"},
+		{"/srv/app/current/", "/srv/app/releases/v2"},
+		{"/srv/app/current/bin/app", "/srv/app/releases/v2/bin/app"},
+		{"//srv/app//current/./bin/app", "/srv/app/releases/v2/bin/app"},
+		{"/srv/app/current/.env", "/srv/app/releases/v2/.env"},
+		// Not through the directory: as they are.
+		{"/srv/app/currently/bin/app", "/srv/app/currently/bin/app"},
+		{"/srv/app/shared/app.env", "/srv/app/shared/app.env"},
+		{"/srv/shared/current/app.env", "/srv/shared/current/app.env"}, // another link: resolved on its own
+		{"/srv/app/current/../shared/x", "/srv/app/current/../shared/x"},
+		{"bin/app", "bin/app"}, // relative: joined to the resolved directory by the caller
+		{"/srv/app", "/srv/app"},
+	} {
+		if got := r.onto(tt.in); got != tt.want {
+			t.Errorf("onto(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if got, want := r.ontoList("/srv/app/current/bin::bin:/usr/bin"), "/srv/app/releases/v2/bin::bin:/usr/bin"; got != want {
+		t.Errorf("ontoList = %q, want %q", got, want)
+	}
+	none := release{} // no --directory: nothing to rewrite
+	if got := none.onto("/srv/app/current/bin/app"); got != "/srv/app/current/bin/app" {
+		t.Errorf("without a directory: %q", got)
+	}
+}
+
+// TestPinDerivesFromOneLook: the program, the absolute and relative env
+// files and the PATH entries through the `current` link all come from the
+// release the directory resolved to, and so does the pinned PATH.
+func TestPinDerivesFromOneLook(t *testing.T) {
+	root := releases(t, "v1", "v2")
+	current := filepath.Join(root, "current")
+	if err := os.Symlink("releases/v1", current); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"v1", "v2"} {
+		os.WriteFile(filepath.Join(root, "releases", v, "release.env"), []byte("RELEASE="+v+"\n"), 0o644)
+		os.WriteFile(filepath.Join(root, "releases", v, "local.env"), []byte("LOCAL="+v+"\n"), 0o644)
+	}
+	v1 := root + "/releases/v1"
+	for _, tt := range []struct {
+		name    string
+		command string
+		env     []string
+	}{
+		{"an absolute program through the link", current + "/bin/serve", nil},
+		{"a bare program through a PATH entry naming the link", "serve", []string{"PATH=/nonexistent:" + current + "/bin"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{GenSettings: GenSettings{Command: []string{tt.command}}, Sources: Sources{
+				Directory: current, Env: tt.env,
+				EnvFiles: []string{current + "/release.env", "local.env"},
+			}}
+			if err := pin(&cfg, "/", []string{"PATH=/usr/bin:/bin"}); err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Directory != v1 || cfg.Command[0] != v1+"/bin/serve" {
+				t.Errorf("directory %q, program %q; want both in %s", cfg.Directory, cfg.Command[0], v1)
+			}
+			want := []string{"RELEASE=v1", "LOCAL=v1"}
+			if tt.env != nil {
+				want = append([]string{"PATH=/nonexistent:" + v1 + "/bin"}, want...)
+			}
+			if diff := cmp.Diff(want, cfg.Env); diff != "" {
+				t.Errorf("env (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestPinRefusesWhatExecCannotTake: an environment or a command that
+// execve(2) would refuse with E2BIG fails the pin, naming the key and
+// where it was set, and the limit.
+func TestPinRefusesWhatExecCannotTake(t *testing.T) {
+	root := releases(t, "v1")
+	big := strings.Repeat("x", 200<<10)
+	os.WriteFile(filepath.Join(root, "big.env"), []byte("A=1\nBIG="+big+"\n"), 0o644)
+	// 12 files of 8 values of 100 KiB: 9.6 MB, more than the 6 MiB that
+	// Linux takes in all whatever the stack limit.
+	for i := range 12 {
+		var f strings.Builder
+		for j := range 8 {
+			fmt.Fprintf(&f, "V%d_%d=%s\n", i, j, strings.Repeat("x", 100<<10))
+		}
+		os.WriteFile(filepath.Join(root, fmt.Sprintf("part%d.env", i)), []byte(f.String()), 0o644)
+	}
+	var parts []string
+	for i := range 12 {
+		parts = append(parts, filepath.Join(root, fmt.Sprintf("part%d.env", i)))
+	}
+	for _, tt := range []struct {
+		name string
+		src  Sources
+		args []string
+		want string
+	}{
+		{"a 200 KB value in a file", Sources{EnvFiles: []string{root + "/big.env"}}, nil,
+			"--env-file " + root + "/big.env:2: BIG is 204804 bytes with its value, more than exec(2) takes in one variable (131072 bytes as KEY=VALUE with its NUL, MAX_ARG_STRLEN)"},
+		{"a 200 KB --env", Sources{Env: []string{"BIG=" + big}}, nil, "--env: BIG is 204804 bytes with its value"},
+		{"a 200 KB argument", Sources{}, []string{"--x", big}, "worker command: argument 2 is 204800 bytes"},
+		{"9.6 MB of values", Sources{EnvFiles: parts}, nil, "more than exec(2) takes in all"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{GenSettings: GenSettings{Command: append([]string{"/bin/sh"}, tt.args...)}, Sources: tt.src}
+			err := pin(&cfg, root, []string{"PATH=/usr/bin:/bin"})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("pin: %v, want an error with %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -347,7 +347,7 @@ func (r *rollout) nextBatch() {
 	r.host.progressed()
 	for _, sl := range r.batch {
 		if sl.next = r.host.startWorker(sl, r.to); sl.next == nil {
-			r.abort(fmt.Errorf("worker %d of generation %d could not be started", sl.Index, r.to.gen), nil)
+			r.abort(fmt.Errorf("worker %d of generation %d could not be started: %s", sl.Index, r.to.gen, sl.StartErr), nil)
 			return
 		}
 	}

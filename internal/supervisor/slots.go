@@ -7,6 +7,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"syscall"
 	"time"
@@ -33,8 +34,9 @@ type slotKept struct {
 	Index    int           `json:"index"`
 	Restarts int           `json:"restarts"`
 	Backoff  time.Duration `json:"backoff"`
-	// StartErr is why the last start of a worker in this slot failed in
-	// baton itself (fork, pipes, sockets), until a start succeeds.
+	// StartErr is why the last start of a worker in this slot failed
+	// before the worker's own program ran (baton's fork, pipes and sockets,
+	// the shim's chdir and exec: worker.ExecError), until a start succeeds.
 	StartErr string `json:"start_err,omitempty"`
 	// Removed: a scale down took the slot away; nothing starts in it. Its
 	// workers may still drain.
@@ -159,8 +161,16 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		Logger:      s.log,
 	})
 	if err != nil {
+		var ee *worker.ExecError
+		isExec := errors.As(err, &ee)
+		if isExec && ee.BadDir {
+			err = fmt.Errorf("%w: the release generation %d was pinned to is gone; roll out one that exists (point current at it and baton reload) or the previous generation (baton rollback)", err, spec.gen)
+		}
 		sl.StartErr = err.Error()
 		s.log.Error("worker start failed", "slot", sl.Index, "gen", spec.gen, "err", err)
+		if isExec && !ee.Resources() && s.firstStart(spec) {
+			s.cannotStart(err)
+		}
 		return nil
 	}
 	sl.StartErr = ""
@@ -385,6 +395,28 @@ func (s *Supervisor) onCrash(sl *slot, uptime time.Duration) {
 	sl.Restarts++
 	s.Totals.Restarts++
 	s.scheduleStart(sl)
+}
+
+// firstStart reports whether spec is generation 1 of a service that has
+// never been ready: what baton was started with, not yet proven.
+func (s *Supervisor) firstStart(spec *genSpec) bool {
+	return !s.ReadySent && spec.gen == 1 && s.rollout == nil
+}
+
+// cannotStart ends a first start whose worker cannot be exec'd with its
+// configuration (a missing directory, an environment too large, a shim
+// that is not there): trying again cannot help, so baton stops and exits
+// with the reason (exit code 1, a bad configuration) rather than retry
+// for ever, never ready. The same failure later (a crash restart, a
+// scale-up) keeps the slot retrying in its backoff, the reason in status:
+// the other slots may still serve, and a reload or a rollback is the fix;
+// in a rollout it fails the rollout, the reason in its answer.
+func (s *Supervisor) cannotStart(err error) {
+	if s.exitErr == nil {
+		s.exitErr = fmt.Errorf("%w: %w", ErrCannotStart, err)
+		s.log.Error("workers cannot be started with this configuration: stopping", "err", err)
+	}
+	s.beginStop()
 }
 
 // retryStart schedules another start of a slot whose worker could not even

@@ -151,7 +151,7 @@ func (s *Supervisor) generations() []control.Generation {
 			}
 		}
 		out = append(out, control.Generation{Generation: g.gen, Role: role, Directory: g.cfg.Directory,
-			Command: g.cfg.Command, EnvDigest: envDigest(g.cfg.Env), EnvKeys: envKeys(g.cfg.Env)})
+			Command: g.cfg.Command, EnvDigest: envDigest(g.cfg.Env), EnvKeys: shownKeys(g.cfg.Env)})
 	}
 	add(s.serving, "serving")
 	if r := s.rollout; r != nil && r.incoming() != nil {

@@ -38,6 +38,9 @@ var (
 	ErrCrashLimit = errors.New("crash limit reached")
 	// ErrNoListener: no listening socket could be had.
 	ErrNoListener = errors.New("no listener")
+	// ErrCannotStart: at the first start, a worker could not be exec'd
+	// with the configuration (its directory, its environment's size).
+	ErrCannotStart = errors.New("workers cannot be started")
 )
 
 // closedChan is always ready to receive from.

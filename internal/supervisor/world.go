@@ -55,7 +55,7 @@ func realWorld() world {
 		forkExec: syscall.ForkExec,
 		usage:    usageOf,
 		pin: func(cfg *Config, startDir string) error {
-			return pin(cfg, startDir, os.Getenv("PATH"))
+			return pin(cfg, startDir, os.Environ())
 		},
 		stillThere: stillThere,
 		memory:     treeMemory,

@@ -10,8 +10,10 @@ package worker
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -188,11 +190,60 @@ func Start(spec Spec) (_ *Process, err error) {
 		},
 	})
 	if err != nil {
-		return nil, err
+		return nil, newExecError(spec, err)
 	}
 	p.Started = time.Now()
 	p.watch(execR, spec)
 	return p, nil
+}
+
+// ExecError is a start that failed in the fork and exec of the exec shim
+// itself (the child's chdir into Dir, or its execve): Err is the errno. Go's
+// fork reports a chdir that failed with the errno alone; BadDir says that
+// a look at Dir then failed too (missing, not a directory, not reachable),
+// which is why, and Err is what that look met.
+type ExecError struct {
+	Path, Dir string
+	BadDir    bool
+	Err       error
+}
+
+func (e *ExecError) Error() string {
+	if e.BadDir {
+		return fmt.Sprintf("working directory %s: %v", e.Dir, e.Err)
+	}
+	return fmt.Sprintf("exec %s: %v", e.Path, e.Err)
+}
+
+func (e *ExecError) Unwrap() error { return e.Err }
+
+// Resources reports whether the start failed for want of something the
+// system may have again later (memory, processes, file descriptors), not
+// because of what it was asked to start: only then can the same start
+// succeed without a change of its directory, command or environment.
+func (e *ExecError) Resources() bool {
+	for _, errno := range []error{syscall.EAGAIN, syscall.ENOMEM, syscall.EMFILE, syscall.ENFILE, syscall.EINTR} {
+		if errors.Is(e.Err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
+func newExecError(spec Spec, err error) *ExecError {
+	e := &ExecError{Path: spec.ShimPath, Dir: spec.Dir, Err: err}
+	if spec.Dir != "" {
+		if fi, serr := os.Stat(spec.Dir); serr != nil {
+			e.BadDir = true
+			var pe *fs.PathError
+			if errors.As(serr, &pe) {
+				e.Err = pe.Err // what the chdir met: ENOENT, EACCES, ENOTDIR
+			}
+		} else if !fi.IsDir() {
+			e.BadDir, e.Err = true, syscall.ENOTDIR
+		}
+	}
+	return e
 }
 
 // notifyAddr is where a new worker's notify socket listens: a path in

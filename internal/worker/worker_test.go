@@ -1,7 +1,10 @@
 package worker
 
 import (
+	"errors"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,4 +108,33 @@ func startShell(t *testing.T, script string, lines *atomic.Int32) *Process {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestStartErrorsSayWhy: a start whose fork and exec fail is an
+// *ExecError that names what failed: the working directory that is gone
+// (Go's fork says only ENOENT), or the exec with its errno (E2BIG for an
+// environment too large). Neither is a lack of resources.
+func TestStartErrorsSayWhy(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	gone := filepath.Join(t.TempDir(), "releases", "v1")
+	for _, tt := range []struct {
+		name   string
+		dir    string
+		env    []string
+		want   string
+		badDir bool
+	}{
+		{"a directory that is gone", gone, nil, "start worker 0: working directory " + gone + ": no such file or directory", true},
+		{"a variable too large", "", []string{"BIG=" + strings.Repeat("x", 200<<10)}, "start worker 0: exec /bin/sh: argument list too long", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Start(Spec{ShimPath: ShellShim, ShimArgv: ShellShimArgv, Command: []string{"/bin/true"},
+				Env: tt.env, Dir: tt.dir, NotifyDir: t.TempDir()})
+			var ee *ExecError
+			if !errors.As(err, &ee) || err.Error() != tt.want || ee.BadDir != tt.badDir || ee.Resources() {
+				t.Fatalf("Start: %v (%T), want an *ExecError %q, BadDir %v, not of resources", err, err, tt.want, tt.badDir)
+			}
+		})
+	}
 }
