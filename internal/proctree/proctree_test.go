@@ -39,7 +39,7 @@ func start(t *testing.T, name string, args ...string) *exec.Cmd {
 // new process or of CPU used has no event to wait on).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for !cond() {
 		select {
