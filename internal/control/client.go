@@ -130,8 +130,11 @@ func retrying(ctx context.Context, path string, req Request, opened func(int) er
 			baton = x.pid
 		}
 		if !errors.Is(err, errUnanswered) || req.Command == CmdUpgrade || attempt == 5 {
-			if errors.Is(err, errUnanswered) && baton == 0 {
-				err = fmt.Errorf("%w, %d times: %w", err, attempt, ErrNotBaton)
+			switch {
+			case errors.Is(err, errUnanswered) && baton == 0 && attempt > 1:
+				err = fmt.Errorf("%w (%d times): %w", err, attempt, ErrNotBaton)
+			case errors.Is(err, errUnanswered) && baton == 0:
+				err = fmt.Errorf("%w: %w", err, ErrNotBaton)
 			}
 			return resp, baton, err
 		}
