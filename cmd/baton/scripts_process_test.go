@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"testing"
@@ -27,6 +28,7 @@ func TestScripts(t *testing.T) {
 			"exitcode":   cmdExitcode,
 			"waitstatus": cmdWaitStatus,
 			"exited":     cmdExited,
+			"waitsock":   cmdWaitSock,
 		},
 	})
 }
@@ -84,6 +86,22 @@ func cmdWaitStatus(ts *testscript.TestScript, neg bool, args []string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	ts.Fatalf("waitstatus: never %d ready, %s; last: %s", want, state, last)
+}
+
+// waitsock PATH waits until a socket is bound at PATH (a helper server's).
+func cmdWaitSock(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitsock PATH")
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		fi, err := os.Stat(ts.MkAbs(args[0]))
+		if err == nil && fi.Mode().Type() == os.ModeSocket {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitsock: no socket at %s: %v", args[0], err)
+		}
+	}
 }
 
 // exited checks that every process the script started in the background

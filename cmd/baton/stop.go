@@ -26,8 +26,8 @@ func stopCommand() *cli.Command {
 			"With UNIT, the baton that systemd runs as UNIT.",
 		Flags: []cli.Flag{controlFlag},
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 1 {
-				return fmt.Errorf("stop: want at most a unit, as in `baton stop myapp`; got %d arguments", c.NArg())
+			if err := noMoreArgs(c, 1); err != nil {
+				return err
 			}
 			path, err := controlPathFor(c, c.Args().First())
 			if err != nil {
