@@ -60,6 +60,9 @@ func TestParseRequest(t *testing.T) {
 		in, wantErr string
 	}{
 		{in: `{"command":"status"}`},
+		{in: `{"command":"status","protocol":2}`},
+		{in: `{"command":"status","protocol":3}`}, // a newer client's: answered as protocol 2
+		{in: `{"command":"status","protocol":-1}`, wantErr: "protocol -1"},
 		{in: `{"command":""}`, wantErr: "no command"},
 		{in: `{"command":"status","x":1}`, wantErr: "unknown field"},
 		{in: `{"command":"status"} {}`, wantErr: "trailing data"},
