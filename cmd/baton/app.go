@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/batonsd/baton/internal/supervisor"
 	"github.com/urfave/cli/v2"
@@ -68,4 +70,27 @@ func exitCode(err error) int {
 		return ec.ExitCode()
 	}
 	return exitUsage
+}
+
+// noMoreArgs refuses more than most positional arguments, naming the ones
+// too many: an argument a command would not use is a mistake to report,
+// not to ignore.
+func noMoreArgs(c *cli.Context, most int) error {
+	args := c.Args().Slice()
+	if len(args) <= most {
+		return nil
+	}
+	extra := make([]string, 0, len(args)-most)
+	for _, a := range args[most:] {
+		extra = append(extra, strconv.Quote(a))
+	}
+	want := "none"
+	if c.Command.ArgsUsage != "" {
+		want = c.Command.ArgsUsage
+	}
+	word := "argument"
+	if len(extra) > 1 {
+		word += "s"
+	}
+	return fmt.Errorf("%s: unexpected %s %s: it takes %s (see baton %s --help)", c.Command.Name, word, strings.Join(extra, " "), want, c.Command.Name)
 }

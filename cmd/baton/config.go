@@ -131,6 +131,14 @@ func (s settings) Strings(name string) ([]string, error) {
 		}
 		return s.c.StringSlice(name), nil
 	}
+	// A repeatable key given once may be a string, as systemd's
+	// EnvironmentFile= takes one.
+	if str, ok := v.(string); ok {
+		return []string{str}, nil
+	}
+	if _, ok := v.([]any); !ok {
+		return nil, s.typeErr(name, "a string or an array of strings", v)
+	}
 	return s.stringList(name, v)
 }
 

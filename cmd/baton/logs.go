@@ -33,6 +33,9 @@ func logsCommand() *cli.Command {
 }
 
 func logsAction(c *cli.Context) error {
+	if err := noMoreArgs(c, 1); err != nil {
+		return err
+	}
 	if c.NArg() != 1 {
 		return errors.New("baton logs [-f] [--worker N] [--generation G] UNIT")
 	}

@@ -14,6 +14,9 @@ func manCommand() *cli.Command {
 		Hidden: true,
 		Usage:  "print the man page",
 		Action: func(c *cli.Context) error {
+			if err := noMoreArgs(c, 0); err != nil {
+				return err
+			}
 			page, err := c.App.ToManWithSection(1)
 			if err != nil {
 				return err

@@ -21,7 +21,10 @@ func recycleCommand() *cli.Command {
 			"worker still serving. With UNIT, the baton that systemd runs as UNIT.",
 		Flags: []cli.Flag{controlFlag},
 		Action: func(c *cli.Context) error {
-			if c.NArg() < 1 || c.NArg() > 2 {
+			if err := noMoreArgs(c, 2); err != nil {
+				return err
+			}
+			if c.NArg() < 1 {
 				return fmt.Errorf("recycle: want a slot or all, and perhaps a unit, as in `baton recycle 2 myapp`; got %d arguments", c.NArg())
 			}
 			req := control.Request{Command: control.CmdRecycle}

@@ -20,6 +20,9 @@ func reloadCommand() *cli.Command {
 			&cli.BoolFlag{Name: "wait-signal", Usage: "wait for the rollout systemd's reload signal started instead of asking for one (ExecReload= of a Type=notify-reload unit)"},
 		},
 		Action: func(c *cli.Context) error {
+			if err := noMoreArgs(c, 0); err != nil {
+				return err
+			}
 			path, err := controlPath(c)
 			if err != nil {
 				return err

@@ -23,8 +23,8 @@ func rollbackCommand() *cli.Command {
 			"With UNIT, the baton that systemd runs as UNIT.",
 		Flags: []cli.Flag{controlFlag},
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 1 {
-				return fmt.Errorf("rollback: want at most a unit, as in `baton rollback myapp`; got %d arguments", c.NArg())
+			if err := noMoreArgs(c, 1); err != nil {
+				return err
 			}
 			path, err := controlPathFor(c, c.Args().First())
 			if err != nil {

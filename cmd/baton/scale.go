@@ -22,7 +22,10 @@ func scaleCommand() *cli.Command {
 			"With UNIT, the baton that systemd runs as UNIT.",
 		Flags: []cli.Flag{controlFlag},
 		Action: func(c *cli.Context) error {
-			if c.NArg() < 1 || c.NArg() > 2 {
+			if err := noMoreArgs(c, 2); err != nil {
+				return err
+			}
+			if c.NArg() < 1 {
 				return fmt.Errorf("scale: want the number of workers and perhaps a unit, as in `baton scale 4 myapp`; got %d arguments", c.NArg())
 			}
 			n, err := strconv.Atoi(c.Args().First())

@@ -30,6 +30,7 @@ func TestScripts(t *testing.T) {
 			"waitstatus": cmdWaitStatus,
 			"exited":     cmdExited,
 			"waitfile":   cmdWaitFile,
+			"waitsock":   cmdWaitSock,
 		},
 	})
 }
@@ -92,21 +93,28 @@ func cmdWaitStatus(ts *testscript.TestScript, neg bool, args []string) {
 // waitfile PATH waits until PATH exists (a worker's sign that it got
 // somewhere).
 func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
+	waitPath(ts, neg, args, "waitfile", func(fs.FileInfo) bool { return true })
+}
+
+// waitsock PATH waits until a socket is bound at PATH (a helper server's).
+func cmdWaitSock(ts *testscript.TestScript, neg bool, args []string) {
+	waitPath(ts, neg, args, "waitsock", func(fi fs.FileInfo) bool { return fi.Mode().Type() == fs.ModeSocket })
+}
+
+// waitPath waits up to 20 s until the file at args[0] is there and ok
+// says it is what name waits for.
+func waitPath(ts *testscript.TestScript, neg bool, args []string, name string, ok func(fs.FileInfo) bool) {
 	if neg || len(args) != 1 {
-		ts.Fatalf("usage: waitfile PATH")
+		ts.Fatalf("usage: %s PATH", name)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		_, err := os.Stat(ts.MkAbs(args[0]))
-		switch {
-		case err == nil:
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		fi, err := os.Stat(ts.MkAbs(args[0]))
+		if err == nil && ok(fi) {
 			return
-		case !errors.Is(err, fs.ErrNotExist):
-			ts.Fatalf("waitfile: %v", err)
-		case time.Now().After(deadline):
-			ts.Fatalf("waitfile: %s never appeared", args[0])
 		}
-		time.Sleep(10 * time.Millisecond)
+		if time.Now().After(deadline) {
+			ts.Fatalf("%s: %s never came: %v", name, args[0], err)
+		}
 	}
 }
 

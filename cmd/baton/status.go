@@ -39,6 +39,9 @@ func statusCommand() *cli.Command {
 			controlFlag,
 		},
 		Action: func(c *cli.Context) error {
+			if err := noMoreArgs(c, 1); err != nil {
+				return err
+			}
 			path, err := controlPath(c)
 			if unit := c.Args().First(); unit != "" {
 				if c.String("control") == "" {
@@ -224,10 +227,18 @@ func secs(s float64) time.Duration {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
 }
 
-// controlPathFor is --control when given, else UNIT's control socket when
-// a unit is named, else the default one.
+// controlPathFor is UNIT's control socket when a unit is named, else
+// --control when given, else the default one. A unit and --control together
+// must name the same socket: else one of them would go unused.
 func controlPathFor(c *cli.Context, unit string) (string, error) {
-	if unit != "" && c.String("control") == "" {
+	switch {
+	case unit != "" && c.String("control") != "":
+		p := c.String("control")
+		if up, err := unitControlPath(unit); err == nil && sameFile(up, p) {
+			return p, nil
+		}
+		return "", fmt.Errorf("%s: unit %q is not the baton at --control %s: give one of them (see baton %s --help)", c.Command.Name, unit, p, c.Command.Name)
+	case unit != "":
 		return unitControlPath(unit)
 	}
 	return controlPath(c)
@@ -308,4 +319,11 @@ func byKey(m map[string]uint64) string {
 		s = append(s, fmt.Sprintf("%s %d", k, m[k]))
 	}
 	return "(" + strings.Join(s, ", ") + ")"
+}
+
+// sameFile reports whether paths a and b name the same file.
+func sameFile(a, b string) bool {
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
 }

@@ -21,13 +21,14 @@ func stopCommand() *cli.Command {
 			"signals everything left in the unit's cgroup as soon as ExecStop= returns, so without it\n" +
 			"`systemctl stop` sends SIGTERM to the workers together with baton, lame duck or not. To stop\n" +
 			"a service, use systemctl stop: baton stopped by hand exits 0, and Restart=always restarts it.\n" +
-			"Exits 0 also when nothing serves the control socket any more (stopped already); exits 1 when\n" +
-			"no control socket is found for UNIT.\n" +
+			"Exits 0 also when nothing serves the control socket any more (stopped already: no file there,\n" +
+			"or a socket nobody listens on); exits 1 when no control socket is found for UNIT, when the path\n" +
+			"is not a socket, or when what serves it does not answer as baton (it is never waited for).\n" +
 			"With UNIT, the baton that systemd runs as UNIT.",
 		Flags: []cli.Flag{controlFlag},
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 1 {
-				return fmt.Errorf("stop: want at most a unit, as in `baton stop myapp`; got %d arguments", c.NArg())
+			if err := noMoreArgs(c, 1); err != nil {
+				return err
 			}
 			path, err := controlPathFor(c, c.Args().First())
 			if err != nil {

@@ -30,6 +30,9 @@ func upgradeCommand() *cli.Command {
 			&cli.BoolFlag{Name: "dry-run", Usage: "with --all: list them, upgrade none"},
 		},
 		Action: func(c *cli.Context) error {
+			if err := noMoreArgs(c, 0); err != nil {
+				return err
+			}
 			if c.Bool("all") {
 				return upgradeAll(c)
 			}

@@ -35,6 +35,9 @@ func versionCommand() *cli.Command {
 		Name:  "version",
 		Usage: "print the version, commit, state-handoff protocol version and how signals are carried across an in-place upgrade",
 		Action: func(c *cli.Context) error {
+			if err := noMoreArgs(c, 0); err != nil {
+				return err
+			}
 			proto, reads := strconv.Itoa(supervisor.HandoffProtocol), supervisor.HandoffReads.String()
 			if handoffProtocol != "" {
 				proto, reads = handoffProtocol, handoffProtocol+"-"+handoffProtocol

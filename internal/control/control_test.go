@@ -60,6 +60,9 @@ func TestParseRequest(t *testing.T) {
 		in, wantErr string
 	}{
 		{in: `{"command":"status"}`},
+		{in: `{"command":"status","protocol":2}`},
+		{in: `{"command":"status","protocol":3}`}, // a newer client's: answered as protocol 2
+		{in: `{"command":"status","protocol":-1}`, wantErr: "protocol -1"},
 		{in: `{"command":""}`, wantErr: "no command"},
 		{in: `{"command":"status","x":1}`, wantErr: "unknown field"},
 		{in: `{"command":"status"} {}`, wantErr: "trailing data"},
@@ -343,7 +346,8 @@ func TestStopAnsweredByAnother(t *testing.T) {
 // TestStopReturnsWhenBatonDies: baton is killed (kill -9) while baton stop
 // waits for its exit. The wait ends: the process is gone, which is what
 // ExecStop= waits for; it does not hang until its deadline. The server is
-// a python3 child that answers the stop and then does nothing.
+// a python3 child that answers the stop as baton does (protocol 2) and
+// then does nothing.
 func TestStopReturnsWhenBatonDies(t *testing.T) {
 	path := filepath.Join(shortDir(t), "c.sock")
 	script := `import json, os, socket, sys, time
@@ -353,7 +357,8 @@ s.listen()
 print("ready", flush=True)
 c, _ = s.accept()
 c.makefile().readline()
-c.sendall((json.dumps({"stopping": {"pid": os.getpid(), "doing": "2 workers drain"}}) + "\n").encode())
+c.sendall((json.dumps({"pid": os.getpid(), "hello": {"protocol": 2}}) + "\n").encode())
+c.sendall((json.dumps({"pid": os.getpid(), "stopping": {"pid": os.getpid(), "doing": "2 workers drain"}}) + "\n").encode())
 time.sleep(600)`
 	cmd := exec.Command("/usr/bin/python3", "-c", script, path)
 	stdout, err := cmd.StdoutPipe()

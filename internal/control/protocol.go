@@ -3,6 +3,16 @@
 // connection carries one request and one response, each a single line of
 // JSON; a request may keep its connection open while the work it asked for
 // runs, and the response comes when it ends.
+//
+// Protocol 2: a request that says "protocol": 2 is greeted, as soon as it
+// is read, with a line carrying the server's pid and protocol (Hello);
+// while the work it asked for runs, a line saying "working" comes every
+// HeartbeatInterval (but for an upgrade, whose connection the new image
+// answers); then the response. Every line a protocol 2 server sends carries
+// its pid, so a client checks that the process serving the socket
+// (SO_PEERCRED) is the one that answered. A request without "protocol" (an
+// older client's) gets the response line alone, as protocol 1 had it; an
+// older server refuses the field as unknown, without acting on the request.
 package control
 
 import (
@@ -15,6 +25,13 @@ import (
 
 // MaxLine bounds a request or response line.
 const MaxLine = 1 << 20
+
+// Protocol is the version of the control protocol this package speaks.
+const Protocol = 2
+
+// HeartbeatInterval is how often a protocol 2 server says it is still
+// working on a request.
+const HeartbeatInterval = 5 * time.Second
 
 // Commands a client may send.
 const (
@@ -50,24 +67,36 @@ const (
 // Request is what a client asks.
 type Request struct {
 	Command string `json:"command"`
-	Workers int    `json:"workers,omitempty"` // CmdScale: how many
-	Slot    int    `json:"slot,omitempty"`    // CmdRecycle: which slot, unless All
-	All     bool   `json:"all,omitempty"`     // CmdRecycle: every slot, one at a time
+	// Protocol is the client's protocol version; 0 (absent) is protocol 1.
+	Protocol int  `json:"protocol,omitempty"`
+	Workers  int  `json:"workers,omitempty"` // CmdScale: how many
+	Slot     int  `json:"slot,omitempty"`    // CmdRecycle: which slot, unless All
+	All      bool `json:"all,omitempty"`     // CmdRecycle: every slot, one at a time
 }
 
 // ErrBusy marks a refusal that will pass: baton is starting, rolling out
 // or already upgrading. A client may ask again later (Response.Busy).
 var ErrBusy = errors.New("busy, try again later")
 
-// Response is the server's answer: Error is set when the request failed,
-// and Busy when it was refused only for now (ErrBusy).
+// Response is one line from the server: the greeting (Hello), a heartbeat
+// (Working) or the answer. In the answer, Error is set when the request
+// failed, and Busy when it was refused only for now (ErrBusy).
 type Response struct {
+	// PID is the server's pid, on every line since protocol 2.
+	PID      int       `json:"pid,omitempty"`
+	Hello    *Hello    `json:"hello,omitempty"`
+	Working  bool      `json:"working,omitempty"`
 	Error    string    `json:"error,omitempty"`
 	Busy     bool      `json:"busy,omitempty"`
 	Status   *Status   `json:"status,omitempty"`
 	Rollout  *Rollout  `json:"rollout,omitempty"`
 	Upgrade  *Upgrade  `json:"upgrade,omitempty"`
 	Stopping *Stopping `json:"stopping,omitempty"`
+}
+
+// Hello greets a protocol 2 request as soon as the server has read it.
+type Hello struct {
+	Protocol int `json:"protocol"` // the server's protocol version
 }
 
 // Stopping is baton's answer to a stop request.
@@ -269,6 +298,8 @@ func ParseRequest(line []byte) (Request, error) {
 	switch {
 	case r.Command == "":
 		return Request{}, errors.New("control request: no command")
+	case r.Protocol < 0:
+		return Request{}, fmt.Errorf("control request: protocol %d: want 1 or more", r.Protocol)
 	case r.Command == CmdScale && r.Workers < 1:
 		return Request{}, fmt.Errorf("control request: scale to %d workers: want 1 or more", r.Workers)
 	case r.Command != CmdScale && r.Workers != 0:

@@ -220,12 +220,19 @@ func (s *Server) startReading(c *net.UnixConn) bool {
 	return true
 }
 
-// requestTimeout bounds how long a client may take to send its request.
-const requestTimeout = 5 * time.Second
+// requestTimeout bounds how long a client may take to send its request,
+// and writeTimeout how long it may take to read each line of the answer.
+const (
+	requestTimeout = 5 * time.Second
+	writeTimeout   = 10 * time.Second
+)
+
+// heartbeatEvery is HeartbeatInterval; tests shorten it.
+var heartbeatEvery = HeartbeatInterval
 
 func (s *Server) serveConn(c *net.UnixConn) {
 	defer c.Close()
-	enc := json.NewEncoder(c)
+	w := &lineWriter{c: c, enc: json.NewEncoder(c), pid: os.Getpid()}
 	// The request is read before the peer check answers, so that a refused
 	// client gets the reason and not a reset of its unread request.
 	if !s.startReading(c) {
@@ -239,25 +246,78 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	s.mu.Unlock()
 	if err := checkPeer(c); err != nil {
 		s.log.Warn("control connection refused", "err", err)
-		enc.Encode(Response{Error: err.Error()}) // the peer may be gone; nothing to do then
+		w.send(Response{Error: err.Error()})
 		return
 	}
 	if err != nil {
-		enc.Encode(Response{Error: err.Error()}) // as above
+		w.send(Response{Error: err.Error()})
 		return
 	}
 	req, err := ParseRequest(line)
 	if err != nil {
-		enc.Encode(Response{Error: err.Error()}) // as above
+		w.send(Response{Error: err.Error()})
 		return
 	}
+	v2 := req.Protocol >= 2
+	if v2 {
+		w.send(Response{Hello: &Hello{Protocol: Protocol}})
+	}
 	if req.Command == CmdUpgrade {
+		// No heartbeat: the connection goes to the new image, which answers.
 		if err := s.handler.Upgrade(s.ctx, c); err != nil {
-			enc.Encode(Response{Error: err.Error(), Busy: errors.Is(err, ErrBusy)}) // as above
+			w.send(Response{Error: err.Error(), Busy: errors.Is(err, ErrBusy)})
 		}
 		return
 	}
-	enc.Encode(s.handle(req)) // as above
+	stop := func() {}
+	if v2 {
+		stop = heartbeat(w)
+	}
+	resp := s.handle(req)
+	stop()
+	w.send(resp)
+}
+
+// lineWriter writes the lines of one connection's answer, each with the
+// server's pid, one at a time.
+type lineWriter struct {
+	mu  sync.Mutex
+	c   *net.UnixConn
+	enc *json.Encoder
+	pid int
+}
+
+// send writes r, unless the client takes longer than writeTimeout to read
+// it; the client may be gone, and there is nothing to do then.
+func (w *lineWriter) send(r Response) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r.PID = w.pid
+	w.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	w.enc.Encode(r) // see above
+}
+
+// heartbeat sends w a working line every heartbeatEvery until the returned
+// func is called, which returns once it has stopped.
+func heartbeat(w *lineWriter) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(heartbeatEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				w.send(Response{Working: true})
+			case <-done:
+				return
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 func (s *Server) handle(req Request) Response {

@@ -521,7 +521,7 @@ func (s *Supervisor) answerUpgrade(fd int) {
 	}
 	defer c.Close()
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	resp := control.Response{Upgrade: &control.Upgrade{PID: os.Getpid(), Exe: s.exe, Version: s.cfg.Version,
+	resp := control.Response{PID: os.Getpid(), Upgrade: &control.Upgrade{PID: os.Getpid(), Exe: s.exe, Version: s.cfg.Version,
 		HandoffProtocol: HandoffProtocol, Workers: len(s.workers)}}
 	if err := json.NewEncoder(c).Encode(resp); err != nil {
 		s.log.Warn("upgrade caller gone before the answer", "err", err)
