@@ -13,33 +13,38 @@ import (
 
 // The endpoint's connections. A probe must be answered within a second
 // whatever other clients do with the port, every connection is an fd that
-// new workers need, and baton's CPU is the service's; so the listener
-// Serve serves on keeps three rules:
+// new workers need, and baton's CPU is the service's. The listener Serve
+// serves on keeps these rules:
 //
 //   - At most MaxConns connections are open. A new one beyond that closes
-//     the oldest connection that is not owed an answer: one whose request
-//     header has not all reached baton (a half-sent request, a header never
+//     the oldest that is not owed an answer and has had its grace (the
+//     time from its accept to send its request header): one whose header
+//     has not all reached baton (a half-sent request, a header line never
 //     ended), or one already answered. A connection whose whole request
-//     header has come (read, or waiting in its socket) is answered, never
-//     closed to make room: a probe, once its request is in, is answered.
-//     Eviction by age alone let clients that reconnect the moment they are
-//     dropped push the probe out within milliseconds. When every
-//     connection is owed an answer, the new one waits until one is done
-//     (answers are bounded by writeTimeout), and the listen queue holds the
-//     rest.
+//     header has come (read, or waiting in its socket) is owed an answer
+//     and is never closed to make room, so a probe, once its request is
+//     in, is answered; the grace lets its request come. When none can be
+//     closed, the new one waits until one can (answers are bounded by
+//     writeTimeout, graces by grace) and the listen queue holds the rest.
 //   - At most AcceptRate connections a second are taken (AcceptBurst at
-//     once). Dropped clients that reconnect at once otherwise have baton
-//     accept and drop as fast as a core allows (a core, and 115,000
-//     connections in 20 s, seen); with the rate a flood costs baton a
-//     bounded share of a core, and a probe waits in the listen queue behind
-//     at most the connections queued before it, one per flooding client
-//     that reconnects: 1 ms each, 200 ms for 200 such clients.
+//     once). Without it, clients that reconnect the moment they are
+//     dropped keep baton accepting and dropping as fast as a core allows.
 //   - Each connection carries one request (keep-alives off): a client
 //     cannot pipeline requests whose answers it does not read, and every
 //     request costs an accept, which the rate bounds.
 //
-// Nothing depends on the clients' addresses: one host or many, the rules
-// and their bounds are the same.
+// So a flood costs baton a bounded share of a core (AcceptRate
+// connections a second at most, fewer when they wait for a grace or a
+// snapshot: about 650 a second when MaxConns are held 100 ms each), and a
+// probe waits in the listen queue behind the connections queued before
+// it, at most one per flooding client that reconnects when dropped (about
+// 200 ms for 200 such clients), then for its snapshot (up to
+// snapshotEvery). Nothing depends on the clients' addresses: from one host
+// or many, the bounds are the same. Beyond them: more clients than the
+// listen queue holds (net.core.somaxconn) have the kernel drop the probe's
+// SYN; and answers larger than the socket buffers (/metrics of hundreds of
+// workers) to MaxConns clients that do not read them hold every
+// connection for writeTimeout at a time.
 const (
 	AcceptRate  = 1000
 	AcceptBurst = MaxConns

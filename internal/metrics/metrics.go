@@ -5,9 +5,10 @@
 // HTTP, for load balancers and orchestrators).
 //
 // Every figure comes from one status snapshot taken on the supervisor's
-// loop, the same one `baton status --json` prints: a scrape costs what a
-// status costs (reading /proc for each worker's tree), and nothing is
-// sampled between scrapes. Counters count since the service started and
+// loop, the same one `baton status --json` prints, begun after the request
+// came: a scrape costs what a status costs (reading /proc for each
+// worker's tree), requests that come together share one (snapshot.go), and
+// nothing is sampled between scrapes. Counters count since the service started and
 // are handed over by an in-place upgrade; a restart of the service resets
 // them, as Prometheus expects of counters.
 package metrics
