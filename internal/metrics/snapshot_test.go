@@ -17,7 +17,7 @@ func TestSnapshotsShared(t *testing.T) {
 	var begun atomic.Int64
 	var mu sync.Mutex
 	var starts []time.Time
-	s := &snapshots{every: 20 * time.Millisecond, status: func(context.Context) (control.Status, error) {
+	s := &snapshots{every: 50 * time.Millisecond, status: func(context.Context) (control.Status, error) {
 		mu.Lock()
 		starts = append(starts, time.Now())
 		mu.Unlock()
@@ -48,8 +48,10 @@ func TestSnapshotsShared(t *testing.T) {
 	if len(starts) > requests/2 {
 		t.Errorf("%d snapshots for %d requests over 0.2 s: not shared", len(starts), requests)
 	}
+	// Snapshots begin every 50 ms at most; the status call comes a moment
+	// after, half of that is left for a busy machine.
 	for i := 1; i < len(starts); i++ {
-		if d := starts[i].Sub(starts[i-1]); d < s.every {
+		if d := starts[i].Sub(starts[i-1]); d < s.every/2 {
 			t.Errorf("snapshot %d began %s after the one before", i+1, d)
 		}
 	}
