@@ -5,9 +5,10 @@
 // HTTP, for load balancers and orchestrators).
 //
 // Every figure comes from one status snapshot taken on the supervisor's
-// loop, the same one `baton status --json` prints: a scrape costs what a
-// status costs (reading /proc for each worker's tree), and nothing is
-// sampled between scrapes. Counters count since the service started and
+// loop, the same one `baton status --json` prints, begun after the request
+// came: a scrape costs what a status costs (reading /proc for each
+// worker's tree), requests that come together share one (snapshot.go), and
+// nothing is sampled between scrapes. Counters count since the service started and
 // are handed over by an in-place upgrade; a restart of the service resets
 // them, as Prometheus expects of counters.
 package metrics
@@ -32,64 +33,90 @@ type StatusFunc func(context.Context) (control.Status, error)
 // scrapeTimeout bounds one request's wait for the supervisor's loop.
 const scrapeTimeout = 10 * time.Second
 
+// writeTimeout bounds the writing of one answer, once its snapshot is
+// taken: a client that does not read cannot hold its connection longer.
+// Answers up to the socket's buffers (tens of KB: /healthz, and /metrics
+// of dozens of workers) are written at once, read or not.
+const writeTimeout = 500 * time.Millisecond
+
 // Handler serves /metrics and /healthz from status.
 func Handler(status StatusFunc) http.Handler {
 	mux := http.NewServeMux()
-	snapshot := func(w http.ResponseWriter, r *http.Request) (control.Status, bool) {
+	shared := &snapshots{status: status, every: snapshotEvery}
+	snapshot := func(w http.ResponseWriter, r *http.Request) (*round, bool) {
 		ctx, cancel := context.WithTimeout(r.Context(), scrapeTimeout)
 		defer cancel()
-		st, err := status(ctx)
+		taken, err := shared.take(ctx)
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeTimeout))
 		if err != nil {
 			http.Error(w, "baton status: "+err.Error(), http.StatusServiceUnavailable)
-			return st, false
+			return nil, false
 		}
-		return st, true
+		return taken, true
 	}
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		if st, ok := snapshot(w, r); ok {
+		if taken, ok := snapshot(w, r); ok {
 			w.Header().Set("Content-Type", ContentType)
-			w.Write(Format(&st))
+			w.Write(taken.format())
 		}
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		st, ok := snapshot(w, r)
+		taken, ok := snapshot(w, r)
 		if !ok {
 			return
 		}
-		if err := st.Health(); err != nil {
+		if err := taken.st.Health(); err != nil {
 			http.Error(w, "not serving at full strength: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Write([]byte(st.Healthy() + "\n"))
+		w.Write([]byte(taken.st.Healthy() + "\n"))
 	})
 	return mux
 }
 
 // MaxConns bounds the connections the endpoint holds at once; a new one
-// beyond it closes the oldest (evict.go). Every connection is an fd of
-// baton's, which new workers need: 200 idle connections to an unbounded
-// endpoint would take 200 of them (and under LimitNOFILE, all of them).
-const MaxConns = 8
+// beyond it closes the oldest not owed an answer (evict.go). Every
+// connection is an fd of baton's, which new workers need: 200 idle
+// connections to an unbounded endpoint would take 200 of them (and under
+// LimitNOFILE, all of them).
+const MaxConns = 64
 
-// Serve serves Handler(status) on ln until Close. net/http backs off and
-// retries when accept fails for a while (EMFILE), as the control socket
-// does.
+// maxHeaderBytes bounds a request's header.
+const maxHeaderBytes = 16 << 10
+
+// Serve serves Handler(status) on ln until Close, under the rules in
+// evict.go. net/http backs off and retries when accept fails for a while
+// (EMFILE), as the control socket does.
 func Serve(ln net.Listener, status StatusFunc) *http.Server {
-	// Every connection has bounded read, write and idle times: a request
-	// whose body never comes (ReadHeaderTimeout alone let net/http wait
-	// without end to discard it) ends after ReadTimeout.
+	h := Handler(status)
 	srv := &http.Server{
-		Handler:           Handler(status),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.ServeHTTP(w, r)
+			rc := http.NewResponseController(w)
+			rc.Flush() // the answer is out (or failed): the connection owes nothing
+			// A body not sent is not waited for.
+			rc.SetReadDeadline(time.Now())
+			if c, ok := r.Context().Value(connKey{}).(*trackedConn); ok {
+				c.answer()
+			}
+		}),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
+		// A header must come within ReadHeaderTimeout; an answer is
+		// bounded by the snapshot's wait and writeTimeout.
 		ReadHeaderTimeout: 2 * time.Second,
 		ReadTimeout:       5 * time.Second,
-		WriteTimeout:      scrapeTimeout + 5*time.Second,
-		IdleTimeout:       10 * time.Second,
-		MaxHeaderBytes:    16 << 10,
+		WriteTimeout:      scrapeTimeout + writeTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 	}
-	go srv.Serve(evictOldest(ln, MaxConns))
+	srv.SetKeepAlivesEnabled(false)
+	go srv.Serve(bound(ln, MaxConns))
 	return srv
 }
+
+type connKey struct{}
 
 // Format writes st in the text exposition format.
 func Format(st *control.Status) []byte {

@@ -1,0 +1,58 @@
+package metrics
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batonsd/baton/internal/control"
+)
+
+// TestSnapshotsShared: requests that come together share snapshots, one
+// begins at most every `every`, and none answers a request with a
+// snapshot begun before the request came.
+func TestSnapshotsShared(t *testing.T) {
+	var begun atomic.Int64
+	var mu sync.Mutex
+	var starts []time.Time
+	s := &snapshots{every: 50 * time.Millisecond, status: func(context.Context) (control.Status, error) {
+		mu.Lock()
+		starts = append(starts, time.Now())
+		mu.Unlock()
+		return control.Status{Generation: int(begun.Add(1))}, nil
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const requests = 200
+	var wg sync.WaitGroup
+	for i := range requests {
+		wg.Go(func() {
+			time.Sleep(time.Duration(i) * time.Millisecond) // spread over 0.2 s
+			before := begun.Load()
+			r, err := s.take(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if int64(r.st.Generation) <= before {
+				t.Errorf("request %d: answered by snapshot %d, begun before it came (%d had begun)", i, r.st.Generation, before)
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d requests, %d snapshots", requests, len(starts))
+	if len(starts) > requests/2 {
+		t.Errorf("%d snapshots for %d requests over 0.2 s: not shared", len(starts), requests)
+	}
+	// Snapshots begin every 50 ms at most; the status call comes a moment
+	// after, half of that is left for a busy machine.
+	for i := 1; i < len(starts); i++ {
+		if d := starts[i].Sub(starts[i-1]); d < s.every/2 {
+			t.Errorf("snapshot %d began %s after the one before", i+1, d)
+		}
+	}
+}
