@@ -348,6 +348,14 @@ func (a *warmingApp) since(at []time.Time) []time.Duration {
 	return d
 }
 
+// tail is the end of a journal, for a failure's message.
+func tail(j string) string {
+	if len(j) > 2000 {
+		return "..." + j[len(j)-2000:]
+	}
+	return j
+}
+
 // mostInAnHour is the most recycles of slot i that began within one hour.
 func (a *warmingApp) mostInAnHour(i int) int {
 	most, at := 0, a.recycles[i]
@@ -385,11 +393,11 @@ func TestRecycleWarmUpBacksOff(t *testing.T) {
 			a.run(time.Hour)
 			for i := range 2 {
 				at := a.recycles[i]
-				t.Logf("slot %d recycled at %v", i, a.since(at))
+				t.Logf("slot %d recycled at %v", i, a.since(at[:min(len(at), 10)]))
 				// The first worker, then one successor after each back-off:
 				// 30 s, 60 s, ... 960 s fit in an hour, with their warm-ups.
 				if len(at) < 2 || len(at) > 7 {
-					t.Fatalf("slot %d recycled %d times in an hour, want 2 to 7 (a back-off after each successor):\n%s", i, len(at), a.journal)
+					t.Fatalf("slot %d recycled %d times in an hour, want 2 to 7 (a back-off after each successor)", i, len(at))
 				}
 				for k := 2; k < len(at); k++ {
 					if gap, want := at[k].Sub(at[k-1]), recycleRetry<<(k-2); gap < want {
@@ -399,7 +407,7 @@ func TestRecycleWarmUpBacksOff(t *testing.T) {
 			}
 			want := "successor crossed the ceiling " + c.seen + " after ready; raise --recycle-memory"
 			if j := a.journal.String(); !strings.Contains(j, "recycling by memory held back: "+want) {
-				t.Errorf("the journal does not say %q:\n%s", want, j)
+				t.Errorf("the journal does not say %q:\n%s", want, tail(j))
 			}
 			st := a.ts.snapshot()
 			for _, w := range st.Workers {
@@ -429,7 +437,7 @@ func TestRecycleHourlyBound(t *testing.T) {
 			}
 		}
 		for i := range 2 {
-			t.Logf("slot %d recycled at %v", i, a.since(a.recycles[i]))
+			t.Logf("slot %d recycled at %v", i, a.since(a.recycles[i][:min(len(a.recycles[i]), 14)]))
 			if most := a.mostInAnHour(i); most != recycleHourly {
 				t.Errorf("slot %d: %d recycles in one hour, want the bound, %d", i, most, recycleHourly)
 			}
@@ -442,7 +450,7 @@ func TestRecycleHourlyBound(t *testing.T) {
 			t.Errorf("status of slot 0 when first held: %q until %v, want %q", held.RecycleHeld, held.RecycleHeldUntil, why)
 		}
 		if j := a.journal.String(); !strings.Contains(j, "recycling by memory held back: "+why) {
-			t.Errorf("the journal does not say %q:\n%s", why, j)
+			t.Errorf("the journal does not say %q:\n%s", why, tail(j))
 		}
 	})
 	for _, seed := range []uint64{1, 2} {
@@ -485,6 +493,9 @@ func TestRecycleWarmUpDeployClears(t *testing.T) {
 	a := newWarmingApp(t, 2, func(w *proc, _ int) time.Duration { return crossAt[w.spec.gen] })
 	ts := a.ts
 	for ts.slots[0].MemBackoff < 4*recycleRetry {
+		if ts.fw.clock.now.Sub(a.start) > time.Hour {
+			t.Fatalf("slot 0 backs off %s after an hour, recycled %d times", ts.slots[0].MemBackoff, len(a.recycles[0]))
+		}
 		a.step()
 	}
 	if w := ts.snapshot().Workers[0]; w.RecycleHeld == "" {
@@ -499,7 +510,7 @@ func TestRecycleWarmUpDeployClears(t *testing.T) {
 		}
 	}
 	if !strings.Contains(a.journal.String(), "recycling no longer held back: a new generation serves") {
-		t.Errorf("the journal does not say the deploy ended the hold:\n%s", a.journal)
+		t.Errorf("the journal does not say the deploy ended the hold:\n%s", tail(a.journal.String()))
 	}
 	before := len(a.recycles[0])
 	a.run(10 * time.Minute)
@@ -511,6 +522,9 @@ func TestRecycleWarmUpDeployClears(t *testing.T) {
 	}
 	deployed := ts.fw.clock.now
 	for ts.slots[0].MemBackoff == 0 {
+		if ts.fw.clock.now.Sub(deployed) > 10*time.Minute {
+			t.Fatalf("generation 3 never backed off: recycled at %v", a.since(a.recycles[0][before:]))
+		}
 		a.step()
 	}
 	if at := a.recycles[0][before:]; len(at) != 1 || ts.slots[0].MemBackoff != recycleRetry || ts.slots[0].RecycleHold.Sub(ts.fw.clock.now) != recycleRetry {
@@ -527,7 +541,7 @@ func TestRecycleByHandWhileHeld(t *testing.T) {
 	ts := a.ts
 	for ts.snapshot().Workers[0].RecycleHeld == "" {
 		if ts.fw.clock.now.Sub(a.start) > 10*time.Minute {
-			t.Fatalf("never held:\n%s", a.journal)
+			t.Fatalf("never held in 10 minutes:\n%s", tail(a.journal.String()))
 		}
 		a.step()
 	}

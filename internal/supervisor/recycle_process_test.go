@@ -220,7 +220,7 @@ func TestRecycleSafety(t *testing.T) {
 	}
 	// Said once per slot (the lines come through a pipe, after the status).
 	said := func() int {
-		return strings.Count(s.svc.Output.String(), "worker above --recycle-memory from its start, as the worker it replaced")
+		return strings.Count(s.svc.Output.String(), "recycling by memory held back: successor crossed the ceiling ")
 	}
 	for said() < 2 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
