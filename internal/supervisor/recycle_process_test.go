@@ -278,6 +278,11 @@ func TestRecycleWarmUpUnderLoad(t *testing.T) {
 		until = u
 	}
 	s.svc.WaitOutputN(ctx, t, "recycling by memory held back: successor crossed the ceiling ", 2)
+	for line := range strings.Lines(s.svc.Output.String()) {
+		if strings.Contains(line, "recycling by memory held back") {
+			t.Logf("the journal says: %s", strings.TrimSpace(line))
+		}
+	}
 	out, err := exec.CommandContext(ctx, bins.Baton, "status", "--control", s.ctl).CombinedOutput()
 	for _, w := range st.Workers {
 		if line := fmt.Sprintf("slot %d: %s (not recycled automatically for ", w.Slot, w.RecycleHeld); err != nil || !strings.Contains(string(out), line) {
