@@ -79,9 +79,11 @@ func recycle(ctx context.Context, ctl string, slot int, all bool) (control.Rollo
 }
 
 // TestRecycleByMemoryUnderLoad: workers that leak on every request are
-// recycled by memory again and again under load; then every worker by
-// hand; then a recycle asked during a rollout follows it. No request
-// fails, and never fewer than 2 workers are ready.
+// recycled by memory again and again under load (their successors cross
+// the ceiling within seconds, within their warm-up, so each slot waits
+// out a 30 s back-off between the first recycle and the second); then
+// every worker by hand; then a recycle asked during a rollout follows it.
+// No request fails, and never fewer than 2 workers are ready.
 func TestRecycleByMemoryUnderLoad(t *testing.T) {
 	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
