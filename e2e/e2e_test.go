@@ -970,10 +970,13 @@ func recycleUnderSandbox(t *testing.T, b *box, version int) {
 	b.must("systemctl start leaky.socket leaky.service")
 	b.waitFor("leaky ready", "baton status leaky | grep -q '2/2 ready'", 30*time.Second)
 	// Some 10 MB a second per worker: the ceiling is reached in seconds,
-	// and the machine is never at risk.
+	// and the machine is never at risk. Successors cross it within their
+	// warm-up, so each slot waits out a back-off (30 s, then 60 s) after
+	// its first recycle: the third comes after 40 s, or 2 minutes if the
+	// load reaches one slot only.
 	l := b.startLoadOf("http://127.0.0.1:8071/?leak=65536", 1, 1)
 	recycled := `baton status --json leaky | python3 -c 'import json,sys; sys.exit((json.load(sys.stdin)["totals"]["recycles"] or {}).get("memory",0) < 3)'`
-	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+	for deadline := time.Now().Add(150 * time.Second); ; time.Sleep(500 * time.Millisecond) {
 		if _, err := b.sh(recycled); err == nil {
 			break
 		}

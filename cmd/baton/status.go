@@ -120,6 +120,12 @@ func printWorkers(w io.Writer, st *control.Status) {
 		printWorker(tw, wk)
 	}
 	tw.Flush()
+	for _, wk := range st.Workers {
+		if wk.RecycleHeld != "" && wk.RecycleHeldUntil != nil {
+			fmt.Fprintf(w, "slot %d: %s (not recycled automatically for %s)\n", wk.Slot, control.Printable(wk.RecycleHeld),
+				max(time.Until(*wk.RecycleHeldUntil), 0).Round(time.Second))
+		}
+	}
 	if len(st.Draining) > 0 {
 		fmt.Fprintln(w, "draining:")
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -216,9 +222,6 @@ func printWorker(w io.Writer, wk control.Worker) {
 	status := wk.Status
 	if wk.Error != "" {
 		status = "cannot start: " + wk.Error
-	}
-	if wk.AboveCeiling {
-		status = fmt.Sprintf("above --recycle-memory from its start (%s), as the worker it replaced: recycling backs off; %s", control.IEC(wk.MemoryBytes), status)
 	}
 	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, wk.Recycles, cpu, rss, procs, control.Printable(status))
 }

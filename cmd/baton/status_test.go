@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batonsd/baton/internal/control"
 )
@@ -33,5 +34,26 @@ func TestPrintStatusSignalRelay(t *testing.T) {
 				t.Errorf("signal relay line %q, want %q; output:\n%s", got, tc.want, out.String())
 			}
 		})
+	}
+}
+
+// TestPrintStatusRecycleHeld: a slot whose automatic recycles are held
+// back gets a line saying why and for how long; the others none.
+func TestPrintStatusRecycleHeld(t *testing.T) {
+	until := time.Now().Add(30*time.Second + 500*time.Millisecond)
+	var out bytes.Buffer
+	printStatus(&out, &control.Status{State: "ready", Version: version, Workers: []control.Worker{
+		{Slot: 0, PID: 10, State: "ready"},
+		{Slot: 1, PID: 11, State: "ready", RecycleHeld: "successor crossed the ceiling 1.5s after ready; raise --recycle-memory", RecycleHeldUntil: &until},
+	}})
+	var held []string
+	for line := range strings.Lines(out.String()) {
+		if strings.HasPrefix(line, "slot ") {
+			held = append(held, strings.TrimSuffix(line, "\n"))
+		}
+	}
+	want := "slot 1: successor crossed the ceiling 1.5s after ready; raise --recycle-memory (not recycled automatically for 30s)"
+	if len(held) != 1 || held[0] != want {
+		t.Errorf("held lines %q, want %q; output:\n%s", held, want, out.String())
 	}
 }

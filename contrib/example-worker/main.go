@@ -14,7 +14,10 @@
 //   - with --leak SIZE, keeps SIZE bytes more, every page written so that it
 //     is resident, for each request it serves (on every path, not the
 //     --probe-port-base health checks): a deliberate leak, to see baton
-//     replace a worker whose memory grows (--recycle-memory).
+//     replace a worker whose memory grows (--recycle-memory);
+//   - with --warm-up SIZE, keeps SIZE bytes more, resident, --warm-up-after
+//     it said READY=1: an app that fills caches, compiles and opens pools
+//     after it is ready.
 //
 // A plain http.Server.Shutdown is not enough: it can close a connection that
 // was just accepted but not yet tracked (golang/go#75591), and it closes
@@ -55,6 +58,9 @@ func main() {
 	timings := flag.String("timings", "", "append \"START READY\" (Unix ns: main began, READY=1 sent) to this file (for the benchmark's overhead per swap)")
 	var leakSize byteSize
 	flag.Var(&leakSize, "leak", "keep `SIZE` bytes (a number, or with a suffix K, M or G: 512K, 1M; up to 1G) resident and never freed for each request served: a deliberate leak, for tests of memory recycling (0: none)")
+	var warmSize byteSize
+	flag.Var(&warmSize, "warm-up", "keep `SIZE` bytes more resident (as --leak's SIZE), --warm-up-after READY=1: an app that warms up after it is ready, for tests of memory recycling (0: none)")
+	warmAfter := flag.Duration("warm-up-after", 0, "when --warm-up takes its memory, after READY=1")
 	flag.Parse()
 	log.SetFlags(0)
 	// Output goes to pipes that baton reads. If baton dies (kill -9), under
@@ -146,6 +152,9 @@ func main() {
 		log.Printf("notify: %v", err)
 	}
 	log.Printf("slot %s pid %d generation %s serving", slot, os.Getpid(), gen)
+	if warmSize > 0 {
+		time.AfterFunc(*warmAfter, func() { leak(int(warmSize)) })
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	go watchdog(ctx, sd)

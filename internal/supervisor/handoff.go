@@ -43,13 +43,16 @@ const handoffEnv = "BATON_HANDOFF_FD"
 // 2 added the control socket's listener and the signals caught during the
 // exec. 3 hands over every slot and worker field that must survive (the
 // *Kept structs, whole), the removed slots whose workers still drain, the
-// CPU looks and the metrics listener.
-const HandoffProtocol = 3
+// CPU looks and the metrics listener. 4 adds to each slot why its automatic
+// recycles are held back and its recycles by memory of the last hour.
+const HandoffProtocol = 4
 
 // HandoffReads is the range of protocols this image reads. Both sides check
 // it the same way: the running image asks the binary on disk for its range
 // (`baton version`) before the exec, the new image checks the state's
-// protocol against its own range after it.
+// protocol against its own range after it. A protocol-3 state is protocol
+// 4's without the two slot fields: read, its slots start with no reason
+// shown for a hold and no recycle by memory counted in the last hour.
 var HandoffReads = ProtocolRange{Oldest: 3, Newest: HandoffProtocol}
 
 // ProtocolRange is a range of handoff protocols, both ends included.

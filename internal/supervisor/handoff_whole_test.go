@@ -288,3 +288,18 @@ func jsonName(f reflect.StructField) string {
 	}
 	return f.Name
 }
+
+// TestHandoffReadsProtocol3: protocol 4 only added slot fields, so a
+// protocol-3 state (an image before it) is read, those fields empty: an
+// upgrade from it needs no restart.
+func TestHandoffReadsProtocol3(t *testing.T) {
+	const v3 = `{"protocol":3,"slots":[{"index":0,"restarts":1,"backoff":100000000,"recycles":2,` +
+		`"recycle_hold":"2026-12-02T15:04:05Z","mem_backoff":60000000000,"gen":1,"pid":42}]}`
+	st, err := decodeState(strings.NewReader(v3))
+	if err != nil {
+		t.Fatalf("a protocol-3 state: %v", err)
+	}
+	if sl := st.Slots[0]; sl.MemBackoff != time.Minute || sl.Recycles != 2 || sl.HoldWhy != "" || sl.MemRecycles != nil {
+		t.Errorf("slot read from protocol 3: %+v", sl)
+	}
+}

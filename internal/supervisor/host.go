@@ -52,6 +52,8 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 	q.own = nil
 	if r.recycle != "" {
 		s.recycled(r, err)
+	} else if err == nil && !r.scaleOnly {
+		s.deployed(r)
 	}
 	if err == nil && !r.scaleOnly && r.given == nil && r.recycle == "" {
 		s.ConfiguredWorkers = s.pendingConfigured // applied: a reload scales again only when it changes

@@ -37,8 +37,19 @@ const (
 	// together.
 	recycleJitter = 0.1
 	// recycleRetry is how long a slot whose recycle failed waits before it
-	// is recycled automatically again, doubling up to recycleRetryMax.
+	// is recycled automatically again, doubling up to recycleRetryMax; a
+	// slot whose successor crossed the ceiling within its warm-up waits as
+	// long before it is recycled by memory again.
 	recycleRetry, recycleRetryMax = 30 * time.Second, time.Hour
+	// recycleWarmup is a worker's warm-up: the successor of a recycle by
+	// memory that crosses the ceiling within it (born above it, or grown
+	// past it as it fills caches, compiles, opens pools after READY=1)
+	// shows that the recycle did not help; one that stays below it for
+	// that long shows that it did.
+	recycleWarmup = time.Minute
+	// recycleHourly bounds the automatic recycles by memory begun in one
+	// slot in any hour, whatever the app does.
+	recycleHourly = 12
 )
 
 // recycleReq is a recycle asked for and not begun yet.
@@ -118,6 +129,12 @@ func (s *Supervisor) nextRecycle() {
 			}
 			continue
 		}
+		if req.reason == control.RecycleMemory {
+			now := s.now()
+			for _, sl := range targets {
+				sl.MemRecycles = append(sl.recentMemRecycles(now), now)
+			}
+		}
 		r := newRollout(s, s.serving, targets, nil)
 		r.recycle, r.recycleWhy = req.reason, req.why
 		if req.reply != nil {
@@ -145,11 +162,48 @@ func (s *Supervisor) recycled(r *rollout, err error) {
 	for _, sl := range r.targets {
 		if !slices.Contains(r.moved, sl) {
 			sl.RecycleRetry = min(max(2*sl.RecycleRetry, recycleRetry), recycleRetryMax)
-			sl.RecycleHold = s.now().Add(sl.RecycleRetry)
+			sl.hold(s.now().Add(sl.RecycleRetry), "its last recycle failed: "+shorten(err.Error(), 100))
 			s.log.Warn("recycle failed: the old worker serves on; recycling this slot again later", "slot", sl.Index,
 				"in", sl.RecycleRetry, "err", err)
 		}
 	}
+}
+
+// deployed is told of a rollout to a new generation that ended ok: the
+// slots it moved run another release, or the same one again by the
+// operator's hand, so what held their automatic recycles back is
+// forgotten. The hourly bound is not: it holds whatever is deployed.
+func (s *Supervisor) deployed(r *rollout) {
+	for _, sl := range r.moved {
+		if sl.HoldWhy != "" && s.now().Before(sl.RecycleHold) {
+			s.log.Info("recycling no longer held back: a new generation serves", "slot", sl.Index, "gen", r.to.gen, "was", sl.HoldWhy)
+		}
+		sl.RecycleHold, sl.HoldWhy, sl.RecycleRetry, sl.MemBackoff = time.Time{}, "", 0, 0
+	}
+}
+
+// hold holds back the slot's automatic recycles until t, for why, unless
+// they are held back longer already.
+func (sl *slot) hold(t time.Time, why string) {
+	if t.After(sl.RecycleHold) {
+		sl.RecycleHold, sl.HoldWhy = t, why
+	}
+}
+
+// held is why the slot's automatic recycles are held back at now, if they
+// are, and until when.
+func (sl *slot) held(now time.Time) (why string, until time.Time) {
+	if sl.HoldWhy == "" || !now.Before(sl.RecycleHold) {
+		return "", time.Time{}
+	}
+	return sl.HoldWhy, sl.RecycleHold
+}
+
+// recentMemRecycles drops the slot's automatic recycles by memory begun an
+// hour or more before now, and returns those left, oldest first.
+func (sl *slot) recentMemRecycles(now time.Time) []time.Time {
+	sl.MemRecycles = slices.DeleteFunc(sl.MemRecycles, func(at time.Time) bool { return !at.After(now.Add(-time.Hour)) })
+	return sl.MemRecycles
 }
 
 // armRecycleCheck looks at the workers' ages and memory every
@@ -225,13 +279,18 @@ func (s *Supervisor) checkRecycle() {
 
 // onMemory takes the memory of the workers' trees, by pid, read at now.
 //
-// A worker recycled by memory whose successor is above the ceiling at its
-// first look was born above it: recycling does not help (a ceiling below
-// what the workers need, or a leak faster than a start). The successor is
-// reported, once, and its slot backs off: it is not recycled by memory
-// again for 30 s, doubling up to an hour, instead of in a loop. The first
-// workers get no such benefit of the doubt: a worker that crossed the
-// ceiling quickly under load is a fast leak, and is recycled.
+// A worker above the ceiling for recycleConfirm is recycled, unless
+// recycling does not help: the successor of a recycle by memory that
+// crossed the ceiling within its warm-up (recycleWarmup after it was
+// ready: born above it, or grown past it as it warmed up) needs what the
+// ceiling does not give, as the worker it replaced did. It is reported,
+// once, and its slot is not recycled automatically for 30 s, doubling up
+// to an hour, instead of in a loop; a successor that stays below the
+// ceiling through its warm-up ends the doubling. The first workers, and
+// those of a deploy or a crash restart, get no such benefit of the doubt:
+// a worker that crossed the ceiling quickly under load is a fast leak, and
+// is recycled. Whatever the app does, a slot is recycled by memory at most
+// recycleHourly times in any hour.
 func (s *Supervisor) onMemory(figures map[int]uint64, ceiling uint64, now time.Time) {
 	for pid, m := range figures {
 		w := s.workers[pid]
@@ -239,27 +298,39 @@ func (s *Supervisor) onMemory(figures map[int]uint64, ceiling uint64, now time.T
 			continue
 		}
 		sl := w.slot
-		first := w.Memory == 0
 		w.Memory = m
-		switch {
-		case ceiling == 0 || m <= ceiling:
+		if ceiling == 0 || m <= ceiling {
 			w.OverSince = time.Time{}
-			w.AboveCeiling = false
-			if first && w.MemSuccessor {
+			if w.MemSuccessor && !w.AboveCeiling && sl.MemBackoff > 0 && now.Sub(w.ReadyAt) >= recycleWarmup {
 				sl.MemBackoff = 0 // the recycle helped
 			}
-		case first && w.MemSuccessor:
+			continue
+		}
+		if w.OverSince.IsZero() {
+			w.OverSince = now
+		}
+		above := now.Sub(w.OverSince)
+		if above < recycleConfirm {
+			continue // a spike (a large request) is not a leak
+		}
+		recent := sl.recentMemRecycles(now)
+		switch crossed := w.OverSince.Sub(w.ReadyAt); {
+		case w.MemSuccessor && !w.AboveCeiling && crossed < recycleWarmup:
 			w.AboveCeiling = true
 			sl.MemBackoff = min(max(2*sl.MemBackoff, recycleRetry), recycleRetryMax)
-			sl.RecycleHold = now.Add(sl.MemBackoff)
-			s.log.Warn("worker above --recycle-memory from its start, as the worker it replaced: not recycled by memory before the back-off has passed (is the ceiling too low?)",
-				"slot", sl.Index, "pid", pid, "memory", m, "ceiling", ceiling, "back_off", sl.MemBackoff)
+			why := fmt.Sprintf("successor crossed the ceiling %s after ready; raise --recycle-memory", crossed.Round(100*time.Millisecond))
+			sl.hold(now.Add(sl.MemBackoff), why)
+			s.log.Warn("recycling by memory held back: "+why, "slot", sl.Index, "pid", pid,
+				"memory", control.IEC(m), "ceiling", control.IEC(ceiling), "for", sl.MemBackoff)
 		case now.Before(sl.RecycleHold):
-		case w.OverSince.IsZero():
-			w.OverSince = now
-		case now.Sub(w.OverSince) >= recycleConfirm:
+		case len(recent) >= recycleHourly:
+			why := fmt.Sprintf("%d recycles by memory in the last hour; raise --recycle-memory", len(recent))
+			sl.hold(recent[len(recent)-recycleHourly].Add(time.Hour), why)
+			s.log.Warn("recycling by memory held back: "+why, "slot", sl.Index, "pid", pid,
+				"memory", control.IEC(m), "ceiling", control.IEC(ceiling), "for", sl.RecycleHold.Sub(now).Round(time.Second))
+		default:
 			s.queueRecycle(sl, control.RecycleMemory, fmt.Sprintf("memory %s above --recycle-memory %s for %s",
-				control.IEC(m), control.IEC(ceiling), now.Sub(w.OverSince).Round(time.Second)))
+				control.IEC(m), control.IEC(ceiling), above.Round(time.Second)))
 		}
 	}
 }

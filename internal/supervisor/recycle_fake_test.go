@@ -1,7 +1,12 @@
 package supervisor
 
 import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -252,5 +257,307 @@ func TestRecycleOldWorkerCrashes(t *testing.T) {
 	ts.ready(ts.slots[0].w)
 	if ts.readyCount() != 1 {
 		t.Errorf("%d ready", ts.readyCount())
+	}
+}
+
+// warmingApp drives a fake world whose workers grow after they are ready,
+// as apps that fill caches, compile and open pools after READY=1 do: a
+// worker's tree holds 7 MB until crossAt(w, n) after it was ready, then
+// 35 MB (n counts the workers started in its slot before it; crossAt < 0:
+// never). A ceiling of 20 MB is crossed. Successors and crash restarts are
+// ready at once; the driver notes when each recycle began.
+type warmingApp struct {
+	ts       *testSupervisor
+	crossAt  func(w *proc, n int) time.Duration
+	nth      map[int]int // pid: its n
+	count    map[int]int // slot: workers seen
+	recycles map[int][]time.Time
+	journal  *bytes.Buffer
+	last     *rollout
+	start    time.Time
+}
+
+const warmLow, warmHigh, warmCeiling = 7 << 20, 35 << 20, 20 << 20
+
+func newWarmingApp(t *testing.T, workers int, crossAt func(w *proc, n int) time.Duration) *warmingApp {
+	ts := newTestSupervisor(t, Config{Workers: workers, RecycleMemory: warmCeiling})
+	a := &warmingApp{ts: ts, crossAt: crossAt, nth: map[int]int{}, count: map[int]int{}, recycles: map[int][]time.Time{}, journal: new(bytes.Buffer)}
+	ts.log = slog.New(slog.NewTextHandler(a.journal, nil))
+	ts.armRecycleCheck()
+	a.start = ts.fw.clock.now
+	return a
+}
+
+func (a *warmingApp) number(w *proc) {
+	if _, ok := a.nth[w.pid]; !ok {
+		a.nth[w.pid] = a.count[w.slot.Index]
+		a.count[w.slot.Index]++
+	}
+}
+
+// step sets each worker's memory for the next look, takes it, and runs
+// the recycles it begins to their end.
+func (a *warmingApp) step() {
+	ts := a.ts
+	at := ts.fw.clock.now.Add(recycleEvery)
+	for _, sl := range ts.slots {
+		w := sl.w
+		if w == nil {
+			continue
+		}
+		a.number(w)
+		if w.State == stateStarting { // a crash restart
+			ts.ready(w)
+		}
+		ts.fw.mem[w.pid] = warmLow
+		if d := a.crossAt(w, a.nth[w.pid]); d >= 0 && at.Sub(w.ReadyAt) >= d {
+			ts.fw.mem[w.pid] = warmHigh
+		}
+	}
+	ts.tick()
+	a.finishRecycles()
+}
+
+// finishRecycles makes the successor of each recycle under way ready.
+func (a *warmingApp) finishRecycles() {
+	ts := a.ts
+	for r := ts.rollout; r != nil && r.recycle != "" && r != a.last; r = ts.rollout {
+		a.last = r
+		for _, sl := range r.targets {
+			a.recycles[sl.Index] = append(a.recycles[sl.Index], ts.fw.clock.now)
+			n := ts.incoming(sl.Index)
+			a.number(n)
+			ts.ready(n)
+		}
+		ts.drainedOut()
+	}
+}
+
+func (a *warmingApp) run(d time.Duration) {
+	for end := a.ts.fw.clock.now.Add(d); a.ts.fw.clock.now.Before(end); {
+		a.step()
+	}
+}
+
+// since is each of at from the start.
+func (a *warmingApp) since(at []time.Time) []time.Duration {
+	var d []time.Duration
+	for _, t := range at {
+		d = append(d, t.Sub(a.start))
+	}
+	return d
+}
+
+// tail is the end of a journal, for a failure's message.
+func tail(j string) string {
+	if len(j) > 2000 {
+		return "..." + j[len(j)-2000:]
+	}
+	return j
+}
+
+// mostInAnHour is the most recycles of slot i that began within one hour.
+func (a *warmingApp) mostInAnHour(i int) int {
+	most, at := 0, a.recycles[i]
+	for j := range at {
+		n := 0
+		for _, t := range at[j:] {
+			if t.Sub(at[j]) < time.Hour {
+				n++
+			}
+		}
+		most = max(most, n)
+	}
+	return most
+}
+
+// TestRecycleWarmUpBacksOff: workers that cross --recycle-memory after
+// they are ready, within a minute: the first workers are recycled (a fast
+// leak looks the same); each successor crosses as well, so recycling does
+// not help: the slot backs off, 30 s, 60 s, ... as for a worker born above
+// the ceiling, and says why in the journal and in status, instead of
+// recycling every few seconds.
+func TestRecycleWarmUpBacksOff(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		crossAt func(w *proc, n int) time.Duration
+		seen    string // when the look sees the first successor above it
+	}{
+		{"at 1.5s", func(*proc, int) time.Duration { return 1500 * time.Millisecond }, "2s"},
+		{"at 10s", func(*proc, int) time.Duration { return 10 * time.Second }, "10s"},
+		{"at 45s", func(*proc, int) time.Duration { return 45 * time.Second }, "45s"},
+		{"5s later each time", func(_ *proc, n int) time.Duration { return 1500*time.Millisecond + time.Duration(n)*5*time.Second }, "7s"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := newWarmingApp(t, 2, c.crossAt)
+			a.run(time.Hour)
+			for i := range 2 {
+				at := a.recycles[i]
+				t.Logf("slot %d recycled at %v", i, a.since(at[:min(len(at), 10)]))
+				// The first worker, then one successor after each back-off:
+				// 30 s, 60 s, ... 960 s fit in an hour, with their warm-ups.
+				if len(at) < 2 || len(at) > 7 {
+					t.Fatalf("slot %d recycled %d times in an hour, want 2 to 7 (a back-off after each successor)", i, len(at))
+				}
+				for k := 2; k < len(at); k++ {
+					if gap, want := at[k].Sub(at[k-1]), recycleRetry<<(k-2); gap < want {
+						t.Errorf("slot %d: recycle %d came %s after the one before, want %s at least (back-offs %v)", i, k, gap, want, at)
+					}
+				}
+			}
+			want := "successor crossed the ceiling " + c.seen + " after ready; raise --recycle-memory"
+			if j := a.journal.String(); !strings.Contains(j, "recycling by memory held back: "+want) {
+				t.Errorf("the journal does not say %q:\n%s", want, tail(j))
+			}
+			st := a.ts.snapshot()
+			for _, w := range st.Workers {
+				if !strings.HasPrefix(w.RecycleHeld, "successor crossed the ceiling ") || !strings.HasSuffix(w.RecycleHeld, "; raise --recycle-memory") ||
+					w.RecycleHeldUntil == nil || !w.AboveCeiling {
+					t.Errorf("status of slot %d: held %q until %v, above the ceiling %v", w.Slot, w.RecycleHeld, w.RecycleHeldUntil, w.AboveCeiling)
+				}
+			}
+		})
+	}
+}
+
+// TestRecycleHourlyBound: whatever the app does, a slot is recycled by
+// memory at most recycleHourly times in any hour. Workers that cross the
+// ceiling just after their warm-up are recycled each time (each recycle
+// bought a minute below it) until the bound holds the slot back, saying
+// so; then, an hour after the first, recycling goes on. Workers that cross
+// at random times and crash at random are held to it as well.
+func TestRecycleHourlyBound(t *testing.T) {
+	t.Run("65s after ready each time", func(t *testing.T) {
+		a := newWarmingApp(t, 2, func(*proc, int) time.Duration { return 65 * time.Second })
+		var held control.Worker
+		for end := a.ts.fw.clock.now.Add(150 * time.Minute); a.ts.fw.clock.now.Before(end); {
+			a.step()
+			if why, _ := a.ts.slots[0].held(a.ts.fw.clock.now); held.RecycleHeld == "" && why != "" {
+				held = a.ts.snapshot().Workers[0]
+			}
+		}
+		for i := range 2 {
+			t.Logf("slot %d recycled at %v", i, a.since(a.recycles[i][:min(len(a.recycles[i]), 14)]))
+			if most := a.mostInAnHour(i); most != recycleHourly {
+				t.Errorf("slot %d: %d recycles in one hour, want the bound, %d", i, most, recycleHourly)
+			}
+			if n := len(a.recycles[i]); n < 2*recycleHourly+1 {
+				t.Errorf("slot %d: %d recycles in 150 minutes: recycling did not go on after the hour", i, n)
+			}
+		}
+		const why = "12 recycles by memory in the last hour; raise --recycle-memory"
+		if held.RecycleHeld != why || held.RecycleHeldUntil == nil {
+			t.Errorf("status of slot 0 when first held: %q until %v, want %q", held.RecycleHeld, held.RecycleHeldUntil, why)
+		}
+		if j := a.journal.String(); !strings.Contains(j, "recycling by memory held back: "+why) {
+			t.Errorf("the journal does not say %q:\n%s", why, tail(j))
+		}
+	})
+	for _, seed := range []uint64{1, 2} {
+		t.Run(fmt.Sprintf("at random, seed %d", seed), func(t *testing.T) {
+			rnd := rand.New(rand.NewPCG(seed, seed))
+			crossAt := map[int]time.Duration{}
+			a := newWarmingApp(t, 3, func(w *proc, _ int) time.Duration {
+				d, ok := crossAt[w.pid]
+				if !ok {
+					d = time.Duration(rnd.Int64N(int64(3*recycleWarmup))) - recycleWarmup/2 // a quarter never cross
+					crossAt[w.pid] = d
+				}
+				return d
+			})
+			for end := a.ts.fw.clock.now.Add(2 * time.Hour); a.ts.fw.clock.now.Before(end); {
+				a.step()
+				if rnd.IntN(300) == 0 {
+					if w := a.ts.slots[rnd.IntN(3)].w; w != nil && w.State == stateReady && a.ts.rollout == nil {
+						a.ts.exit(w, 1)
+					}
+				}
+			}
+			for i := range 3 {
+				t.Logf("slot %d: at most %d recycles in an hour, %d in all", i, a.mostInAnHour(i), len(a.recycles[i]))
+				if most := a.mostInAnHour(i); most > recycleHourly || len(a.recycles[i]) < 2 {
+					t.Errorf("slot %d: %d recycles in one hour (bound %d), %d in all: %v", i, most, recycleHourly, len(a.recycles[i]), a.since(a.recycles[i]))
+				}
+			}
+		})
+	}
+}
+
+// TestRecycleWarmUpDeployClears: a deploy (reload) of a release that no
+// longer crosses the ceiling ends the back-off at once: status shows no
+// hold and its workers serve on. A later release that crosses again starts
+// over: its first workers are recycled, then the back-off is 30 s again,
+// not the doubled one the earlier release had reached.
+func TestRecycleWarmUpDeployClears(t *testing.T) {
+	crossAt := map[int]time.Duration{1: 1500 * time.Millisecond, 2: -1, 3: 1500 * time.Millisecond}
+	a := newWarmingApp(t, 2, func(w *proc, _ int) time.Duration { return crossAt[w.spec.gen] })
+	ts := a.ts
+	for ts.slots[0].MemBackoff < 4*recycleRetry {
+		if ts.fw.clock.now.Sub(a.start) > time.Hour {
+			t.Fatalf("slot 0 backs off %s after an hour, recycled %d times", ts.slots[0].MemBackoff, len(a.recycles[0]))
+		}
+		a.step()
+	}
+	if w := ts.snapshot().Workers[0]; w.RecycleHeld == "" {
+		t.Fatalf("slot 0 backs off %s but status shows no hold: %+v", ts.slots[0].MemBackoff, w)
+	}
+	if res := ts.rollAll(false); res.err != nil || res.r.To != 2 {
+		t.Fatalf("deploy of the fixed release: %+v %v", res.r, res.err)
+	}
+	for _, w := range ts.snapshot().Workers {
+		if w.RecycleHeld != "" || ts.slots[w.Slot].MemBackoff != 0 {
+			t.Errorf("after the deploy, slot %d: held %q, back-off %s", w.Slot, w.RecycleHeld, ts.slots[w.Slot].MemBackoff)
+		}
+	}
+	if !strings.Contains(a.journal.String(), "recycling no longer held back: a new generation serves") {
+		t.Errorf("the journal does not say the deploy ended the hold:\n%s", tail(a.journal.String()))
+	}
+	before := len(a.recycles[0])
+	a.run(10 * time.Minute)
+	if n := len(a.recycles[0]) - before; n != 0 {
+		t.Fatalf("the fixed release was recycled %d times", n)
+	}
+	if res := ts.rollAll(false); res.err != nil || res.r.To != 3 {
+		t.Fatalf("deploy of a release that crosses again: %+v %v", res.r, res.err)
+	}
+	deployed := ts.fw.clock.now
+	for ts.slots[0].MemBackoff == 0 {
+		if ts.fw.clock.now.Sub(deployed) > 10*time.Minute {
+			t.Fatalf("generation 3 never backed off: recycled at %v", a.since(a.recycles[0][before:]))
+		}
+		a.step()
+	}
+	if at := a.recycles[0][before:]; len(at) != 1 || ts.slots[0].MemBackoff != recycleRetry || ts.slots[0].RecycleHold.Sub(ts.fw.clock.now) != recycleRetry {
+		t.Errorf("after the deploy of generation 3 at %s: recycled at %v, back-off %s, held until %s",
+			deployed.Sub(a.start), a.since(at), ts.slots[0].MemBackoff, ts.slots[0].RecycleHold.Sub(a.start))
+	}
+}
+
+// TestRecycleByHandWhileHeld: `baton recycle` works on a slot whose
+// automatic recycles are held back, and leaves the hold in place: its
+// successor is of the same release.
+func TestRecycleByHandWhileHeld(t *testing.T) {
+	a := newWarmingApp(t, 1, func(*proc, int) time.Duration { return 1500 * time.Millisecond })
+	ts := a.ts
+	for ts.snapshot().Workers[0].RecycleHeld == "" {
+		if ts.fw.clock.now.Sub(a.start) > 10*time.Minute {
+			t.Fatalf("never held in 10 minutes:\n%s", tail(a.journal.String()))
+		}
+		a.step()
+	}
+	held := ts.snapshot().Workers[0]
+	old := ts.slots[0].w.pid
+	reply := make(chan rolloutResult, 1)
+	ts.requestRecycle(0, false, reply)
+	if ts.rollout == nil || ts.rollout.recycle != control.RecycleManual {
+		t.Fatal("the recycle by hand did not begin")
+	}
+	a.finishRecycles()
+	res := ts.result(reply)
+	if res.err != nil || len(res.r.Replaced) != 1 || res.r.Replaced[0].PID != old {
+		t.Fatalf("recycle by hand while held: %+v %v", res.r, res.err)
+	}
+	if w := ts.snapshot().Workers[0]; w.RecycleHeld != held.RecycleHeld || !w.RecycleHeldUntil.Equal(*held.RecycleHeldUntil) {
+		t.Errorf("after the recycle by hand: held %q until %v, was %q until %v", w.RecycleHeld, w.RecycleHeldUntil, held.RecycleHeld, held.RecycleHeldUntil)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -78,9 +79,11 @@ func recycle(ctx context.Context, ctl string, slot int, all bool) (control.Rollo
 }
 
 // TestRecycleByMemoryUnderLoad: workers that leak on every request are
-// recycled by memory again and again under load; then every worker by
-// hand; then a recycle asked during a rollout follows it. No request
-// fails, and never fewer than 2 workers are ready.
+// recycled by memory again and again under load (their successors cross
+// the ceiling within seconds, within their warm-up, so each slot waits
+// out a 30 s back-off between the first recycle and the second); then
+// every worker by hand; then a recycle asked during a rollout follows it.
+// No request fails, and never fewer than 2 workers are ready.
 func TestRecycleByMemoryUnderLoad(t *testing.T) {
 	testsd.Process(t)
 	ctx := timeout(t, 120*time.Second)
@@ -220,7 +223,7 @@ func TestRecycleSafety(t *testing.T) {
 	}
 	// Said once per slot (the lines come through a pipe, after the status).
 	said := func() int {
-		return strings.Count(s.svc.Output.String(), "worker above --recycle-memory from its start, as the worker it replaced")
+		return strings.Count(s.svc.Output.String(), "recycling by memory held back: successor crossed the ceiling ")
 	}
 	for said() < 2 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
@@ -241,6 +244,110 @@ func TestRecycleSafety(t *testing.T) {
 	}
 	if ok, failures := load.Stop(); failures != "" {
 		t.Errorf("%d requests ok; failed: %s", ok, failures)
+	}
+	ready.check(t, 2)
+}
+
+// TestRecycleWarmUpUnderLoad: workers at a few MB when ready take 30 MB
+// more 1.5 s later, as an app warming up does, above --recycle-memory
+// 20M. The first workers are recycled; their successors cross the ceiling
+// as well, so each slot backs off instead of recycling every few seconds,
+// and the journal and `baton status` say why. While held: a recycle by
+// hand still works, and `baton upgrade` keeps the hold. A deploy of a
+// release that no longer grows ends it. No request fails, and never fewer
+// than 2 workers are ready.
+func TestRecycleWarmUpUnderLoad(t *testing.T) {
+	testsd.Process(t)
+	ctx := timeout(t, 90*time.Second)
+	// Each request keeps 1 KB more, so each look at the memory reads a
+	// new figure: the test counts the looks by the figures.
+	warming := `command = ["@WORKER@", "-warm-up", "30M", "-warm-up-after", "1500ms", "-leak", "1K"]` + "\n"
+	s := startService(t, warming, "--workers", "2", "--recycle-memory", "20M")
+	ready := watchReady(t, s.ctl)
+	load := testsd.StartLoad(s.url(), 1, 1, 20*time.Millisecond)
+	defer load.Stop()
+	heldBack := func(w control.Worker) bool {
+		return strings.HasPrefix(w.RecycleHeld, "successor crossed the ceiling ") && strings.HasSuffix(w.RecycleHeld, " after ready; raise --recycle-memory")
+	}
+	st := testsd.WaitStatus(ctx, t, s.ctl, "both slots held back, or a loop", func(st control.Status) bool {
+		return heldBack(st.Workers[0]) && heldBack(st.Workers[1]) || st.Totals.Recycles[control.RecycleMemory] > 4
+	})
+	if n := st.Totals.Recycles[control.RecycleMemory]; n != 2 {
+		t.Fatalf("%d recycles by memory, want 2 (the first workers), then a back-off: workers %+v", n, st.Workers)
+	}
+	until := *st.Workers[0].RecycleHeldUntil
+	if u := *st.Workers[1].RecycleHeldUntil; u.Before(until) {
+		until = u
+	}
+	s.svc.WaitOutputN(ctx, t, "recycling by memory held back: successor crossed the ceiling ", 2)
+	for line := range strings.Lines(s.svc.Output.String()) {
+		if strings.Contains(line, "recycling by memory held back") {
+			t.Logf("the journal says: %s", strings.TrimSpace(line))
+		}
+	}
+	out, err := exec.CommandContext(ctx, bins.Baton, "status", "--control", s.ctl).CombinedOutput()
+	for _, w := range st.Workers {
+		if line := fmt.Sprintf("slot %d: %s (not recycled automatically for ", w.Slot, w.RecycleHeld); err != nil || !strings.Contains(string(out), line) {
+			t.Errorf("baton status does not say %q: %v\n%s", line, err, out)
+		}
+	}
+	t.Logf("baton status says:\n%s", out)
+
+	// By hand while held: done, and the hold stays.
+	r, err := recycle(ctx, s.ctl, 0, false)
+	if err != nil || r.Reason != control.RecycleManual || len(r.Replaced) != 1 {
+		t.Fatalf("recycle by hand while held: %+v %v", r, err)
+	}
+	// Across an upgrade in place: the hold stays, the recycles by memory
+	// do not start again.
+	if _, err := upgrade(ctx, s.ctl); err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	after := testsd.Status(ctx, t, s.ctl)
+	for i, w := range after.Workers {
+		if w.RecycleHeld != st.Workers[i].RecycleHeld || w.RecycleHeldUntil == nil || !w.RecycleHeldUntil.Equal(*st.Workers[i].RecycleHeldUntil) {
+			t.Errorf("slot %d after a recycle by hand and an upgrade: held %q until %v; was %q until %v", i,
+				w.RecycleHeld, w.RecycleHeldUntil, st.Workers[i].RecycleHeld, st.Workers[i].RecycleHeldUntil)
+		}
+	}
+	figures := map[uint64]bool{}
+	after = testsd.WaitStatus(ctx, t, s.ctl, "six more memory figures", func(st control.Status) bool {
+		figures[st.Workers[1].MemoryBytes] = true
+		return len(figures) > 6 || st.Totals.Recycles[control.RecycleMemory] > 2
+	})
+	if time.Now().After(until) {
+		t.Fatalf("the test took longer than the hold (until %s): it cannot tell whether the hold was kept", until.Format(time.TimeOnly))
+	}
+	if n := after.Totals.Recycles[control.RecycleMemory]; n != 2 {
+		t.Fatalf("recycled by memory while held (%d recycles), after the upgrade:\n%s", n, s.svc.Output.String())
+	}
+
+	// A deploy of a release that no longer grows ends the hold.
+	s.write(t, `command = ["@WORKER@", "-leak", "1K"]`+"\n")
+	if _, err := reload(ctx, s.ctl); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	clear(figures)
+	after = testsd.WaitStatus(ctx, t, s.ctl, "six memory figures of the new release", func(st control.Status) bool {
+		figures[st.Workers[1].MemoryBytes] = true
+		return len(figures) > 6
+	})
+	for _, w := range after.Workers {
+		if w.RecycleHeld != "" || w.Generation != 2 {
+			t.Errorf("slot %d after the deploy: generation %d, held %q", w.Slot, w.Generation, w.RecycleHeld)
+		}
+	}
+	if n := after.Totals.Recycles[control.RecycleMemory]; n != 2 {
+		t.Errorf("%d recycles by memory after the deploy, want still 2", n)
+	}
+	s.svc.WaitOutput(ctx, t, "recycling no longer held back: a new generation serves")
+	if out, err := exec.CommandContext(ctx, bins.Baton, "status", "--control", s.ctl).CombinedOutput(); err != nil || strings.Contains(string(out), "not recycled automatically") {
+		t.Errorf("baton status after the deploy: %v\n%s", err, out)
+	}
+
+	ok, failures := load.Stop()
+	if failures != "" {
+		t.Fatalf("%d requests ok; failed: %s", ok, failures)
 	}
 	ready.check(t, 2)
 }

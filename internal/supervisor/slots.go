@@ -41,15 +41,18 @@ type slotKept struct {
 	// Removed: a scale down took the slot away; nothing starts in it. Its
 	// workers may still drain.
 	Removed bool `json:"removed,omitempty"`
-	// Recycles counts its workers replaced by recycling; a slot whose
-	// automatic recycle failed is not recycled automatically again before
-	// RecycleHold, RecycleRetry doubling (recycle.go).
+	// Recycles counts its workers replaced by recycling. The slot is not
+	// recycled automatically before RecycleHold, for the reason HoldWhy
+	// (for status): its automatic recycle failed (RecycleRetry, doubling),
+	// its successor crossed the memory ceiling within its warm-up
+	// (MemBackoff, doubling), or MemRecycles, the automatic recycles by
+	// memory begun in the last hour, reached their bound (recycle.go).
 	Recycles     int           `json:"recycles,omitempty"`
 	RecycleHold  time.Time     `json:"recycle_hold,omitzero"`
+	HoldWhy      string        `json:"hold_why,omitempty"`
 	RecycleRetry time.Duration `json:"recycle_retry,omitempty"`
-	// MemBackoff is how long the slot waits before a recycle by memory
-	// after a successor was born above the ceiling (recycle.go).
-	MemBackoff time.Duration `json:"mem_backoff,omitempty"`
+	MemBackoff   time.Duration `json:"mem_backoff,omitempty"`
+	MemRecycles  []time.Time   `json:"mem_recycles,omitempty"`
 }
 
 type procState string
@@ -115,8 +118,9 @@ type procKept struct {
 	Watchdog   time.Duration  `json:"watchdog"` // the worker's watchdog; 0 is off
 
 	// For recycling (recycle.go): its tree's last memory figure (0: none
-	// yet), since when it is above the ceiling, whether it was from its
-	// start, and its share of the age limit's jitter.
+	// yet), since when it is above the ceiling, whether it crossed it
+	// within its warm-up as the successor of a recycle by memory, and its
+	// share of the age limit's jitter.
 	Memory       uint64    `json:"memory,omitempty"`
 	MemErr       bool      `json:"mem_err,omitempty"` // a figure could not be read, and that was said
 	ReadyAt      time.Time `json:"ready_at,omitzero"`

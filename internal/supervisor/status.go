@@ -108,10 +108,14 @@ func (s *Supervisor) snapshot() control.Status {
 	}
 	for _, sl := range s.slots {
 		if sl.w == nil {
-			st.Workers = append(st.Workers, control.Worker{Slot: sl.Index, State: "restarting", Restarts: sl.Restarts, Recycles: sl.Recycles, Error: sl.StartErr})
+			cw := control.Worker{Slot: sl.Index, State: "restarting", Restarts: sl.Restarts, Recycles: sl.Recycles, Error: sl.StartErr}
+			addHeld(&cw, sl, now)
+			st.Workers = append(st.Workers, cw)
 			continue
 		}
-		st.Workers = append(st.Workers, s.describe(sl.w, now))
+		cw := s.describe(sl.w, now)
+		addHeld(&cw, sl, now)
+		st.Workers = append(st.Workers, cw)
 	}
 	if s.rollout != nil {
 		r := s.rollout.describe()
@@ -194,4 +198,12 @@ func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {
 func exeReplaced() bool {
 	exe, err := os.Readlink("/proc/self/exe")
 	return err == nil && strings.HasSuffix(exe, " (deleted)")
+}
+
+// addHeld says in cw why, and until when, its slot's automatic recycles
+// are held back, if they are.
+func addHeld(cw *control.Worker, sl *slot, now time.Time) {
+	if why, until := sl.held(now); why != "" {
+		cw.RecycleHeld, cw.RecycleHeldUntil = why, &until
+	}
 }
