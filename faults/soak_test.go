@@ -168,10 +168,10 @@ restart-backoff = "20ms..200ms"
 // soak is a running soak: baton, its load, the floor watcher, and the
 // model of what should serve.
 type soak struct {
-	w    *soakWorld
-	svc  *testsd.Service
-	ctl  string
-	url  string
+	w     *soakWorld
+	svc   *testsd.Service
+	ctl   string
+	url   string
 	load  *testsd.Load
 	rnd   *rand.Rand
 	trace []string
