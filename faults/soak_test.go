@@ -216,7 +216,10 @@ func (w *soakWorld) start(ctx context.Context, t *testing.T) *soak {
 	sd.WaitFor(ctx, "READY=1", testsd.Sent("READY", "1"))
 	s.gen, s.made, s.serving = 1, 1, w.want("v1", 0)
 	s.floor.Store(3)
-	go s.watchFloor(ctx)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { s.watchFloor(watchCtx); close(watched) }()
+	t.Cleanup(func() { stopWatch(); <-watched })
 	s.load = testsd.StartLoad(s.url, 2, 2, 5*time.Millisecond)
 	return s
 }
@@ -234,7 +237,7 @@ func (s *soak) watchFloor(ctx context.Context) {
 			}
 			s.mu.Unlock()
 		}
-		time.Sleep(3 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // each status reads /proc for every worker: cheap, not free
 	}
 }
 
@@ -313,13 +316,17 @@ func (s *soak) reloadWhileFlipping(ctx context.Context, t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	flips := make(chan int)
+	type flipped struct {
+		n   int
+		err error
+	}
+	flips := make(chan flipped)
 	go func() {
 		n := 0
 		for {
 			select {
 			case <-done:
-				flips <- n
+				flips <- flipped{n, nil}
 				return
 			default:
 			}
@@ -328,14 +335,20 @@ func (s *soak) reloadWhileFlipping(ctx context.Context, t *testing.T) {
 				id = b
 			}
 			if err := pointAt(s.w.root, id); err != nil {
-				panic(err)
+				<-done
+				flips <- flipped{n, err}
+				return
 			}
 			n++
 		}
 	}()
 	resp, err := control.Call(ctx, s.ctl, control.Request{Command: control.CmdReload})
 	close(done)
-	n := <-flips
+	f := <-flips
+	if f.err != nil {
+		s.fail(t, "flipping current: %v", f.err)
+	}
+	n := f.n
 	if err := pointAt(s.w.root, b); err != nil {
 		t.Fatal(err)
 	}
