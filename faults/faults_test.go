@@ -19,7 +19,10 @@ import (
 
 var bins testsd.Bins
 
-func TestMain(m *testing.M) { testsd.Main(m, &bins) }
+func TestMain(m *testing.M) {
+	floodChild() // returns unless this is a flood's process (health_test.go)
+	testsd.Main(m, &bins)
+}
 
 func timeout(t *testing.T, d time.Duration) context.Context { return testsd.Timeout(t, d) }
 

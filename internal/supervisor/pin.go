@@ -273,6 +273,13 @@ func fitsExec(command, env []string, from map[string]string, base []string) erro
 			return fmt.Errorf("worker command: argument %d is %d bytes, more than exec(2) takes in one argument (%d bytes with its NUL, MAX_ARG_STRLEN)", i, len(a), maxStr)
 		}
 	}
+	// Over the total, the error names the largest parts (a variable, with
+	// where it was set, or the command) to say what to move into a file.
+	type part struct {
+		what string
+		size int
+	}
+	var parts []part
 	over := map[string]bool{}
 	total, n := 0, 0
 	for _, kv := range env {
@@ -283,19 +290,29 @@ func fitsExec(command, env []string, from map[string]string, base []string) erro
 		}
 		over[k] = true
 		total, n = total+len(kv)+1, n+1
+		parts = append(parts, part{fmt.Sprintf("%s (%d bytes, %s)", envfile.Shown(k), len(kv)+1, from[k]), len(kv) + 1})
 	}
 	for _, kv := range base {
 		if k, _, _ := strings.Cut(kv, "="); !over[k] {
 			total, n = total+len(kv)+1, n+1
+			parts = append(parts, part{fmt.Sprintf("%s (%d bytes, baton's own environment)", envfile.Shown(k), len(kv)+1), len(kv) + 1})
 		}
 	}
+	cmdSize := 0
 	for _, a := range command {
 		total, n = total+len(a)+1, n+1
+		cmdSize += len(a) + 1
 	}
+	parts = append(parts, part{fmt.Sprintf("the worker command (%d bytes)", cmdSize), cmdSize})
 	limit := argMax()
 	if need := total + 8*n + execReserve; need > limit {
-		return fmt.Errorf("the workers' command and environment come to %d bytes, more than exec(2) takes in all (%d bytes: a quarter of the stack limit, ulimit -s, less %d for what baton adds)",
-			total+8*n, limit, execReserve)
+		slices.SortStableFunc(parts, func(a, b part) int { return cmp.Compare(b.size, a.size) })
+		var largest []string
+		for _, p := range parts[:min(len(parts), 3)] {
+			largest = append(largest, p.what)
+		}
+		return fmt.Errorf("the workers' command and environment come to %d bytes, more than exec(2) takes in all (%d bytes: a quarter of the stack limit, ulimit -s, less %d for what baton adds); the largest: %s; put large values in files the workers read",
+			total+8*n, limit, execReserve, strings.Join(largest, ", "))
 	}
 	return nil
 }

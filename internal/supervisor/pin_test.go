@@ -247,17 +247,23 @@ func TestPinDerivesFromOneLook(t *testing.T) {
 
 // TestPinRefusesWhatExecCannotTake: an environment or a command that
 // execve(2) would refuse with E2BIG fails the pin, naming the key and
-// where it was set, and the limit.
+// where it was set, and the limit; over the total, the largest keys and
+// where each was set.
 func TestPinRefusesWhatExecCannotTake(t *testing.T) {
 	root := releases(t, "v1")
 	big := strings.Repeat("x", 200<<10)
 	os.WriteFile(filepath.Join(root, "big.env"), []byte("A=1\nBIG="+big+"\n"), 0o644)
-	// 12 files of 8 values of 100 KiB: 9.6 MB, more than the 6 MiB that
-	// Linux takes in all whatever the stack limit.
+	// 12 files of 8 values of 100 KiB (one of 120 KiB, in part5.env): 9.6
+	// MB, more than the 6 MiB that Linux takes in all whatever the stack
+	// limit.
 	for i := range 12 {
 		var f strings.Builder
 		for j := range 8 {
-			fmt.Fprintf(&f, "V%d_%d=%s\n", i, j, strings.Repeat("x", 100<<10))
+			size := 100 << 10
+			if i == 5 && j == 0 {
+				size = 120 << 10
+			}
+			fmt.Fprintf(&f, "V%d_%d=%s\n", i, j, strings.Repeat("x", size))
 		}
 		os.WriteFile(filepath.Join(root, fmt.Sprintf("part%d.env", i)), []byte(f.String()), 0o644)
 	}
@@ -272,10 +278,11 @@ func TestPinRefusesWhatExecCannotTake(t *testing.T) {
 		want string
 	}{
 		{"a 200 KB value in a file", Sources{EnvFiles: []string{root + "/big.env"}}, nil,
-			"--env-file " + root + "/big.env:2: BIG is 204804 bytes with its value, more than exec(2) takes in one variable (131072 bytes as KEY=VALUE with its NUL, MAX_ARG_STRLEN)"},
+			"--env-file " + root + "/big.env:2: BIG is 204804 bytes with its value, more than exec(2) takes in one variable (" + fmt.Sprint(32*os.Getpagesize()) + " bytes as KEY=VALUE with its NUL, MAX_ARG_STRLEN)"},
 		{"a 200 KB --env", Sources{Env: []string{"BIG=" + big}}, nil, "--env: BIG is 204804 bytes with its value"},
 		{"a 200 KB argument", Sources{}, []string{"--x", big}, "worker command: argument 2 is 204800 bytes"},
-		{"9.6 MB of values", Sources{EnvFiles: parts}, nil, "more than exec(2) takes in all"},
+		{"9.6 MB of values", Sources{EnvFiles: parts}, nil, fmt.Sprintf("more than exec(2) takes in all (%d bytes: a quarter of the stack limit, ulimit -s, less 16384 for what baton adds); the largest: ", argMax()) +
+			"V5_0 (122886 bytes, --env-file " + root + "/part5.env:1), V10_0 (102407 bytes, --env-file " + root + "/part10.env:1), V10_1 (102407 bytes, --env-file " + root + "/part10.env:2)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := Config{GenSettings: GenSettings{Command: append([]string{"/bin/sh"}, tt.args...)}, Sources: tt.src}

@@ -168,7 +168,7 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 		var ee *worker.ExecError
 		isExec := errors.As(err, &ee)
 		if isExec && ee.BadDir {
-			err = fmt.Errorf("%w: the release generation %d was pinned to is gone; roll out one that exists (point current at it and baton reload) or the previous generation (baton rollback)", err, spec.gen)
+			err = fmt.Errorf("%w: %s", err, badDirAdvice(ee.Err, spec.gen))
 		}
 		sl.StartErr = err.Error()
 		s.log.Error("worker start failed", "slot", sl.Index, "gen", spec.gen, "err", err)
@@ -185,6 +185,21 @@ func (s *Supervisor) startWorker(sl *slot, spec *genSpec) *proc {
 	s.log.Info("worker started", "slot", sl.Index, "pid", w.pid, "gen", spec.gen)
 	s.awaitReady(w)
 	return w
+}
+
+// badDirAdvice says, by the errno a chdir into the directory generation gen
+// was pinned to met, what became of it and what to do.
+func badDirAdvice(errno error, gen int) string {
+	const redeploy = "roll out one that exists (point current at it and baton reload) or the previous generation (baton rollback)"
+	switch {
+	case errors.Is(errno, syscall.ENOENT):
+		return fmt.Sprintf("the release generation %d was pinned to is gone; %s", gen, redeploy)
+	case errors.Is(errno, syscall.ENOTDIR):
+		return fmt.Sprintf("the release generation %d was pinned to is not a directory (it, or one on its path, was replaced by a file); %s", gen, redeploy)
+	case errors.Is(errno, syscall.EACCES), errors.Is(errno, syscall.EPERM):
+		return fmt.Sprintf("baton's user may not enter the release generation %d was pinned to (it, or a directory on its path, lacks search permission, x); restore the permission, or %s", gen, redeploy)
+	}
+	return fmt.Sprintf("the release generation %d was pinned to cannot be entered; %s", gen, redeploy)
 }
 
 func newProc(p process, sl *slot, spec *genSpec) *proc {

@@ -66,27 +66,42 @@ func TestStartFailuresAtFirstStart(t *testing.T) {
 }
 
 // TestStartFailureLaterRetries: after the service was ready, the same
-// failure (a crash restart into a release that was removed) keeps the slot
-// retrying, and says in status which directory is gone and what to do.
+// failure (a crash restart into a release that was removed, replaced by a
+// file, or made not enterable) keeps the slot retrying, and says in status
+// what became of the directory, by the chdir's errno, and what to do.
 func TestStartFailureLaterRetries(t *testing.T) {
-	ts := newTestSupervisor(t, Config{Workers: 2})
-	ts.world.start = func(worker.Spec) (process, error) {
-		return nil, &worker.ExecError{Path: "/bin/sh", Dir: "/srv/app/releases/v1", BadDir: true, Err: syscall.ENOENT}
-	}
-	sl := ts.slots[0]
-	ts.exit(sl.w, 1)
-	ts.fw.clock.advance(time.Second)
-	ts.settle()
-	if ts.stopping {
-		t.Fatalf("baton stops: %v", ts.exitErr)
-	}
-	for _, want := range []string{"working directory /srv/app/releases/v1: no such file or directory", "is gone", "baton rollback"} {
-		if !strings.Contains(sl.StartErr, want) {
-			t.Errorf("slot 0's reason %q lacks %q", sl.StartErr, want)
-		}
-	}
-	if sl.restart == nil {
-		t.Error("slot 0: no retry scheduled")
+	for _, tt := range []struct {
+		errno syscall.Errno
+		want  []string
+	}{
+		{syscall.ENOENT, []string{"working directory /srv/app/releases/v1: no such file or directory", "generation 1 was pinned to is gone", "baton rollback"}},
+		{syscall.ENOTDIR, []string{"working directory /srv/app/releases/v1: not a directory", "generation 1 was pinned to is not a directory", "baton rollback"}},
+		{syscall.EACCES, []string{"working directory /srv/app/releases/v1: permission denied", "may not enter the release generation 1 was pinned to", "search permission", "baton rollback"}},
+	} {
+		t.Run(tt.errno.Error(), func(t *testing.T) {
+			ts := newTestSupervisor(t, Config{Workers: 2})
+			ts.world.start = func(worker.Spec) (process, error) {
+				return nil, &worker.ExecError{Path: "/bin/sh", Dir: "/srv/app/releases/v1", BadDir: true, Err: tt.errno}
+			}
+			sl := ts.slots[0]
+			ts.exit(sl.w, 1)
+			ts.fw.clock.advance(time.Second)
+			ts.settle()
+			if ts.stopping {
+				t.Fatalf("baton stops: %v", ts.exitErr)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(sl.StartErr, want) {
+					t.Errorf("slot 0's reason %q lacks %q", sl.StartErr, want)
+				}
+			}
+			if tt.errno != syscall.ENOENT && strings.Contains(sl.StartErr, "gone") {
+				t.Errorf("slot 0's reason %q says the directory is gone", sl.StartErr)
+			}
+			if sl.restart == nil {
+				t.Error("slot 0: no retry scheduled")
+			}
+		})
 	}
 }
 

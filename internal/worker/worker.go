@@ -200,8 +200,10 @@ func Start(spec Spec) (_ *Process, err error) {
 // ExecError is a start that failed in the fork and exec of the exec shim
 // itself (the child's chdir into Dir, or its execve): Err is the errno. Go's
 // fork reports a chdir that failed with the errno alone; BadDir says that
-// a look at Dir then failed too (missing, not a directory, not reachable),
-// which is why, and Err is what that look met.
+// a look at Dir then failed too, which is why, and Err is what that look
+// met: ENOENT (Dir is gone), ENOTDIR (Dir, or a directory on its path, is
+// not a directory), EACCES (baton may not enter Dir or one on its path),
+// or another errno of chdir(2) (ELOOP, ENAMETOOLONG, EIO).
 type ExecError struct {
 	Path, Dir string
 	BadDir    bool
@@ -233,17 +235,32 @@ func (e *ExecError) Resources() bool {
 func newExecError(spec Spec, err error) *ExecError {
 	e := &ExecError{Path: spec.ShimPath, Dir: spec.Dir, Err: err}
 	if spec.Dir != "" {
-		if fi, serr := os.Stat(spec.Dir); serr != nil {
-			e.BadDir = true
-			var pe *fs.PathError
-			if errors.As(serr, &pe) {
-				e.Err = pe.Err // what the chdir met: ENOENT, EACCES, ENOTDIR
-			}
-		} else if !fi.IsDir() {
-			e.BadDir, e.Err = true, syscall.ENOTDIR
+		if errno := enterable(spec.Dir); errno != nil {
+			e.BadDir, e.Err = true, errno
 		}
 	}
 	return e
+}
+
+// enterable is nil if this process can chdir into dir, else the errno
+// the chdir meets. A stat is not enough: it succeeds on a directory
+// without search (x) permission, which chdir refuses with EACCES.
+func enterable(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return pe.Err // ENOENT, EACCES (on the path), ENOTDIR, ELOOP
+		}
+		return err
+	case !fi.IsDir():
+		return syscall.ENOTDIR
+	}
+	if err := unix.Access(dir, unix.X_OK); err != nil {
+		return err
+	}
+	return nil
 }
 
 // notifyAddr is where a new worker's notify socket listens: a path in

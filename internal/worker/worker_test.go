@@ -1,11 +1,15 @@
 package worker
 
 import (
+	"context"
 	"errors"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -112,12 +116,17 @@ func startShell(t *testing.T, script string, lines *atomic.Int32) *Process {
 
 // TestStartErrorsSayWhy: a start whose fork and exec fail is an
 // *ExecError that names what failed: the working directory that is gone
-// (Go's fork says only ENOENT), or the exec with its errno (E2BIG for an
-// environment too large). Neither is a lack of resources.
+// or not a directory (Go's fork says only ENOENT or ENOTDIR), or the exec
+// with its errno (E2BIG for an environment too large). None is a lack of
+// resources.
 func TestStartErrorsSayWhy(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	gone := filepath.Join(t.TempDir(), "releases", "v1")
+	file := filepath.Join(t.TempDir(), "v1")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		name   string
 		dir    string
@@ -126,6 +135,8 @@ func TestStartErrorsSayWhy(t *testing.T) {
 		badDir bool
 	}{
 		{"a directory that is gone", gone, nil, "start worker 0: working directory " + gone + ": no such file or directory", true},
+		{"a file, not a directory", file, nil, "start worker 0: working directory " + file + ": not a directory", true},
+		{"a directory under a file", file + "/v2", nil, "start worker 0: working directory " + file + "/v2: not a directory", true},
 		{"a variable too large", "", []string{"BIG=" + strings.Repeat("x", 200<<10)}, "start worker 0: exec /bin/sh: argument list too long", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,4 +148,73 @@ func TestStartErrorsSayWhy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStartErrorDirectoryNotEnterable: a working directory that exists but
+// that baton's user may not enter (no search permission, x) is named as
+// the cause, with EACCES, not taken for the shim's exec failing. Root
+// enters any directory, so as root the test runs itself as nobody.
+func TestStartErrorDirectoryNotEnterable(t *testing.T) {
+	if dir := os.Getenv("BATON_TEST_NOT_ENTERABLE"); dir != "" {
+		startInto(t, dir) // the child, as nobody
+		return
+	}
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "v1")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o644); err != nil { // readable, not enterable
+		t.Fatal(err)
+	}
+	defer os.Chmod(dir, 0o755)
+	if os.Geteuid() != 0 {
+		startInto(t, dir)
+		return
+	}
+	// A copy of this test binary that nobody can run, in a directory
+	// nobody can reach.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := filepath.Join(tmp, "worker.test")
+	if err := os.WriteFile(self, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{tmp, filepath.Dir(tmp)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, self, "-test.run", "^TestStartErrorDirectoryNotEnterable$", "-test.v")
+	cmd.Env = []string{"BATON_TEST_NOT_ENTERABLE=" + dir, "PATH=/usr/bin:/bin"}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestStartErrorDirectoryNotEnterable") {
+		t.Fatalf("the test as nobody: %v\n%s", err, out)
+	}
+	t.Logf("as nobody:\n%s", out)
+}
+
+// startInto starts a worker in dir, which this process may not enter, and
+// checks the error names dir and EACCES.
+func startInto(t *testing.T, dir string) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	_, err := Start(Spec{ShimPath: ShellShim, ShimArgv: ShellShimArgv, Command: []string{"/bin/true"}, Dir: dir})
+	want := "start worker 0: working directory " + dir + ": permission denied"
+	var ee *ExecError
+	if !errors.As(err, &ee) || err.Error() != want || !ee.BadDir || !errors.Is(err, syscall.EACCES) || ee.Resources() {
+		t.Fatalf("Start: %v (%T), want an *ExecError %q, BadDir, EACCES, not of resources", err, err, want)
+	}
+	t.Logf("Start: %v", err)
 }
