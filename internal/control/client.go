@@ -50,6 +50,11 @@ var limits = struct {
 	rolloutV1: time.Hour,
 }
 
+// UpgradeLimit is the longest Call waits for an upgrade: the greeting,
+// then the new image's answer. An upgrade is never sent twice, so a caller
+// that bounds the call must allow at least this.
+func UpgradeLimit() time.Duration { return limits.greeting + limits.upgrade }
+
 // answerTimeout is how long the answer to a request may take after the
 // greeting (after the request, from an older baton); 0: as long as
 // heartbeats come.
