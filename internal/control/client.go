@@ -81,8 +81,11 @@ func answerTimeout(req Request) time.Duration {
 // A connection that baton closes before answering was accepted by an image
 // that then re-executed (baton upgrade): the request was never acted on,
 // since the loop that would act on it was busy with the exec, so it is sent
-// again, to the new image, a few times. The upgrade request itself is
-// handed over to the new image, and never sent twice.
+// again, to the new image, a few times, and only while the socket's server
+// has the pid that greeted it (a re-exec keeps the pid; a baton restarted
+// after a crash does not). Never a request baton said it works on, which its
+// loop had; and never the upgrade request itself, which is handed over to
+// the new image.
 func Call(ctx context.Context, path string, req Request) (Response, error) {
 	resp, _, err := callOn(ctx, path, req, nil)
 	return resp, err
