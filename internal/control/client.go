@@ -16,7 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrRefused is returned when the server answered with an error.
+// ErrRefused is returned when baton answered with an error (one that is not
+// shown to be baton's is ErrNotBaton instead).
 var ErrRefused = errors.New("refused by baton")
 
 // ErrNotBaton: what serves the control socket did not answer as baton does
@@ -339,7 +340,8 @@ func answered(resp Response) (Response, error) {
 // Its text is baton's, which names ErrBusy already when busy; it is told
 // through Printable, as every text the server sends. A refusal by pid
 // unverified, one that did not show itself to be baton (a protocol 1
-// answer), says so and is ErrNotBaton too.
+// answer), says so and is ErrNotBaton instead of ErrRefused (ErrBusy still,
+// so that an older baton busy is asked again).
 type refusal struct {
 	msg        string
 	busy       bool
@@ -354,7 +356,10 @@ func (r refusal) Error() string {
 }
 
 func (r refusal) Is(target error) bool {
-	return target == ErrRefused || r.busy && target == ErrBusy || r.unverified != 0 && target == ErrNotBaton
+	if r.unverified != 0 {
+		return target == ErrNotBaton || r.busy && target == ErrBusy
+	}
+	return target == ErrRefused || r.busy && target == ErrBusy
 }
 
 // lineStart is the start of a line a stranger sent, quoted, through

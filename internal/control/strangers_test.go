@@ -358,8 +358,8 @@ func TestClientSpeaksToOlderBaton(t *testing.T) {
 		t.Errorf("scale: %+v, %v", resp, err)
 	}
 	_, err := Call(ctx, path, Request{Command: CmdUpgrade})
-	if !errors.Is(err, ErrBusy) || !errors.Is(err, ErrRefused) {
-		t.Errorf("busy upgrade: %v, want ErrBusy", err)
+	if !errors.Is(err, ErrBusy) || !errors.Is(err, ErrNotBaton) || errors.Is(err, ErrRefused) {
+		t.Errorf("busy upgrade: %v, want ErrBusy, as a refusal not shown to be baton's", err)
 	}
 	stopCtx, stopCancel := context.WithTimeout(ctx, 3*time.Second)
 	defer stopCancel()
