@@ -274,7 +274,7 @@ func exchange(ctx context.Context, path string, req Request, opened func(int) er
 // answerV1 checks a protocol 1 answer: the pid it carries, if any, must be
 // the server's. An error carries none: it is believed as baton's only for a
 // rollout, whose server callOn showed to be the pid that answered a status;
-// else it is told as unverified (ErrNotBaton as well as ErrRefused).
+// else it is told as unverified (ErrNotBaton, not ErrRefused).
 func (x *peer) answerV1(path string, req Request, resp Response, line []byte) (Response, error) {
 	if resp.Error != "" {
 		if rollout(req.Command) {
