@@ -486,7 +486,7 @@ func TestClientNeverResendsWorkedOn(t *testing.T) {
 // taken for the first's. The second server is a python3 child, so it has
 // its own pid; it answers every request as baton does.
 func TestClientResendsOnlyToTheSamePID(t *testing.T) {
-	shortLimits(t)
+	// The client's own limits: it waits, greeted, while python3 starts.
 	me := os.Getpid()
 	greeted, gone := make(chan struct{}), make(chan struct{})
 	path := stranger(t, func(c net.Conn, _ string) {
