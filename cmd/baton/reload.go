@@ -56,6 +56,8 @@ func reloadCommand() *cli.Command {
 func cutShort(r *control.Rollout) bool { return r != nil && r.State == control.RolloutStopped }
 
 // stoppedError says what a rollout that baton's stop ended part-way left.
+// One ended before it made a generation (during --check) started no
+// worker and moved nothing.
 func stoppedError(r *control.Rollout, reason string) error {
 	what := fmt.Sprintf("rollout to generation %d", r.To)
 	switch {
@@ -65,6 +67,11 @@ func stoppedError(r *control.Rollout, reason string) error {
 		what = "recycle"
 	case r.Kind == "rollback":
 		what = fmt.Sprintf("rollback to generation %d's settings", r.RollbackOf)
+	case r.To == 0:
+		what = "reload"
+	}
+	if r.To == 0 {
+		return fmt.Errorf("%s cut short before any worker started: %s", what, reason)
 	}
 	return fmt.Errorf("%s cut short, %d of %d slots moved, every worker drains: %s", what, r.Moved, r.Slots, reason)
 }

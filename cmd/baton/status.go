@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -42,14 +43,13 @@ func statusCommand() *cli.Command {
 			if err := noMoreArgs(c, 1); err != nil {
 				return err
 			}
-			path, err := controlPath(c)
-			if unit := c.Args().First(); unit != "" {
-				if c.String("control") == "" {
-					path, err = unitControlPath(unit)
-				}
-				if !c.Bool("json") && !c.Bool("check") {
-					printUnit(c, unit)
-				}
+			unit := c.Args().First()
+			path, err := controlPathFor(c, unit)
+			if errors.As(err, new(notUnitsError)) {
+				return err
+			}
+			if unit != "" && !c.Bool("json") && !c.Bool("check") {
+				printUnit(c, unit) // also when baton does not run: systemd may say why
 			}
 			if err != nil {
 				return err
@@ -230,28 +230,45 @@ func secs(s float64) time.Duration {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
 }
 
+// notUnitsError: a unit and a --control that is not that unit's socket
+// were both given, so one of them would go unused.
+type notUnitsError struct{ msg string }
+
+func (e notUnitsError) Error() string { return e.msg }
+
 // controlPathFor is UNIT's control socket when a unit is named, else
 // --control when given, else the default one. A unit and --control together
-// must name the same socket: else one of them would go unused.
+// must name the same socket: --control must be one of the paths where the
+// unit's socket is (unitControlPaths), compared as paths, so a baton that
+// has stopped and removed its socket is still the unit's.
 func controlPathFor(c *cli.Context, unit string) (string, error) {
 	switch {
 	case unit != "" && c.String("control") != "":
 		p := c.String("control")
-		if up, err := unitControlPath(unit); err == nil && sameFile(up, p) {
-			return p, nil
+		for _, up := range unitControlPaths(unit) {
+			if samePath(up, p) {
+				return p, nil
+			}
 		}
-		return "", fmt.Errorf("%s: unit %q is not the baton at --control %s: give one of them (see baton %s --help)", c.Command.Name, unit, p, c.Command.Name)
+		return "", notUnitsError{fmt.Sprintf("%s: unit %q is not the baton at --control %s: give one of them (see baton %s --help)", c.Command.Name, unit, p, c.Command.Name)}
 	case unit != "":
 		return unitControlPath(unit)
 	}
 	return controlPath(c)
 }
 
-// unitControlPath finds the control socket of a baton run as UNIT: under
-// RuntimeDirectory=UNIT (as `baton units` writes it), else /run/baton.
+// unitControlPaths are where the control socket of a baton run as UNIT is:
+// under RuntimeDirectory=UNIT (as `baton units` writes it), else in Dir.
+func unitControlPaths(unit string) []string {
+	name := strings.TrimSuffix(unit, ".service")
+	return []string{filepath.Join("/run", name, "control.sock"), filepath.Join(control.Dir(control.OSEnv()), name+".sock")}
+}
+
+// unitControlPath finds the control socket of a baton run as UNIT: the
+// first of unitControlPaths that exists.
 func unitControlPath(unit string) (string, error) {
 	name := strings.TrimSuffix(unit, ".service")
-	for _, p := range []string{filepath.Join("/run", name, "control.sock"), filepath.Join(control.Dir(control.OSEnv()), name+".sock")} {
+	for _, p := range unitControlPaths(unit) {
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
@@ -324,9 +341,22 @@ func byKey(m map[string]uint64) string {
 	return "(" + strings.Join(s, ", ") + ")"
 }
 
-// sameFile reports whether paths a and b name the same file.
-func sameFile(a, b string) bool {
-	fa, errA := os.Stat(a)
-	fb, errB := os.Stat(b)
-	return errA == nil && errB == nil && os.SameFile(fa, fb)
+// samePath reports whether paths a and b name the same place, whether or
+// not a file is there: equal once absolute and with their directories'
+// symbolic links resolved (/var/run is /run).
+func samePath(a, b string) bool {
+	return placeOf(a) == placeOf(b)
+}
+
+// placeOf is p absolute, its directory's symbolic links resolved where the
+// directory exists.
+func placeOf(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		p = abs
+	}
+	dir, base := filepath.Split(p)
+	if d, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = d
+	}
+	return filepath.Join(dir, base)
 }

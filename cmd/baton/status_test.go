@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +57,33 @@ func TestPrintStatusRecycleHeld(t *testing.T) {
 	want := "slot 1: successor crossed the ceiling 1.5s after ready; raise --recycle-memory (not recycled automatically for 30s)"
 	if len(held) != 1 || held[0] != want {
 		t.Errorf("held lines %q, want %q; output:\n%s", held, want, out.String())
+	}
+}
+
+// TestSamePath: a unit's control path and --control are compared as paths,
+// whether or not a socket is there: relative or absolute, through a
+// symbolic link to the directory (as /var/run to /run).
+func TestSamePath(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("run", filepath.Join(dir, "varrun")); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{filepath.Join(dir, "run/app.sock"), "run/app.sock", true},
+		{filepath.Join(dir, "varrun/app.sock"), filepath.Join(dir, "run/app.sock"), true},
+		{filepath.Join(dir, "run/app.sock"), filepath.Join(dir, "run/other.sock"), false},
+		{"/nonexistent/app/control.sock", "/nonexistent/app/../app/control.sock", true},
+		{"/nonexistent/app/control.sock", "/nonexistent/other/control.sock", false},
+	} {
+		if got := samePath(tc.a, tc.b); got != tc.want {
+			t.Errorf("samePath(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
 	}
 }

@@ -105,12 +105,17 @@ func upgradeAll(c *cli.Context) error {
 	return nil
 }
 
+// upgradeAttempt bounds each attempt of upgradeUntil: the client's own
+// limit, and a margin for connecting and a slow machine, so that an attempt
+// ends by the client's deadline, which names what it waited for.
+var upgradeAttempt = control.UpgradeLimit() + 10*time.Second
+
 // upgradeUntil asks for the upgrade, again while the supervisor is busy
 // (starting, rolling out, upgrading), until wait has passed.
 func upgradeUntil(ctx context.Context, path string, wait time.Duration) (*control.Upgrade, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		callCtx, cancel := context.WithTimeout(ctx, upgradeAttempt)
 		u, err := upgradeOne(callCtx, path)
 		cancel()
 		if err == nil || !errors.Is(err, control.ErrBusy) || time.Now().After(deadline) {

@@ -16,7 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrRefused is returned when the server answered with an error.
+// ErrRefused is returned when baton answered with an error (one that is not
+// shown to be baton's is ErrNotBaton instead).
 var ErrRefused = errors.New("refused by baton")
 
 // ErrNotBaton: what serves the control socket did not answer as baton does
@@ -50,6 +51,11 @@ var limits = struct {
 	rolloutV1: time.Hour,
 }
 
+// UpgradeLimit is the longest Call waits for an upgrade: the greeting,
+// then the new image's answer. An upgrade is never sent twice, so a caller
+// that bounds the call must allow at least this.
+func UpgradeLimit() time.Duration { return limits.greeting + limits.upgrade }
+
 // answerTimeout is how long the answer to a request may take after the
 // greeting (after the request, from an older baton); 0: as long as
 // heartbeats come.
@@ -76,8 +82,11 @@ func answerTimeout(req Request) time.Duration {
 // A connection that baton closes before answering was accepted by an image
 // that then re-executed (baton upgrade): the request was never acted on,
 // since the loop that would act on it was busy with the exec, so it is sent
-// again, to the new image, a few times. The upgrade request itself is
-// handed over to the new image, and never sent twice.
+// again, to the new image, a few times, and only while the socket's server
+// has the pid that greeted it (a re-exec keeps the pid; a baton restarted
+// after a crash does not). Never a request baton said it works on, which its
+// loop had; and never the upgrade request itself, which is handed over to
+// the new image.
 func Call(ctx context.Context, path string, req Request) (Response, error) {
 	resp, _, err := callOn(ctx, path, req, nil)
 	return resp, err
@@ -98,7 +107,7 @@ func callOn(ctx context.Context, path string, req Request, opened func(pid int) 
 	// An older baton refused the protocol field and did nothing: ask as
 	// protocol 1. Its answers to status, stop and upgrade carry its pid.
 	req.Protocol = 0
-	if req.Command == CmdStatus || req.Command == CmdStop || req.Command == CmdUpgrade {
+	if !rollout(req.Command) {
 		return retrying(ctx, path, req, opened)
 	}
 	// Its rollouts' answers do not: a status proves it baton first, and the
@@ -121,13 +130,29 @@ func callOn(ctx context.Context, path string, req Request, opened func(pid int) 
 }
 
 // retrying runs the exchange again while baton closes the connection
-// unanswered, a few times; but never an upgrade.
+// unanswered, a few times; but never an upgrade, never a request baton
+// said it works on (a "working" line: its loop had it, and may have acted
+// on it), and, once baton greeted, only to that same pid: a re-exec keeps
+// the pid, and a new process (baton restarted after a crash) never gets a
+// request that its predecessor had, nor answers for it.
 func retrying(ctx context.Context, path string, req Request, opened func(int) error) (Response, int, error) {
-	baton := 0
+	baton, greeted := 0, 0
+	same := func(pid int) error {
+		if greeted != 0 && pid != greeted {
+			return fmt.Errorf("baton pid %d went away before answering; pid %d serves the socket now, and was not asked", greeted, pid)
+		}
+		if opened != nil {
+			return opened(pid)
+		}
+		return nil
+	}
 	for attempt := 1; ; attempt++ {
-		resp, x, err := exchange(ctx, path, req, opened)
+		resp, x, err := exchange(ctx, path, req, same)
 		if x.baton {
-			baton = x.pid
+			baton, greeted = x.pid, x.pid
+		}
+		if errors.Is(err, errUnanswered) && x.working {
+			return resp, baton, fmt.Errorf("control socket %s: baton pid %d went away before answering %s: %w", path, x.pid, req.Command, errUnanswered)
 		}
 		if !errors.Is(err, errUnanswered) || req.Command == CmdUpgrade || attempt == 5 {
 			switch {
@@ -156,8 +181,9 @@ var errOlder = errors.New("an error without a pid: an older baton (protocol 1)?"
 
 // peer is what one connection told of its server.
 type peer struct {
-	pid   int  // by SO_PEERCRED: the process that listens on the socket
-	baton bool // it greeted or answered as baton, with that pid
+	pid     int  // by SO_PEERCRED: the process that listens on the socket
+	baton   bool // it greeted or answered as baton, with that pid
+	working bool // it said it works on the request
 }
 
 // exchange sends req on one connection and reads the answer.
@@ -207,17 +233,17 @@ func exchange(ctx context.Context, path string, req Request, opened func(int) er
 		}
 		var resp Response
 		if err := json.Unmarshal(line, &resp); err != nil {
-			return Response{}, x, fmt.Errorf("control socket %s: pid %d answered %s, not as baton does: %w", path, x.pid, quoteLine(line), ErrNotBaton)
+			return Response{}, x, fmt.Errorf("control socket %s: pid %d answered %s, not as baton does: %w", path, x.pid, lineStart(line), ErrNotBaton)
 		}
 		if req.Protocol < 2 {
-			resp, err := x.answerV1(path, resp, line)
+			resp, err := x.answerV1(path, req, resp, line)
 			return resp, x, err
 		}
 		switch {
 		case resp.PID == 0 && !x.baton && resp.Error != "" && resp.Hello == nil:
 			return resp, x, errOlder
 		case resp.PID == 0:
-			return Response{}, x, fmt.Errorf("control socket %s: pid %d answered %s, without the pid baton sends: %w", path, x.pid, quoteLine(line), ErrNotBaton)
+			return Response{}, x, fmt.Errorf("control socket %s: pid %d answered %s, without the pid baton sends: %w", path, x.pid, lineStart(line), ErrNotBaton)
 		case !samePID(x.pid, resp.PID):
 			return Response{}, x, fmt.Errorf("control socket %s: served by pid %d, answered by pid %d: %w", path, x.pid, resp.PID, ErrNotBaton)
 		case resp.Hello != nil:
@@ -229,6 +255,7 @@ func exchange(ctx context.Context, path string, req Request, opened func(int) er
 			if !x.baton {
 				return Response{}, x, fmt.Errorf("control socket %s: pid %d said it works before it greeted: %w", path, x.pid, ErrNotBaton)
 			}
+			x.working = true
 		default:
 			// The answer; baton refuses before its greeting a request it
 			// cannot read, with its pid.
@@ -245,10 +272,15 @@ func exchange(ctx context.Context, path string, req Request, opened func(int) er
 }
 
 // answerV1 checks a protocol 1 answer: the pid it carries, if any, must be
-// the server's.
-func (x *peer) answerV1(path string, resp Response, line []byte) (Response, error) {
+// the server's. An error carries none: it is believed as baton's only for a
+// rollout, whose server callOn showed to be the pid that answered a status;
+// else it is told as unverified (ErrNotBaton, not ErrRefused).
+func (x *peer) answerV1(path string, req Request, resp Response, line []byte) (Response, error) {
 	if resp.Error != "" {
-		return answered(resp)
+		if rollout(req.Command) {
+			return answered(resp)
+		}
+		return resp, refusal{msg: resp.Error, busy: resp.Busy, unverified: x.pid}
 	}
 	pid := 0
 	switch {
@@ -261,13 +293,22 @@ func (x *peer) answerV1(path string, resp Response, line []byte) (Response, erro
 	case resp.Rollout != nil:
 		return resp, nil // callOn checked the server's pid by a status
 	default:
-		return Response{}, fmt.Errorf("control socket %s: pid %d answered %s, not as baton does: %w", path, x.pid, quoteLine(line), ErrNotBaton)
+		return Response{}, fmt.Errorf("control socket %s: pid %d answered %s, not as baton does: %w", path, x.pid, lineStart(line), ErrNotBaton)
 	}
 	if !samePID(x.pid, pid) {
 		return Response{}, fmt.Errorf("control socket %s: served by pid %d, answered by pid %d: %w", path, x.pid, pid, ErrNotBaton)
 	}
 	x.baton = true
 	return resp, nil
+}
+
+// rollout reports whether command runs a rollout.
+func rollout(command string) bool {
+	switch command {
+	case CmdStatus, CmdStop, CmdUpgrade:
+		return false
+	}
+	return true
 }
 
 // readErr says why reading a line failed.
@@ -296,26 +337,40 @@ func answered(resp Response) (Response, error) {
 }
 
 // refusal is baton's refusal: ErrRefused, and ErrBusy too when it said so.
-// Its text is baton's, which names ErrBusy already when busy.
+// Its text is baton's, which names ErrBusy already when busy; it is told
+// through Printable, as every text the server sends. A refusal by pid
+// unverified, one that did not show itself to be baton (a protocol 1
+// answer), says so and is ErrNotBaton instead of ErrRefused (ErrBusy still,
+// so that an older baton busy is asked again).
 type refusal struct {
-	msg  string
-	busy bool
+	msg        string
+	busy       bool
+	unverified int
 }
 
-func (r refusal) Error() string { return ErrRefused.Error() + ": " + r.msg }
+func (r refusal) Error() string {
+	if r.unverified != 0 {
+		return fmt.Sprintf("refused by pid %d (an older baton? its answer is not verified): %s", r.unverified, Printable(r.msg))
+	}
+	return ErrRefused.Error() + ": " + Printable(r.msg)
+}
 
 func (r refusal) Is(target error) bool {
+	if r.unverified != 0 {
+		return target == ErrNotBaton || r.busy && target == ErrBusy
+	}
 	return target == ErrRefused || r.busy && target == ErrBusy
 }
 
-// quoteLine quotes the start of a line a stranger sent.
-func quoteLine(line []byte) string {
+// lineStart is the start of a line a stranger sent, quoted, through
+// Printable.
+func lineStart(line []byte) string {
 	const most = 64
 	s := strings.TrimSuffix(string(line), "\n")
 	if len(s) > most {
-		return strconv.Quote(s[:most]) + "..."
+		return `"` + Printable(s[:most]) + `"...`
 	}
-	return strconv.Quote(s)
+	return `"` + Printable(s) + `"`
 }
 
 // checkSocket refuses a path that exists and is not a socket: connecting to

@@ -42,6 +42,8 @@ func (f fakeHandler) Stop(context.Context) (Stopping, error) {
 	return Stopping{PID: os.Getpid(), Doing: "2 workers drain"}, nil
 }
 
+func (f fakeHandler) Ping(context.Context) error { return nil }
+
 func (f fakeHandler) Reload(context.Context) (Rollout, error) {
 	return Rollout{From: 1, To: 2, State: "failed"}, errors.New("worker 0 exited")
 }

@@ -43,6 +43,12 @@ type Handler interface {
 	// Stop begins a stop as SIGTERM does and returns at once, saying what
 	// the stop does.
 	Stop(ctx context.Context) (Stopping, error)
+	// Ping returns once the supervisor's loop has handled a no-op, nil; an
+	// error once ctx is done first or the loop has ended. While a request
+	// runs, a heartbeat is sent only after a Ping within the interval
+	// succeeded: a client waiting on a stuck loop hears nothing, and gives
+	// up after its silence limit.
+	Ping(ctx context.Context) error
 }
 
 // Server serves the control socket.
@@ -271,7 +277,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	}
 	stop := func() {}
 	if v2 {
-		stop = heartbeat(w)
+		stop = s.heartbeat(w)
 	}
 	resp := s.handle(req)
 	stop()
@@ -297,10 +303,11 @@ func (w *lineWriter) send(r Response) {
 	w.enc.Encode(r) // see above
 }
 
-// heartbeat sends w a working line every heartbeatEvery until the returned
-// func is called, which returns once it has stopped.
-func heartbeat(w *lineWriter) (stop func()) {
-	done := make(chan struct{})
+// heartbeat sends w a working line every heartbeatEvery, each only once a
+// Ping of the handler has come back within that interval, until the
+// returned func is called, which returns once it has stopped.
+func (s *Server) heartbeat(w *lineWriter) (stop func()) {
+	ctx, cancel := context.WithCancel(s.ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		t := time.NewTicker(heartbeatEvery)
@@ -308,14 +315,19 @@ func heartbeat(w *lineWriter) (stop func()) {
 		for {
 			select {
 			case <-t.C:
-				w.send(Response{Working: true})
-			case <-done:
+			case <-ctx.Done():
 				return
+			}
+			pingCtx, pingCancel := context.WithTimeout(ctx, heartbeatEvery)
+			err := s.handler.Ping(pingCtx)
+			pingCancel()
+			if err == nil {
+				w.send(Response{Working: true})
 			}
 		}
 	})
 	return func() {
-		close(done)
+		cancel()
 		wg.Wait()
 	}
 }

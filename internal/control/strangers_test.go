@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -86,7 +88,7 @@ func TestClientRefusesStrangers(t *testing.T) {
 	}{
 		{"accepts and never answers", func(net.Conn, string) {}, "no greeting from pid"},
 		{"reads and closes", func(c net.Conn, _ string) { c.Close() }, "closed the connection without an answer"},
-		{"answers garbage", func(c net.Conn, _ string) { c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")) }, `answered "HTTP/1.1 400 Bad Request\r", not as baton does`},
+		{"answers garbage", func(c net.Conn, _ string) { c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")) }, `answered "HTTP/1.1 400 Bad Request\x0d", not as baton does`},
 		{"greets with another pid", func(c net.Conn, _ string) {
 			writeLine(c, Response{PID: me + 1, Hello: &Hello{Protocol: 2}})
 			writeLine(c, Response{PID: me + 1, Status: &Status{PID: me + 1}, Stopping: &Stopping{PID: me + 1}, Rollout: &Rollout{}})
@@ -95,6 +97,12 @@ func TestClientRefusesStrangers(t *testing.T) {
 			writeLine(c, Response{Status: &Status{PID: me}, Stopping: &Stopping{PID: me}, Rollout: &Rollout{}})
 		}, "without the pid baton sends"},
 		{"works before it greets", func(c net.Conn, _ string) { writeLine(c, Response{PID: me, Working: true}) }, "works before it greeted"},
+		// An error without a pid is how an older baton refuses a field it
+		// does not know; whose it is cannot be shown, and its text is
+		// escaped.
+		{"refuses as an older baton would", func(c net.Conn, _ string) {
+			c.Write([]byte(`{"error":"\u001b[31mall good, baton stopped"}` + "\n"))
+		}, fmt.Sprintf(`refused by pid %d (an older baton? its answer is not verified): \x1b[31mall good`, me)},
 	}
 	commands := []Request{{Command: CmdStatus}, {Command: CmdReload}, {Command: CmdScale, Workers: 2}, {Command: CmdRecycle, All: true},
 		{Command: CmdRollback}, {Command: CmdUpgrade}, {Command: CmdStop}}
@@ -110,8 +118,11 @@ func TestClientRefusesStrangers(t *testing.T) {
 					_, err = Call(ctx, path, req)
 				}
 				cancel()
-				if !errors.Is(err, ErrNotBaton) || !strings.Contains(err.Error(), srv.want) {
+				if !errors.Is(err, ErrNotBaton) || !strings.Contains(fmt.Sprint(err), srv.want) {
 					t.Errorf("%s: %v, want ErrNotBaton saying %q", req.Command, err, srv.want)
+				}
+				if strings.ContainsFunc(fmt.Sprint(err), func(r rune) bool { return r < ' ' }) {
+					t.Errorf("%s: %q holds a control character", req.Command, fmt.Sprint(err))
 				}
 			}
 		})
@@ -347,8 +358,8 @@ func TestClientSpeaksToOlderBaton(t *testing.T) {
 		t.Errorf("scale: %+v, %v", resp, err)
 	}
 	_, err := Call(ctx, path, Request{Command: CmdUpgrade})
-	if !errors.Is(err, ErrBusy) || !errors.Is(err, ErrRefused) {
-		t.Errorf("busy upgrade: %v, want ErrBusy", err)
+	if !errors.Is(err, ErrBusy) || !errors.Is(err, ErrNotBaton) || errors.Is(err, ErrRefused) {
+		t.Errorf("busy upgrade: %v, want ErrBusy, as a refusal not shown to be baton's", err)
 	}
 	stopCtx, stopCancel := context.WithTimeout(ctx, 3*time.Second)
 	defer stopCancel()
@@ -385,4 +396,146 @@ type busyHandler struct{ fakeHandler }
 
 func (busyHandler) Upgrade(context.Context, *net.UnixConn) error {
 	return fmt.Errorf("an upgrade is already in progress (%w)", ErrBusy)
+}
+
+// stuckHandler's loop never comes back: its pings last until their
+// deadline, its reloads until the server closes.
+type stuckHandler struct{ gatedHandler }
+
+func (stuckHandler) Ping(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestHeartbeatsNeedTheLoop: a heartbeat says the supervisor's loop is
+// alive. While it does not come back to a ping, a waiting reload hears
+// nothing and ends at its silence limit; while it does, heartbeats keep the
+// reload waiting past that limit until its answer.
+func TestHeartbeatsNeedTheLoop(t *testing.T) {
+	shortLimits(t)
+	saved := heartbeatEvery
+	heartbeatEvery = 20 * time.Millisecond
+	t.Cleanup(func() { heartbeatEvery = saved })
+
+	stuck := filepath.Join(shortDir(t), "c.sock")
+	srv, err := Listen(stuck, stuckHandler{gatedHandler{release: make(chan struct{})}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = Call(ctx, stuck, Request{Command: CmdReload})
+	if want := "silent for 1s while working on reload"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("reload on a stuck loop: %v, want %q", err, want)
+	}
+
+	release := make(chan struct{})
+	alive := filepath.Join(shortDir(t), "c.sock")
+	srv2, err := Listen(alive, gatedHandler{release: release}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Close()
+	time.AfterFunc(3*limits.silence, func() { close(release) })
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if resp, err := Call(ctx2, alive, Request{Command: CmdReload}); err != nil || resp.Rollout == nil || resp.Rollout.To != 2 {
+		t.Errorf("reload on a live loop for 3 silence limits: %+v, %v", resp, err)
+	}
+}
+
+// TestClientNeverResendsWorkedOn: a request baton said it works on is not
+// sent again when the connection closes before the answer: baton may have
+// acted on it. One that baton only greeted is sent again to the same pid
+// (a re-exec's), and answered.
+func TestClientNeverResendsWorkedOn(t *testing.T) {
+	shortLimits(t)
+	me := os.Getpid()
+	serve := func(first func(c net.Conn)) (string, *atomic.Int32) {
+		var n atomic.Int32
+		return stranger(t, func(c net.Conn, _ string) {
+			writeLine(c, Response{PID: me, Hello: &Hello{Protocol: 2}})
+			if n.Add(1) == 1 {
+				first(c)
+				c.Close()
+				return
+			}
+			writeLine(c, Response{PID: me, Rollout: &Rollout{From: 1, To: 9, State: "ok"}})
+		}), &n
+	}
+	worked, n := serve(func(c net.Conn) { writeLine(c, Response{PID: me, Working: true}) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := Call(ctx, worked, Request{Command: CmdReload})
+	want := fmt.Sprintf("baton pid %d went away before answering reload", me)
+	if err == nil || !strings.Contains(err.Error(), want) || n.Load() != 1 {
+		t.Errorf("reload: %+v, %v after %d connections; want %q after 1", resp.Rollout, err, n.Load(), want)
+	}
+
+	greeted, n := serve(func(net.Conn) {})
+	resp, err = Call(ctx, greeted, Request{Command: CmdReload})
+	if err != nil || resp.Rollout == nil || resp.Rollout.To != 9 || n.Load() != 2 {
+		t.Errorf("reload greeted, then answered on a second connection: %+v, %v after %d connections", resp.Rollout, err, n.Load())
+	}
+}
+
+// TestClientResendsOnlyToTheSamePID: baton greeted the request and went
+// away unanswered, and another process (a baton restarted after a crash)
+// serves the socket: the request is not sent to it, and its answer is not
+// taken for the first's. The second server is a python3 child, so it has
+// its own pid; it answers every request as baton does.
+func TestClientResendsOnlyToTheSamePID(t *testing.T) {
+	// The client's own limits: it waits, greeted, while python3 starts.
+	me := os.Getpid()
+	greeted, gone := make(chan struct{}), make(chan struct{})
+	path := stranger(t, func(c net.Conn, _ string) {
+		writeLine(c, Response{PID: me, Hello: &Hello{Protocol: 2}})
+		close(greeted)
+		<-gone
+		c.Close()
+	})
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := Call(ctx, path, Request{Command: CmdReload})
+		if err == nil {
+			err = fmt.Errorf("answered %+v", *resp.Rollout)
+		}
+		done <- err
+	}()
+	<-greeted
+	script := `import json, os, socket, sys
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX)
+s.bind(path + ".new")
+s.listen()
+os.rename(path + ".new", path)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.makefile().readline()
+    c.sendall((json.dumps({"pid": os.getpid(), "hello": {"protocol": 2}}) + "\n").encode())
+    c.sendall((json.dumps({"pid": os.getpid(), "rollout": {"from": 1, "to": 9, "state": "ok"}}) + "\n").encode())
+    c.close()`
+	cmd := exec.Command("/usr/bin/python3", "-c", script, path)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("python3 server: %q, %v", line, err)
+	}
+	close(gone)
+	err = <-done
+	want := fmt.Sprintf("baton pid %d went away before answering; pid %d serves the socket now", me, cmd.Process.Pid)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("reload: %v, want %q", err, want)
+	}
 }

@@ -74,6 +74,29 @@ func (s *Supervisor) Status(ctx context.Context) (control.Status, error) {
 	return t.st, err
 }
 
+// Ping returns nil once the loop has run a no-op: the control socket's
+// heartbeats (control.Handler) show the loop alive by it. It returns
+// ctx's error when the loop does not take or run the no-op in time, and
+// ErrShuttingDown once the loop has ended.
+func (s *Supervisor) Ping(ctx context.Context) error {
+	ran := make(chan struct{})
+	select {
+	case s.events <- func() { close(ran) }:
+	case <-s.done:
+		return ErrShuttingDown
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-ran:
+		return nil
+	case <-s.done:
+		return ErrShuttingDown
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (s *Supervisor) snapshot() control.Status {
 	now := s.now()
 	st := control.Status{
