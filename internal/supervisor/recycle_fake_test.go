@@ -611,3 +611,39 @@ func TestRecycleAgeGoesOnWhileMemoryHeld(t *testing.T) {
 		})
 	}
 }
+
+// TestRecycleAboveCeilingClears: status says a worker is above the
+// ceiling (above_ceiling, what a client before recycle_held shows) while
+// its slot backs off for it and it is above the ceiling; once its memory
+// drops below, it no longer says so, though the hold stays (the recycle
+// did not help all the same).
+func TestRecycleAboveCeilingClears(t *testing.T) {
+	high := true
+	a := newWarmingApp(t, 1, func(*proc, int) time.Duration {
+		if !high {
+			return -1
+		}
+		return 1500 * time.Millisecond
+	})
+	ts := a.ts
+	for !ts.snapshot().Workers[0].AboveCeiling {
+		if ts.fw.clock.now.Sub(a.start) > 10*time.Minute {
+			t.Fatalf("never above the ceiling and held in 10 minutes:\n%s", tail(a.journal.String()))
+		}
+		a.step()
+	}
+	held := ts.snapshot().Workers[0]
+	high = false
+	a.step()
+	a.step()
+	w := ts.snapshot().Workers[0]
+	if w.PID != held.PID || w.MemoryBytes != warmLow || w.RecycleHeld != held.RecycleHeld {
+		t.Fatalf("after the memory dropped: %+v; was %+v", w, held)
+	}
+	if w.AboveCeiling {
+		t.Errorf("status says the worker is above the ceiling at %d bytes (ceiling %d)", w.MemoryBytes, uint64(warmCeiling))
+	}
+	if ts.slots[0].MemBackoff != recycleRetry {
+		t.Errorf("back-off %s after the memory dropped, want still %s", ts.slots[0].MemBackoff, recycleRetry)
+	}
+}
