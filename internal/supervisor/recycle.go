@@ -254,6 +254,9 @@ func (s *Supervisor) checkRecycle() {
 		if w == nil || w.State != stateReady {
 			continue
 		}
+		// Only a failed recycle holds a recycle by age: a hold of the
+		// recycles by memory (MemHold) does not, --recycle-after being a
+		// promise about age.
 		if s.cfg.RecycleAfter > 0 && !now.Before(sl.RecycleHold) {
 			// Age counts from readiness: a successor is young however
 			// long it took to start (counted from its start, one slower
