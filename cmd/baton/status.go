@@ -122,7 +122,11 @@ func printWorkers(w io.Writer, st *control.Status) {
 	tw.Flush()
 	for _, wk := range st.Workers {
 		if wk.RecycleHeld != "" && wk.RecycleHeldUntil != nil {
-			fmt.Fprintf(w, "slot %d: %s (not recycled automatically for %s)\n", wk.Slot, control.Printable(wk.RecycleHeld),
+			what := "automatically"
+			if wk.RecycleHeldMemoryOnly {
+				what = "by memory"
+			}
+			fmt.Fprintf(w, "slot %d: %s (not recycled %s for %s)\n", wk.Slot, control.Printable(wk.RecycleHeld), what,
 				max(time.Until(*wk.RecycleHeldUntil), 0).Round(time.Second))
 		}
 	}
@@ -222,6 +226,14 @@ func printWorker(w io.Writer, wk control.Worker) {
 	status := wk.Status
 	if wk.Error != "" {
 		status = "cannot start: " + wk.Error
+	}
+	if wk.AboveCeiling && wk.RecycleHeld == "" {
+		// A baton before recycle_held says a back-off only so.
+		note := fmt.Sprintf("above --recycle-memory from its start (%s), as the worker it replaced: recycling backs off", control.IEC(wk.MemoryBytes))
+		if status != "" {
+			note += "; " + status
+		}
+		status = note
 	}
 	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", wk.Slot, pid, gen, wk.State, up, wk.Restarts, wk.Recycles, cpu, rss, procs, control.Printable(status))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,13 +41,15 @@ func TestPrintStatusSignalRelay(t *testing.T) {
 }
 
 // TestPrintStatusRecycleHeld: a slot whose automatic recycles are held
-// back gets a line saying why and for how long; the others none.
+// back gets a line saying why, which and for how long; the others none.
 func TestPrintStatusRecycleHeld(t *testing.T) {
 	until := time.Now().Add(30*time.Second + 500*time.Millisecond)
 	var out bytes.Buffer
 	printStatus(&out, &control.Status{State: "ready", Version: version, Workers: []control.Worker{
 		{Slot: 0, PID: 10, State: "ready"},
-		{Slot: 1, PID: 11, State: "ready", RecycleHeld: "successor crossed the ceiling 1.5s after ready; raise --recycle-memory", RecycleHeldUntil: &until},
+		{Slot: 1, PID: 11, State: "ready", RecycleHeld: "successor crossed the ceiling 1.5s after ready; raise --recycle-memory", RecycleHeldUntil: &until,
+			RecycleHeldMemoryOnly: true, AboveCeiling: true},
+		{Slot: 2, PID: 12, State: "ready", RecycleHeld: "its last recycle failed: not ready", RecycleHeldUntil: &until},
 	}})
 	var held []string
 	for line := range strings.Lines(out.String()) {
@@ -54,9 +57,30 @@ func TestPrintStatusRecycleHeld(t *testing.T) {
 			held = append(held, strings.TrimSuffix(line, "\n"))
 		}
 	}
-	want := "slot 1: successor crossed the ceiling 1.5s after ready; raise --recycle-memory (not recycled automatically for 30s)"
-	if len(held) != 1 || held[0] != want {
+	want := []string{
+		"slot 1: successor crossed the ceiling 1.5s after ready; raise --recycle-memory (not recycled by memory for 30s)",
+		"slot 2: its last recycle failed: not ready (not recycled automatically for 30s)",
+	}
+	if !slices.Equal(held, want) {
 		t.Errorf("held lines %q, want %q; output:\n%s", held, want, out.String())
+	}
+	if strings.Contains(out.String(), "from its start") {
+		t.Errorf("a slot whose hold is said gets the older note as well:\n%s", out.String())
+	}
+}
+
+// TestPrintStatusAboveCeilingFromOlderBaton: a baton before recycle_held
+// says a slot's back-off only by above_ceiling on its worker; this client
+// says it as that baton's own client did.
+func TestPrintStatusAboveCeilingFromOlderBaton(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, &control.Status{State: "ready", Version: version, Workers: []control.Worker{
+		{Slot: 0, PID: 10, State: "ready"},
+		{Slot: 1, PID: 11, State: "ready", AboveCeiling: true, MemoryBytes: 30 << 20, Status: "serving"},
+	}})
+	const want = "above --recycle-memory from its start (30.0M), as the worker it replaced: recycling backs off; serving"
+	if n := strings.Count(out.String(), "above --recycle-memory"); n != 1 || !strings.Contains(out.String(), want) {
+		t.Errorf("status of a slot an older baton backed off does not say %q once:\n%s", want, out.String())
 	}
 }
 

@@ -228,14 +228,17 @@ type Worker struct {
 	// measured it (0: not measured): its PSS, or, while its RSS (never
 	// less) is below the ceiling, that RSS. AboveCeiling: it replaced a
 	// worker recycled by memory and crossed the ceiling within its warm-up
-	// (a minute after ready), so recycling does not help: its slot backs
-	// off.
+	// (a minute after ready), so recycling does not help: it is above the
+	// ceiling and its slot backs off.
 	MemoryBytes  uint64 `json:"memory_bytes,omitempty"`
 	AboveCeiling bool   `json:"above_ceiling,omitempty"`
-	// RecycleHeld is why the slot is not recycled automatically (by
-	// memory or age) before RecycleHeldUntil; empty when it is not held.
-	RecycleHeld      string     `json:"recycle_held,omitempty"`
-	RecycleHeldUntil *time.Time `json:"recycle_held_until,omitempty"`
+	// RecycleHeld is why the slot is not recycled automatically before
+	// RecycleHeldUntil, by memory only when RecycleHeldMemoryOnly (its
+	// recycles by age go on), else by memory or age; empty when it is not
+	// held.
+	RecycleHeld           string     `json:"recycle_held,omitempty"`
+	RecycleHeldUntil      *time.Time `json:"recycle_held_until,omitempty"`
+	RecycleHeldMemoryOnly bool       `json:"recycle_held_memory_only,omitempty"`
 	// What it costs, read from /proc: CPU in percent of one core since an
 	// earlier status (at least 1 s before; at first since it started), of
 	// the worker and every process it started; resident memory of the

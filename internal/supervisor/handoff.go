@@ -44,15 +44,15 @@ const handoffEnv = "BATON_HANDOFF_FD"
 // exec. 3 hands over every slot and worker field that must survive (the
 // *Kept structs, whole), the removed slots whose workers still drain, the
 // CPU looks and the metrics listener. 4 adds to each slot why its automatic
-// recycles are held back and its recycles by memory of the last hour.
-const HandoffProtocol = 4
+// recycles are held back and its recycles by memory of the last hour. 5
+// adds to each slot a hold of its recycles by memory alone, and why.
+const HandoffProtocol = 5
 
 // HandoffReads is the range of protocols this image reads. Both sides check
 // it the same way: the running image asks the binary on disk for its range
 // (`baton version`) before the exec, the new image checks the state's
-// protocol against its own range after it. A protocol-3 state is protocol
-// 4's without the two slot fields: read, its slots start with no reason
-// shown for a hold and no recycle by memory counted in the last hour.
+// protocol against its own range after it. An older state is this one
+// without some slot fields, read as olderSlots says.
 var HandoffReads = ProtocolRange{Oldest: 3, Newest: HandoffProtocol}
 
 // ProtocolRange is a range of handoff protocols, both ends included.
@@ -436,7 +436,39 @@ func decodeState(r io.Reader) (*handoffState, error) {
 	if !HandoffReads.Reads(st.Protocol) {
 		return nil, fmt.Errorf("handoff state of protocol %d, this baton reads %s", st.Protocol, HandoffReads)
 	}
+	st.olderSlots(time.Now())
 	return &st, nil
+}
+
+// heldBeforeUpgrade is the reason status gives for a hold a protocol-3
+// image set, which did not say why.
+const heldBeforeUpgrade = "held back before the upgrade (the baton before it did not say why)"
+
+// olderSlots reads the slots of a state older than protocol 5 as this
+// image keeps them. A protocol-3 state says no reason for a hold, and
+// counts no recycle by memory in the last hour: a hold still to come is
+// given heldBeforeUpgrade as its reason, so that status shows it and its
+// end is logged. Before protocol 5 one hold held recycles by memory and
+// by age alike: a hold while no recycle of the slot has failed since its
+// last one (RecycleRetry 0) was held by memory, and becomes a hold of
+// recycles by memory alone; any other is kept as it was.
+func (st *handoffState) olderSlots(now time.Time) {
+	if st.Protocol >= 5 {
+		return
+	}
+	for i := range st.Slots {
+		sl := &st.Slots[i]
+		if !now.Before(sl.RecycleHold) {
+			continue
+		}
+		if sl.HoldWhy == "" {
+			sl.HoldWhy = heldBeforeUpgrade
+		}
+		if sl.RecycleRetry == 0 {
+			sl.MemHold, sl.MemHoldWhy = sl.RecycleHold, sl.HoldWhy
+			sl.RecycleHold, sl.HoldWhy = time.Time{}, ""
+		}
+	}
 }
 
 // adopt rebuilds the supervisor from a previous image's state: listeners,

@@ -289,17 +289,58 @@ func jsonName(f reflect.StructField) string {
 	return f.Name
 }
 
-// TestHandoffReadsProtocol3: protocol 4 only added slot fields, so a
-// protocol-3 state (an image before it) is read, those fields empty: an
-// upgrade from it needs no restart.
+// TestHandoffReadsProtocol3: protocols 4 and 5 only added slot fields, so
+// a protocol-3 state (an image before them) is read, those fields empty:
+// an upgrade from it needs no restart. A hold of the slot's recycles that
+// protocol-3 image set, still to come, is shown with a reason (status
+// shows it, and its end is logged): one set while no recycle of the slot
+// had failed was a memory back-off, and holds recycles by memory alone.
 func TestHandoffReadsProtocol3(t *testing.T) {
-	const v3 = `{"protocol":3,"slots":[{"index":0,"restarts":1,"backoff":100000000,"recycles":2,` +
-		`"recycle_hold":"2026-12-02T15:04:05Z","mem_backoff":60000000000,"gen":1,"pid":42}]}`
+	now := time.Now()
+	future, past := now.Add(time.Hour).UTC().Format(time.RFC3339), now.Add(-time.Hour).UTC().Format(time.RFC3339)
+	v3 := `{"protocol":3,"slots":[` +
+		`{"index":0,"restarts":1,"backoff":100000000,"recycles":2,"recycle_hold":"` + future + `","mem_backoff":60000000000,"gen":1,"pid":42},` +
+		`{"index":1,"recycle_hold":"` + future + `","recycle_retry":30000000000,"gen":1,"pid":43},` +
+		`{"index":2,"recycle_hold":"` + past + `","mem_backoff":30000000000,"gen":1,"pid":44}]}`
 	st, err := decodeState(strings.NewReader(v3))
 	if err != nil {
 		t.Fatalf("a protocol-3 state: %v", err)
 	}
-	if sl := st.Slots[0]; sl.MemBackoff != time.Minute || sl.Recycles != 2 || sl.HoldWhy != "" || sl.MemRecycles != nil {
+	if sl := st.Slots[0]; sl.MemBackoff != time.Minute || sl.Recycles != 2 || sl.MemRecycles != nil {
 		t.Errorf("slot read from protocol 3: %+v", sl)
+	}
+	for i, want := range []struct {
+		why        string
+		memoryOnly bool
+	}{{heldBeforeUpgrade, true}, {heldBeforeUpgrade, false}, {"", false}} {
+		sl := slot{slotKept: st.Slots[i].slotKept}
+		if why, _, memoryOnly := sl.held(now); why != want.why || memoryOnly != want.memoryOnly {
+			t.Errorf("slot %d read from protocol 3 is held for %q, by memory only %v; want %q, %v (slot %+v)", i, why, memoryOnly, want.why, want.memoryOnly, sl.slotKept)
+		}
+	}
+}
+
+// TestHandoffReadsProtocol4: a protocol-4 hold held recycles by memory and
+// by age alike. Read, one set while no recycle of the slot had failed was
+// a memory hold, and holds recycles by memory alone; one set by a failed
+// recycle holds both still.
+func TestHandoffReadsProtocol4(t *testing.T) {
+	now := time.Now()
+	future := now.Add(time.Hour).UTC().Format(time.RFC3339)
+	v4 := `{"protocol":4,"slots":[` +
+		`{"index":0,"recycle_hold":"` + future + `","hold_why":"12 recycles by memory in the last hour; raise --recycle-memory","gen":1,"pid":42},` +
+		`{"index":1,"recycle_hold":"` + future + `","hold_why":"its last recycle failed: x","recycle_retry":30000000000,"gen":1,"pid":43}]}`
+	st, err := decodeState(strings.NewReader(v4))
+	if err != nil {
+		t.Fatalf("a protocol-4 state: %v", err)
+	}
+	for i, want := range []struct {
+		why        string
+		memoryOnly bool
+	}{{"12 recycles by memory in the last hour; raise --recycle-memory", true}, {"its last recycle failed: x", false}} {
+		sl := slot{slotKept: st.Slots[i].slotKept}
+		if why, _, memoryOnly := sl.held(now); why != want.why || memoryOnly != want.memoryOnly {
+			t.Errorf("slot %d read from protocol 4 is held for %q, by memory only %v; want %q, %v", i, why, memoryOnly, want.why, want.memoryOnly)
+		}
 	}
 }

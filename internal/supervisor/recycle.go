@@ -37,9 +37,10 @@ const (
 	// together.
 	recycleJitter = 0.1
 	// recycleRetry is how long a slot whose recycle failed waits before it
-	// is recycled automatically again, doubling up to recycleRetryMax; a
-	// slot whose successor crossed the ceiling within its warm-up waits as
-	// long before it is recycled by memory again.
+	// is recycled automatically (by memory or age) again, doubling up to
+	// recycleRetryMax; a slot whose successor crossed the ceiling within its
+	// warm-up waits as long before it is recycled by memory again (its
+	// recycles by age go on).
 	recycleRetry, recycleRetryMax = 30 * time.Second, time.Hour
 	// recycleWarmup is a worker's warm-up: the successor of a recycle by
 	// memory that crosses the ceiling within it (born above it, or grown
@@ -174,29 +175,54 @@ func (s *Supervisor) recycled(r *rollout, err error) {
 // operator's hand, so what held their automatic recycles back is
 // forgotten. The hourly bound is not: it holds whatever is deployed.
 func (s *Supervisor) deployed(r *rollout) {
+	now := s.now()
 	for _, sl := range r.moved {
-		if sl.HoldWhy != "" && s.now().Before(sl.RecycleHold) {
-			s.log.Info("recycling no longer held back: a new generation serves", "slot", sl.Index, "gen", r.to.gen, "was", sl.HoldWhy)
+		for _, h := range []struct {
+			why   string
+			until time.Time
+		}{{sl.HoldWhy, sl.RecycleHold}, {sl.MemHoldWhy, sl.MemHold}} {
+			if h.why != "" && now.Before(h.until) {
+				s.log.Info("recycling no longer held back: a new generation serves", "slot", sl.Index, "gen", r.to.gen, "was", h.why)
+			}
 		}
-		sl.RecycleHold, sl.HoldWhy, sl.RecycleRetry, sl.MemBackoff = time.Time{}, "", 0, 0
+		sl.RecycleHold, sl.HoldWhy, sl.RecycleRetry = time.Time{}, "", 0
+		sl.MemHold, sl.MemHoldWhy, sl.MemBackoff = time.Time{}, "", 0
 	}
 }
 
-// hold holds back the slot's automatic recycles until t, for why, unless
-// they are held back longer already.
+// hold holds back the slot's automatic recycles, by memory and by age,
+// until t, for why, unless they are held back longer already.
 func (sl *slot) hold(t time.Time, why string) {
 	if t.After(sl.RecycleHold) {
 		sl.RecycleHold, sl.HoldWhy = t, why
 	}
 }
 
-// held is why the slot's automatic recycles are held back at now, if they
-// are, and until when.
-func (sl *slot) held(now time.Time) (why string, until time.Time) {
-	if sl.HoldWhy == "" || !now.Before(sl.RecycleHold) {
-		return "", time.Time{}
+// holdMemory holds back the slot's automatic recycles by memory, not those
+// by age, until t, for why, unless they are held back longer already.
+func (sl *slot) holdMemory(t time.Time, why string) {
+	if t.After(sl.MemHold) {
+		sl.MemHold, sl.MemHoldWhy = t, why
 	}
-	return sl.HoldWhy, sl.RecycleHold
+}
+
+// memoryHeld says whether the slot's recycles by memory are held back at
+// now (by either hold).
+func (sl *slot) memoryHeld(now time.Time) bool {
+	return now.Before(sl.RecycleHold) || now.Before(sl.MemHold)
+}
+
+// held is why the slot's automatic recycles are held back at now, if they
+// are, until when, and whether by memory only (recycles by age go on). A
+// hold of all of them is said first: it is the one in force.
+func (sl *slot) held(now time.Time) (why string, until time.Time, memoryOnly bool) {
+	switch {
+	case sl.HoldWhy != "" && now.Before(sl.RecycleHold):
+		return sl.HoldWhy, sl.RecycleHold, false
+	case sl.MemHoldWhy != "" && now.Before(sl.MemHold):
+		return sl.MemHoldWhy, sl.MemHold, true
+	}
+	return "", time.Time{}, false
 }
 
 // recentMemRecycles drops the slot's automatic recycles by memory begun an
@@ -228,6 +254,9 @@ func (s *Supervisor) checkRecycle() {
 		if w == nil || w.State != stateReady {
 			continue
 		}
+		// Only a failed recycle holds a recycle by age: a hold of the
+		// recycles by memory (MemHold) does not, --recycle-after being a
+		// promise about age.
 		if s.cfg.RecycleAfter > 0 && !now.Before(sl.RecycleHold) {
 			// Age counts from readiness: a successor is young however
 			// long it took to start (counted from its start, one slower
@@ -284,13 +313,14 @@ func (s *Supervisor) checkRecycle() {
 // crossed the ceiling within its warm-up (recycleWarmup after it was
 // ready: born above it, or grown past it as it warmed up) needs what the
 // ceiling does not give, as the worker it replaced did. It is reported,
-// once, and its slot is not recycled automatically for 30 s, doubling up
-// to an hour, instead of in a loop; a successor that stays below the
+// once, and its slot is not recycled by memory for 30 s, doubling up to an
+// hour, instead of in a loop (its recycles by age go on); a successor that stays below the
 // ceiling through its warm-up ends the doubling. The first workers, and
 // those of a deploy or a crash restart, get no such benefit of the doubt:
 // a worker that crossed the ceiling quickly under load is a fast leak, and
 // is recycled. Whatever the app does, a slot is recycled by memory at most
-// recycleHourly times in any hour.
+// recycleHourly times in any hour: past that, it is not recycled by
+// memory until the oldest of those is an hour old (by age, it is).
 func (s *Supervisor) onMemory(figures map[int]uint64, ceiling uint64, now time.Time) {
 	for pid, m := range figures {
 		w := s.workers[pid]
@@ -301,7 +331,7 @@ func (s *Supervisor) onMemory(figures map[int]uint64, ceiling uint64, now time.T
 		w.Memory = m
 		if ceiling == 0 || m <= ceiling {
 			w.OverSince = time.Time{}
-			if w.MemSuccessor && !w.AboveCeiling && sl.MemBackoff > 0 && now.Sub(w.ReadyAt) >= recycleWarmup {
+			if w.MemSuccessor && !w.CrossedInWarmup && sl.MemBackoff > 0 && now.Sub(w.ReadyAt) >= recycleWarmup {
 				sl.MemBackoff = 0 // the recycle helped
 			}
 			continue
@@ -315,19 +345,19 @@ func (s *Supervisor) onMemory(figures map[int]uint64, ceiling uint64, now time.T
 		}
 		recent := sl.recentMemRecycles(now)
 		switch crossed := w.OverSince.Sub(w.ReadyAt); {
-		case w.MemSuccessor && !w.AboveCeiling && crossed < recycleWarmup:
-			w.AboveCeiling = true
+		case w.MemSuccessor && !w.CrossedInWarmup && crossed < recycleWarmup:
+			w.CrossedInWarmup = true
 			sl.MemBackoff = min(max(2*sl.MemBackoff, recycleRetry), recycleRetryMax)
 			why := fmt.Sprintf("successor crossed the ceiling %s after ready; raise --recycle-memory", crossed.Round(100*time.Millisecond))
-			sl.hold(now.Add(sl.MemBackoff), why)
+			sl.holdMemory(now.Add(sl.MemBackoff), why)
 			s.log.Warn("recycling by memory held back: "+why, "slot", sl.Index, "pid", pid,
 				"memory", control.IEC(m), "ceiling", control.IEC(ceiling), "for", sl.MemBackoff)
-		case now.Before(sl.RecycleHold):
+		case sl.memoryHeld(now):
 		case len(recent) >= recycleHourly:
 			why := fmt.Sprintf("%d recycles by memory in the last hour; raise --recycle-memory", len(recent))
-			sl.hold(recent[len(recent)-recycleHourly].Add(time.Hour), why)
+			sl.holdMemory(recent[len(recent)-recycleHourly].Add(time.Hour), why)
 			s.log.Warn("recycling by memory held back: "+why, "slot", sl.Index, "pid", pid,
-				"memory", control.IEC(m), "ceiling", control.IEC(ceiling), "for", sl.RecycleHold.Sub(now).Round(time.Second))
+				"memory", control.IEC(m), "ceiling", control.IEC(ceiling), "for", sl.MemHold.Sub(now).Round(time.Second))
 		default:
 			s.queueRecycle(sl, control.RecycleMemory, fmt.Sprintf("memory %s above --recycle-memory %s for %s",
 				control.IEC(m), control.IEC(ceiling), above.Round(time.Second)))

@@ -432,7 +432,7 @@ func TestRecycleHourlyBound(t *testing.T) {
 		var held control.Worker
 		for end := a.ts.fw.clock.now.Add(150 * time.Minute); a.ts.fw.clock.now.Before(end); {
 			a.step()
-			if why, _ := a.ts.slots[0].held(a.ts.fw.clock.now); held.RecycleHeld == "" && why != "" {
+			if why, _, _ := a.ts.slots[0].held(a.ts.fw.clock.now); held.RecycleHeld == "" && why != "" {
 				held = a.ts.snapshot().Workers[0]
 			}
 		}
@@ -527,9 +527,9 @@ func TestRecycleWarmUpDeployClears(t *testing.T) {
 		}
 		a.step()
 	}
-	if at := a.recycles[0][before:]; len(at) != 1 || ts.slots[0].MemBackoff != recycleRetry || ts.slots[0].RecycleHold.Sub(ts.fw.clock.now) != recycleRetry {
+	if at := a.recycles[0][before:]; len(at) != 1 || ts.slots[0].MemBackoff != recycleRetry || ts.slots[0].MemHold.Sub(ts.fw.clock.now) != recycleRetry {
 		t.Errorf("after the deploy of generation 3 at %s: recycled at %v, back-off %s, held until %s",
-			deployed.Sub(a.start), a.since(at), ts.slots[0].MemBackoff, ts.slots[0].RecycleHold.Sub(a.start))
+			deployed.Sub(a.start), a.since(at), ts.slots[0].MemBackoff, ts.slots[0].MemHold.Sub(a.start))
 	}
 }
 
@@ -559,5 +559,91 @@ func TestRecycleByHandWhileHeld(t *testing.T) {
 	}
 	if w := ts.snapshot().Workers[0]; w.RecycleHeld != held.RecycleHeld || !w.RecycleHeldUntil.Equal(*held.RecycleHeldUntil) {
 		t.Errorf("after the recycle by hand: held %q until %v, was %q until %v", w.RecycleHeld, w.RecycleHeldUntil, held.RecycleHeld, held.RecycleHeldUntil)
+	}
+}
+
+// TestRecycleAgeGoesOnWhileMemoryHeld: --recycle-after is a promise about
+// age, so a slot whose recycles by memory are held back (its successors
+// cross the ceiling within their warm-up, or the hourly bound is reached)
+// is still recycled by age: no worker serves much past the limit. The
+// memory holds still hold: recycles by memory stay as few as without
+// --recycle-after.
+func TestRecycleAgeGoesOnWhileMemoryHeld(t *testing.T) {
+	const after = 2 * time.Minute
+	for _, c := range []struct {
+		name    string
+		crossAt time.Duration
+		held    string // the memory hold that must have been seen
+		most    uint64 // recycles by memory of both slots in the hour, at most
+	}{
+		{"warm-up back-off", 1500 * time.Millisecond, "successor crossed the ceiling ", 2 * 7},
+		{"hourly bound", 65 * time.Second, "12 recycles by memory in the last hour", 2 * recycleHourly},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := newWarmingApp(t, 2, func(*proc, int) time.Duration { return c.crossAt })
+			a.ts.cfg.RecycleAfter = after
+			seen := false
+			for end := a.ts.fw.clock.now.Add(time.Hour); a.ts.fw.clock.now.Before(end); {
+				a.step()
+				for _, w := range a.ts.snapshot().Workers {
+					if strings.HasPrefix(w.RecycleHeld, c.held) && w.RecycleHeldMemoryOnly {
+						seen = true
+					}
+				}
+			}
+			if !seen {
+				t.Fatalf("no slot's recycles by memory were held back for %q in an hour: the test shows nothing:\n%s", c.held, tail(a.journal.String()))
+			}
+			for i := range 2 {
+				at := a.recycles[i]
+				prev, longest := a.start, time.Duration(0)
+				for _, r := range append(slices.Clone(at), a.ts.fw.clock.now) {
+					longest, prev = max(longest, r.Sub(prev)), r
+				}
+				// The limit, less its jitter, then the next look.
+				if longest > after+recycleEvery {
+					t.Errorf("slot %d: a worker served %s unrecycled, past --recycle-after %s (recycles at %v)", i, longest, after, a.since(at))
+				}
+			}
+			if n, age := a.ts.Totals.Recycles[control.RecycleMemory], a.ts.Totals.Recycles[control.RecycleAge]; n > c.most || age == 0 {
+				t.Errorf("%d recycles by memory in an hour (at most %d), %d by age", n, c.most, age)
+			}
+		})
+	}
+}
+
+// TestRecycleAboveCeilingClears: status says a worker is above the
+// ceiling (above_ceiling, what a client before recycle_held shows) while
+// its slot backs off for it and it is above the ceiling; once its memory
+// drops below, it no longer says so, though the hold stays (the recycle
+// did not help all the same).
+func TestRecycleAboveCeilingClears(t *testing.T) {
+	high := true
+	a := newWarmingApp(t, 1, func(*proc, int) time.Duration {
+		if !high {
+			return -1
+		}
+		return 1500 * time.Millisecond
+	})
+	ts := a.ts
+	for !ts.snapshot().Workers[0].AboveCeiling {
+		if ts.fw.clock.now.Sub(a.start) > 10*time.Minute {
+			t.Fatalf("never above the ceiling and held in 10 minutes:\n%s", tail(a.journal.String()))
+		}
+		a.step()
+	}
+	held := ts.snapshot().Workers[0]
+	high = false
+	a.step()
+	a.step()
+	w := ts.snapshot().Workers[0]
+	if w.PID != held.PID || w.MemoryBytes != warmLow || w.RecycleHeld != held.RecycleHeld {
+		t.Fatalf("after the memory dropped: %+v; was %+v", w, held)
+	}
+	if w.AboveCeiling {
+		t.Errorf("status says the worker is above the ceiling at %d bytes (ceiling %d)", w.MemoryBytes, uint64(warmCeiling))
+	}
+	if ts.slots[0].MemBackoff != recycleRetry {
+		t.Errorf("back-off %s after the memory dropped, want still %s", ts.slots[0].MemBackoff, recycleRetry)
 	}
 }

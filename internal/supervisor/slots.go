@@ -42,15 +42,20 @@ type slotKept struct {
 	// workers may still drain.
 	Removed bool `json:"removed,omitempty"`
 	// Recycles counts its workers replaced by recycling. The slot is not
-	// recycled automatically before RecycleHold, for the reason HoldWhy
-	// (for status): its automatic recycle failed (RecycleRetry, doubling),
-	// its successor crossed the memory ceiling within its warm-up
-	// (MemBackoff, doubling), or MemRecycles, the automatic recycles by
-	// memory begun in the last hour, reached their bound (recycle.go).
+	// recycled automatically, by memory or age, before RecycleHold, for the
+	// reason HoldWhy (for status): its automatic recycle failed
+	// (RecycleRetry, doubling). It is not recycled by memory before
+	// MemHold, for the reason MemHoldWhy: its successor crossed the memory
+	// ceiling within its warm-up (MemBackoff, doubling), or MemRecycles,
+	// the automatic recycles by memory begun in the last hour, reached
+	// their bound (recycle.go). A memory hold never holds an age recycle:
+	// --recycle-after is a promise about age.
 	Recycles     int           `json:"recycles,omitempty"`
 	RecycleHold  time.Time     `json:"recycle_hold,omitzero"`
 	HoldWhy      string        `json:"hold_why,omitempty"`
 	RecycleRetry time.Duration `json:"recycle_retry,omitempty"`
+	MemHold      time.Time     `json:"mem_hold,omitzero"`
+	MemHoldWhy   string        `json:"mem_hold_why,omitempty"`
 	MemBackoff   time.Duration `json:"mem_backoff,omitempty"`
 	MemRecycles  []time.Time   `json:"mem_recycles,omitempty"`
 }
@@ -118,16 +123,18 @@ type procKept struct {
 	Watchdog   time.Duration  `json:"watchdog"` // the worker's watchdog; 0 is off
 
 	// For recycling (recycle.go): its tree's last memory figure (0: none
-	// yet), since when it is above the ceiling, whether it crossed it
-	// within its warm-up as the successor of a recycle by memory, and its
-	// share of the age limit's jitter.
-	Memory       uint64    `json:"memory,omitempty"`
-	MemErr       bool      `json:"mem_err,omitempty"` // a figure could not be read, and that was said
-	ReadyAt      time.Time `json:"ready_at,omitzero"`
-	OverSince    time.Time `json:"over_since,omitzero"`
-	AboveCeiling bool      `json:"above_ceiling,omitempty"`
-	MemSuccessor bool      `json:"mem_successor,omitempty"` // it replaced a worker recycled by memory
-	Jitter       float64   `json:"jitter,omitempty"`
+	// yet), since when it is above the ceiling (zero: below it at the last
+	// look), whether it crossed it within its warm-up as the successor of
+	// a recycle by memory (and so backed its slot off, once; it stays set
+	// when its memory drops: the recycle did not help), and its share of
+	// the age limit's jitter.
+	Memory          uint64    `json:"memory,omitempty"`
+	MemErr          bool      `json:"mem_err,omitempty"` // a figure could not be read, and that was said
+	ReadyAt         time.Time `json:"ready_at,omitzero"`
+	OverSince       time.Time `json:"over_since,omitzero"`
+	CrossedInWarmup bool      `json:"above_ceiling,omitempty"`
+	MemSuccessor    bool      `json:"mem_successor,omitempty"` // it replaced a worker recycled by memory
+	Jitter          float64   `json:"jitter,omitempty"`
 }
 
 // deathSignal is what a worker gets if baton dies (kill -9, OOM killer).

@@ -211,7 +211,9 @@ func (s *Supervisor) describe(w *proc, now time.Time) control.Worker {
 		Status:        w.Status,
 		Recycles:      w.slot.Recycles,
 		MemoryBytes:   w.Memory,
-		AboveCeiling:  w.AboveCeiling,
+		// Said while it is above the ceiling and recycling by memory
+		// backs off for it, as a baton before recycle_held said it.
+		AboveCeiling: w.CrossedInWarmup && !w.OverSince.IsZero() && w.slot.memoryHeld(now),
 	}
 }
 
@@ -223,10 +225,10 @@ func exeReplaced() bool {
 	return err == nil && strings.HasSuffix(exe, " (deleted)")
 }
 
-// addHeld says in cw why, and until when, its slot's automatic recycles
-// are held back, if they are.
+// addHeld says in cw why, until when and which of its slot's automatic
+// recycles are held back, if they are.
 func addHeld(cw *control.Worker, sl *slot, now time.Time) {
-	if why, until := sl.held(now); why != "" {
-		cw.RecycleHeld, cw.RecycleHeldUntil = why, &until
+	if why, until, memoryOnly := sl.held(now); why != "" {
+		cw.RecycleHeld, cw.RecycleHeldUntil, cw.RecycleHeldMemoryOnly = why, &until, memoryOnly
 	}
 }
