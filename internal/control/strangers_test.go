@@ -437,11 +437,15 @@ func TestHeartbeatsNeedTheLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv2.Close()
-	time.AfterFunc(3*limits.silence, func() { close(release) })
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	// A live loop's heartbeats come every 20 ms: the silence limit is
+	// longer here only so that a busy machine's scheduling cannot make a
+	// gap that long; the answer comes after 1.5 of it.
+	limits.silence = 3 * time.Second
+	time.AfterFunc(limits.silence*3/2, func() { close(release) })
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel2()
 	if resp, err := Call(ctx2, alive, Request{Command: CmdReload}); err != nil || resp.Rollout == nil || resp.Rollout.To != 2 {
-		t.Errorf("reload on a live loop for 3 silence limits: %+v, %v", resp, err)
+		t.Errorf("reload on a live loop for 1.5 silence limits: %+v, %v", resp, err)
 	}
 }
 
