@@ -3,12 +3,9 @@ package supervisor
 import (
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/batonsd/baton/internal/proctree"
-	"github.com/batonsd/baton/internal/worker"
 	"github.com/batonsd/baton/notify"
 	"golang.org/x/sys/unix"
 )
@@ -16,40 +13,6 @@ import (
 // The whole supervisor in a fake world: workers and helper commands are
 // fakes, time moves when the test says, and the test is the event loop
 // (what Run's select would run, it runs in the order the race needs).
-
-type fakeWorld struct {
-	clock   fakeClock
-	pid     int
-	procs   map[int]*fakeProcess
-	helpers [][]string     // the argv of each helper command started
-	specs   []worker.Spec  // what each worker was started from
-	mem     map[int]uint64 // each worker tree's memory, for --recycle-memory
-}
-
-func (fw *fakeWorld) world() world {
-	return world{
-		getenv:    func(string) string { return "" },
-		environ:   func() []string { return nil },
-		now:       func() time.Time { return fw.clock.now },
-		afterFunc: fw.clock.afterFunc,
-		start: func(spec worker.Spec) (process, error) {
-			fw.pid++
-			fw.specs = append(fw.specs, spec)
-			p := newFakeProcess(fw.pid, spec.Slot, spec.Generation, fw.clock.now)
-			fw.procs[fw.pid] = p
-			return p, nil
-		},
-		pin:        func(*Config, string) error { return nil },
-		stillThere: func(GenSettings) error { return nil },
-		memory:     func(pid int, _ uint64) (uint64, error) { return fw.mem[pid], nil },
-		forkExec: func(_ string, argv []string, _ *syscall.ProcAttr) (int, error) {
-			fw.pid++
-			fw.helpers = append(fw.helpers, argv)
-			return fw.pid, nil
-		},
-		usage: func(int) (own, tree proctree.Usage, procs int) { return }, // no processes to read
-	}
-}
 
 type testSupervisor struct {
 	*Supervisor
@@ -83,33 +46,27 @@ func newTestSupervisor(t *testing.T, cfg Config) *testSupervisor {
 	return ts
 }
 
-// settle runs what the loop has queued until nothing is.
+// settle runs the loop's step until no event is ready: what Run's loop
+// would run next, without waiting for anything.
 func (ts *testSupervisor) settle() {
+	in := &loopIn{idle: closedChan}
 	for {
-		for len(ts.later) > 0 {
-			f := ts.later[0]
-			ts.later = ts.later[1:]
-			f()
-		}
-		select {
-		case f := <-ts.events:
-			f()
-		default:
-			if len(ts.later) == 0 {
+		switch ts.step(in) {
+		case stepEnded:
+			return
+		case stepIdle:
+			if len(ts.later) == 0 && len(ts.events) == 0 && (len(ts.toStart) == 0 || ts.stopping) {
 				return
 			}
 		}
 	}
 }
 
-// await runs the next event a goroutine posts (a helper's exit, a failed
-// worker's output read), then settles.
+// await lets the next thing off the loop happen (output that has ended or
+// whose grace has passed, a memory reading), then settles.
 func (ts *testSupervisor) await(what string) {
 	ts.t.Helper()
-	select {
-	case f := <-ts.events:
-		f()
-	case <-time.After(10 * time.Second):
+	if !ts.fw.offLoop() {
 		ts.t.Fatalf("%s never reached the loop", what)
 	}
 	ts.settle()
@@ -132,6 +89,7 @@ func (ts *testSupervisor) helperExits(code int) {
 		ts.t.Fatalf("%d helper commands running, want 1", len(ts.helpers))
 	}
 	for _, h := range ts.helpers {
+		<-h.readDone // nothing writes to it: it ends with the fork
 		ts.onHelperExit(h, unix.WaitStatus(code<<8))
 	}
 	ts.await("the helper's exit")
