@@ -129,6 +129,7 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 		if reply != nil {
 			reply <- err
 		}
+		s.soon(s.convergeSlots)
 		s.soon(s.nextRecycle) // recycles asked for meanwhile waited for it
 	}
 	// blocked fails the upgrade if something is in its way; one a signal
@@ -491,7 +492,11 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	}
 	for _, sl := range s.slots {
 		if sl.w == nil {
-			s.scheduleStart(sl) // its restart was waiting in the old image
+			// Its restart was waiting in the old image, which doubled the
+			// backoff already.
+			backoff := sl.Backoff
+			s.scheduleStart(sl)
+			sl.Backoff = backoff
 		}
 	}
 	s.log.Info("re-executed in place: workers adopted", "exe", s.exe, "version", s.cfg.Version,
@@ -504,6 +509,7 @@ func (s *Supervisor) adopt(st *handoffState) error {
 		s.log.Warn("signals sent during the re-exec may be lost", "err", err)
 	}
 	s.actOn(sigs)
+	s.soon(s.convergeSlots) // a slot the old image had still to bring back
 	return nil
 }
 
