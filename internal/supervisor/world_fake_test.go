@@ -74,6 +74,9 @@ type fakeTimer struct {
 	f       func()
 	stopped bool
 	fired   bool
+	// unlisted: dropped from the clock's list once stopped or fired;
+	// Reset lists it again.
+	unlisted bool
 }
 
 func (c *fakeClock) afterFunc(d time.Duration, f func()) timer {
@@ -101,6 +104,10 @@ func (t *fakeTimer) Stop() bool {
 func (t *fakeTimer) Reset(d time.Duration) bool {
 	was := t.Stop()
 	t.stopped, t.fired, t.at = false, false, t.c.now.Add(d)
+	if t.unlisted {
+		t.unlisted = false
+		t.c.timers = append(t.c.timers, t)
+	}
 	return was
 }
 
