@@ -74,8 +74,8 @@ var simRegressions = []uint64{
 	139,  // a rollback whose previous-generation worker failed left the slot serving the failed generation for good
 	748,  // the same, with a scale asked meanwhile: it was answered ok before the slot came back
 	1352, // the same, its recycle failed and held: a scale answered ok meanwhile
-	805,  // the same, with an upgrade deferred meanwhile: the slot's recycle waited for it, it for nothing
-	2,    // the same, across an upgrade: the new image had to bring the slot back
+	805,  // an earlier form of that fix: the slot's recycle waited for a deferred upgrade, which waited for nothing
+	2,    // an earlier form of that fix: across an upgrade, the new image did not bring the slot back
 }
 
 // simInvariants are what the simulator checks, by the names its failures
@@ -163,6 +163,8 @@ func (e simEvent) String() string {
 			return "memory: all below the ceiling"
 		}
 		return fmt.Sprintf("memory: #%d above the ceiling", e.a)
+	case evShutListener:
+		return "shut listener, " + [...]string{"checked at once", "found at the next readiness"}[e.b%2]
 	case evReady, evDrained:
 		return fmt.Sprintf("%s #%d", simKindNames[e.kind], e.a)
 	}
@@ -341,9 +343,12 @@ func (w *simLogWriter) Write(b []byte) (int, error) {
 // simStack is where a panic came from, in the engine's own files.
 func simStack() string {
 	var lines []string
-	for l := range strings.Lines(string(debug.Stack())) {
-		if strings.Contains(l, "internal/supervisor/") && !strings.Contains(l, "_test.go") {
-			lines = append(lines, "    "+strings.TrimSpace(l))
+	all := strings.Split(string(debug.Stack()), "\n")
+	for i, l := range all {
+		if i > 0 && strings.Contains(l, "internal/supervisor/") && !strings.Contains(l, "_test.go") {
+			fn, _, _ := strings.Cut(strings.TrimSpace(all[i-1]), "(")
+			file, _, _ := strings.Cut(strings.TrimSpace(l), " ")
+			lines = append(lines, fmt.Sprintf("    %s %s", fn, file[strings.LastIndex(file, "/")+1:]))
 		}
 	}
 	return strings.Join(lines, "\n")
@@ -898,8 +903,10 @@ func (sim *sim) play(e simEvent) {
 	case evShutListener:
 		if len(s.listeners) > 0 {
 			unix.Shutdown(s.listeners[0].FD(), unix.SHUT_RD)
-			sim.tick <- sim.fw.clock.now
-			sim.rest()
+			if e.b%2 == 0 { // else the check at the next worker's readiness finds it
+				sim.tick <- sim.fw.clock.now
+				sim.rest()
+			}
 		}
 	case evPinFails:
 		sim.pinFail = true
