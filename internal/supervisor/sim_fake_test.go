@@ -118,16 +118,17 @@ const (
 	evShutListener                // a worker shuts the shared listener down; the listener check runs
 	evPinFails                    // the next pin fails
 	evExecFails                   // the next exec fails
+	evCancel                      // Run's context ends
 	nKinds
 )
 
 var simKindNames = [...]string{"time", "ready", "crash", "drained", "notify", "memory", "helper", "reload", "await-reload",
-	"scale", "recycle", "rollback", "upgrade", "stop", "status", "signal", "shut listener", "pin fails", "exec fails"}
+	"scale", "recycle", "rollback", "upgrade", "stop", "status", "signal", "shut listener", "pin fails", "exec fails", "context done"}
 
 // simWeights is how often each kind comes in a schedule.
 var simWeights = [nKinds]int{evTime: 22, evReady: 22, evCrash: 6, evDrained: 10, evNotify: 4, evMemory: 4, evHelper: 9,
 	evReload: 6, evAwaitReload: 2, evScale: 4, evRecycle: 4, evRollback: 3, evUpgrade: 5, evStop: 1, evStatus: 2,
-	evSignal: 4, evShutListener: 1, evPinFails: 2, evExecFails: 1}
+	evSignal: 4, evShutListener: 1, evPinFails: 2, evExecFails: 1, evCancel: 1}
 
 var simSignals = []syscall.Signal{unix.SIGHUP, unix.SIGUSR1, unix.SIGUSR2, unix.SIGHUP, unix.SIGUSR2, unix.SIGTERM, unix.SIGINT}
 
@@ -292,6 +293,10 @@ type sim struct {
 	event    int // the event being played
 	trace    []string
 	verbose  bool
+	// lingering are exited workers whose output has not ended yet; cancel
+	// ends Run's context.
+	lingering []*fakeProcess
+	cancel    context.CancelFunc
 }
 
 // simRun plays a schedule; it returns the failure, if any, and the trace.
@@ -433,7 +438,9 @@ func (sim *sim) boot() {
 		sim.fail(invPanic, "new: %v", err)
 	}
 	sim.s = s
-	in, cleanUp, err := s.setUp(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	sim.cancel = cancel
+	in, cleanUp, err := s.setUp(ctx)
 	sim.cleanUp = cleanUp
 	if err != nil {
 		sim.fail(invPanic, "set up: %v", err)
@@ -553,7 +560,9 @@ func (sim *sim) takeOver(x simExeced) {
 		sim.fail(invRoundTrip, "the new image: %v", err)
 	}
 	sim.s = s
-	in, cleanUp, err := s.setUp(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	sim.cancel = cancel
+	in, cleanUp, err := s.setUp(ctx)
 	sim.cleanUp = cleanUp
 	if err != nil {
 		sim.fail(invRoundTrip, "the new image's set-up: %v", err)
@@ -627,6 +636,9 @@ func (sim *sim) stepOnce() (r stepResult) {
 // pending reports whether the loop has something ready.
 func (sim *sim) pending() bool {
 	s := sim.s
+	if sim.in.ctxDone != nil && sim.in.ctx.Err() != nil {
+		return true
+	}
 	return len(s.later) > 0 || len(s.events) > 0 || len(sim.sigs) > 0 || len(sim.tick) > 0 || (len(s.toStart) > 0 && !s.stopping)
 }
 
@@ -670,7 +682,13 @@ func (sim *sim) exit(pid int, ws unix.WaitStatus) {
 	sp := sim.procs[pid]
 	sp.exited = true
 	if sp.p != nil {
-		close(sp.p.done)
+		// Its output ends with it, or later: a child of its own may hold
+		// the pipe (it ends at the next event, or when baton cuts it).
+		if sim.rng.IntN(4) == 0 {
+			sim.lingering = append(sim.lingering, sp.p)
+		} else {
+			sp.p.outputEnds()
+		}
 	} else if h := sim.s.helpers[pid]; h != nil {
 		select { // the helper's output is read to its end before its exit is reaped
 		case <-h.readDone:
@@ -686,6 +704,9 @@ func (sim *sim) exit(pid int, ws unix.WaitStatus) {
 // end is the loop's end: Run's finish, and no process may be left.
 func (sim *sim) end() {
 	sim.ended = true
+	for _, p := range sim.lingering {
+		p.outputEnds() // at the latest when the reader is cut (waitOutput's grace)
+	}
 	sim.s.finish()
 	for _, pid := range slices.Sorted(maps.Keys(sim.procs)) {
 		if sp := sim.procs[pid]; !sp.exited && !sp.dying {
@@ -833,6 +854,13 @@ func (sim *sim) pick(a int, fits func(w *proc) bool) int {
 func (sim *sim) play(e simEvent) {
 	s := sim.s
 	sim.note("%s  | %s", e, sim.summary())
+	if len(sim.lingering) > 0 && e.kind != evTime { // the time for outputGrace to pass
+		for _, p := range sim.lingering {
+			p.outputEnds()
+		}
+		sim.lingering = nil
+		sim.rest()
+	}
 	switch e.kind {
 	case evTime:
 		sim.advance(e.d)
@@ -912,6 +940,9 @@ func (sim *sim) play(e simEvent) {
 		sim.pinFail = true
 	case evExecFails:
 		sim.execFail = true
+	case evCancel:
+		sim.cancel()
+		sim.rest()
 	}
 }
 

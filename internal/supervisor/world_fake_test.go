@@ -33,7 +33,14 @@ func newFakeProcess(pid, slot, gen int, started time.Time) *fakeProcess {
 	return &fakeProcess{info: worker.Info{PID: pid, Slot: slot, Generation: gen, Started: started}, done: make(chan struct{})}
 }
 
-func (p *fakeProcess) outputEnds() { close(p.done) }
+// outputEnds ends its output (once, whoever asks first).
+func (p *fakeProcess) outputEnds() {
+	select {
+	case <-p.done:
+	default:
+		close(p.done)
+	}
+}
 
 func (p *fakeProcess) Info() worker.Info { return p.info }
 
@@ -54,7 +61,7 @@ func (p *fakeProcess) Warn(string, ...any)                {}
 func (p *fakeProcess) NotifyAddr() string                 { return "" }
 func (p *fakeProcess) OutputStreams() []worker.Stream     { return nil }
 func (p *fakeProcess) OutputFDs(func(worker.Stream, int)) {}
-func (p *fakeProcess) CloseOutput()                       {}
+func (p *fakeProcess) CloseOutput()                       { p.outputEnds() }
 
 func (p *fakeProcess) Handoff() (worker.Handoff, error) {
 	i := p.info
