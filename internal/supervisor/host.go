@@ -144,8 +144,12 @@ func (s *Supervisor) newGen(cfg Config) *genSpec {
 	return &genSpec{gen: s.LastGen, cfg: cfg}
 }
 
-// restartSlot restarts an empty slot as after a crash (rolloutHost).
-func (s *Supervisor) restartSlot(sl *slot) { s.onCrash(sl, 0) }
+// restartSlot starts a worker in a slot a rollout left empty, after the
+// slot's backoff (rolloutHost). What emptied it is the rollout's own (a new
+// generation's worker failed, a rollback's could not be started), never a
+// crash of the serving generation, which was counted at its exit: nothing
+// counts against --crash-limit here.
+func (s *Supervisor) restartSlot(sl *slot) { s.scheduleStart(sl) }
 
 // afterOutput calls f on the loop once w's output is read to its end, or
 // after tailGrace (rolloutHost): the reason of a failure quotes the

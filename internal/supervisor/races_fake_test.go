@@ -3,11 +3,15 @@ package supervisor
 import (
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/batonsd/baton/notify"
 	"golang.org/x/sys/unix"
+
+	"github.com/batonsd/baton/internal/control"
+	"github.com/batonsd/baton/internal/worker"
+	"github.com/batonsd/baton/notify"
 )
 
 // The whole supervisor in a fake world: workers and helper commands are
@@ -322,5 +326,30 @@ func TestStopAsTheRolloutEnds(t *testing.T) {
 		if w.State != stateDraining {
 			t.Errorf("worker %d (generation %d) is %s, want draining", w.pid, w.spec.gen, w.State)
 		}
+	}
+}
+
+// TestRollbackStartFailureIsNoCrash: a rollout's new worker in a slot it
+// had moved exits, and the rollback cannot start the previous generation's
+// worker there (baton's own fork fails). The slot restarts after its
+// backoff; nothing counts against --crash-limit: no worker of the serving
+// generation crashed. (Counted, it could reach the limit and stop baton in
+// the middle of the rollback, which then went on starting workers.)
+func TestRollbackStartFailureIsNoCrash(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 2})
+	reply := make(chan rolloutResult, 1)
+	ts.requestRollout(reply)
+	ts.ready(ts.incoming(0)) // slot 0 moved to generation 2
+	ts.fw.startErr = &worker.ExecError{Path: "worker", Err: syscall.EAGAIN}
+	ts.exit(ts.slots[0].w, 1)
+	ts.fw.startErr = nil
+	if ts.rollout == nil || ts.rollout.phase != phaseRollingBack {
+		t.Fatalf("rollout %+v, want it rolling back", ts.rollout)
+	}
+	if len(ts.Crashes) != 0 || ts.Totals.Crashes[control.CauseExit] != 0 {
+		t.Errorf("crashes %v, totals %v: a rollback's failed start counted as a crash", ts.Crashes, ts.Totals.Crashes)
+	}
+	if ts.slots[0].restart == nil {
+		t.Error("slot 0, left empty, does not restart")
 	}
 }

@@ -129,6 +129,8 @@ type fakeWorld struct {
 	helpers [][]string     // the argv of each helper command started
 	specs   []worker.Spec  // what each worker was started from
 	mem     map[int]uint64 // each worker tree's memory, for --recycle-memory
+	// startErr, if set, is what a worker start fails with.
+	startErr error
 	// watches are the world's watch calls not answered yet; later, the
 	// background calls not run yet.
 	watches []*fakeWatch
@@ -155,6 +157,9 @@ func (fw *fakeWorld) world() world {
 		},
 		background: func(f func()) { fw.later = append(fw.later, f) },
 		start: func(spec worker.Spec) (process, error) {
+			if fw.startErr != nil {
+				return nil, fw.startErr
+			}
 			fw.pid++
 			fw.specs = append(fw.specs, spec)
 			p := newFakeProcess(fw.pid, spec.Slot, spec.Generation, fw.clock.now)
