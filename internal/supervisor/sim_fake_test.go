@@ -350,7 +350,10 @@ func simStack() string {
 	all := strings.Split(string(debug.Stack()), "\n")
 	for i, l := range all {
 		if i > 0 && strings.Contains(l, "internal/supervisor/") && !strings.Contains(l, "_test.go") {
-			fn, _, _ := strings.Cut(strings.TrimSpace(all[i-1]), "(")
+			fn := strings.TrimSpace(all[i-1])
+			if j := strings.LastIndex(fn, "("); j > 0 {
+				fn = fn[strings.LastIndex(fn[:j], "/")+1 : j]
+			}
 			file, _, _ := strings.Cut(strings.TrimSpace(l), " ")
 			lines = append(lines, fmt.Sprintf("    %s %s", fn, file[strings.LastIndex(file, "/")+1:]))
 		}
