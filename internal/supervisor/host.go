@@ -211,7 +211,7 @@ func (s *Supervisor) removeSlots(keep int) {
 // before the worker it replaces drains; a slot whose recycle failed is
 // tried again after its hold (RecycleRetry, doubling).
 func (s *Supervisor) convergeSlots() {
-	if s.rollout != nil || s.leaving() || !s.ReadySent || s.upgrading {
+	if s.rollout != nil || s.leaving() || !s.ReadySent {
 		return // the end of what runs calls again
 	}
 	if r := s.convergence(); r != nil {

@@ -75,6 +75,7 @@ var (
 var simRegressions = []uint64{
 	104, 449, 2424, // a rollback whose previous-generation worker failed left its slot serving the failed generation for good (quiescence; ok answers while it did)
 	8, 127, // an upgrade while a slot waited for its crash restart doubled its backoff again (handoff round trip)
+	142320, // an earlier form of the first fix: the slot waited while an upgrade asked the binary its version, and a scale was answered ok meanwhile
 }
 
 // simInvariants are what the simulator checks, by the names its failures
@@ -784,9 +785,10 @@ func (sim *sim) checkCallers() {
 					for _, sl := range s.slots {
 						// A slot left serving another generation by a
 						// rollback that could not bring its own back is
-						// being brought back (convergeSlots): allowed while
-						// it is held after a failed try.
-						held := sl.w != nil && sl.w.spec != sl.spec && s.now().Before(sl.RecycleHold)
+						// being brought back (convergeSlots): allowed once
+						// a try has failed (it is tried again after its
+						// hold), never before the first.
+						held := sl.w != nil && sl.w.spec != sl.spec && !sl.RecycleHold.IsZero()
 						if sl.spec.gen != r.To || sl.w != nil && sl.w.spec != sl.spec && !held {
 							sim.fail(invTruthful, "caller %d (%s) told ok, generation %d, but slot %d is of generation %d (%s)", c.id, c.what, r.To, sl.Index, sl.spec.gen, describeSlot(sl))
 						}
