@@ -34,6 +34,10 @@ const (
 	RecycleMemory = "memory" // its tree stayed above --recycle-memory
 	RecycleAge    = "age"    // it was older than --recycle-after
 	RecycleManual = "manual" // `baton recycle`
+	// RecycleGeneration: its worker was of another generation than its
+	// slot (a failed rollout's, whose rollback could not bring the
+	// previous generation's back).
+	RecycleGeneration = "generation"
 )
 
 // Why a worker exited unasked.

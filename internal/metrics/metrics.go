@@ -199,8 +199,8 @@ func (e *exposition) failures(st *control.Status) {
 
 // recycles: workers recycled, and the limits that recycle them.
 func (e *exposition) recycles(st *control.Status) {
-	e.family("baton_recycles_total", counter, "Workers replaced gracefully (successor ready first) without a deploy, by reason: memory (--recycle-memory), age (--recycle-after), manual (baton recycle). Not crashes.")
-	for _, r := range []string{control.RecycleMemory, control.RecycleAge, control.RecycleManual} {
+	e.family("baton_recycles_total", counter, "Workers replaced gracefully (successor ready first) without a deploy, by reason: memory (--recycle-memory), age (--recycle-after), manual (baton recycle), generation (a worker left of a failed rollout's generation). Not crashes.")
+	for _, r := range []string{control.RecycleMemory, control.RecycleAge, control.RecycleManual, control.RecycleGeneration} {
 		e.sample("baton_recycles_total", float64(st.Totals.Recycles[r]), "reason", r)
 	}
 	e.one("baton_recycle_memory_bytes", gauge, "--recycle-memory: the memory (PSS of a worker's process tree) above which a worker is recycled; 0 is off.", float64(st.RecycleMemoryBytes))

@@ -120,6 +120,7 @@ func TestFormatParses(t *testing.T) {
 		{"baton_recycles_total", []string{"reason", "memory"}, 2},
 		{"baton_recycles_total", []string{"reason", "age"}, 0},
 		{"baton_recycles_total", []string{"reason", "manual"}, 0},
+		{"baton_recycles_total", []string{"reason", "generation"}, 0},
 		{"baton_rollouts_total", []string{"kind", "recycle", "result", "ok"}, 1},
 		{"baton_recycle_memory_bytes", nil, 512 << 20},
 		{"baton_recycle_after_seconds", nil, 3600},

@@ -20,17 +20,12 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/batonsd/baton/internal/proctree"
 	"golang.org/x/sys/unix"
 )
 
 // escapeeGrace is how long a left-behind process has between the stop
 // signal and SIGKILL.
 const escapeeGrace = time.Second
-
-// children lists baton's children (all threads': a child's parent is the
-// thread that forked it, or the subreaper's thread group).
-func children() []int { return proctree.Children(os.Getpid()) }
 
 // adoptedChildren lists the children of baton's main thread, which hold
 // every orphan the kernel handed to baton as subreaper (and the workers
@@ -40,7 +35,7 @@ func children() []int { return proctree.Children(os.Getpid()) }
 // swap cost beyond the previous release (issue 22).
 func (s *Supervisor) adoptedChildren() []int {
 	if s.adopted == nil {
-		f, err := proctree.OpenMainThreadChildren(os.Getpid())
+		f, err := s.world.openAdopted()
 		if err != nil {
 			return nil // no /proc, or a kernel without children lists: nothing can be told
 		}
@@ -74,11 +69,11 @@ func (s *Supervisor) stopEscapees(w *proc) {
 		sig := w.spec.cfg.StopSignal
 		s.log.Warn("stopping a process the worker left behind", "slot", w.slot.Index, "pid", w.pid, "gen", w.spec.gen,
 			"left", pid, "sig", sig.String())
-		unix.Kill(pid, sig) // gone already: nothing to stop
+		s.world.kill(pid, sig) // gone already: nothing to stop
 		s.after(escapeeGrace, func() {
 			if notifySocketOf(pid) == addr { // still there (a reused pid would not have it)
 				s.log.Warn("killing a process the worker left behind", "slot", w.slot.Index, "left", pid)
-				unix.Kill(pid, unix.SIGKILL)
+				s.world.kill(pid, unix.SIGKILL)
 			}
 		})
 	}
@@ -87,18 +82,18 @@ func (s *Supervisor) stopEscapees(w *proc) {
 // killLeftovers SIGKILLs every child baton still has once its workers have
 // all exited, and reaps them, waiting at most outputGrace.
 func (s *Supervisor) killLeftovers() {
-	left := children()
+	left := s.world.children()
 	if len(left) == 0 {
 		return
 	}
 	for _, pid := range left {
 		s.log.Warn("killing a process left behind by a worker", "left", pid)
-		unix.Kill(pid, unix.SIGKILL)
+		s.world.kill(pid, unix.SIGKILL)
 	}
 	deadline := time.Now().Add(outputGrace)
-	for len(children()) > 0 && time.Now().Before(deadline) {
+	for len(s.world.children()) > 0 && time.Now().Before(deadline) {
 		var ws unix.WaitStatus
-		if pid, _ := unix.Wait4(-1, &ws, unix.WNOHANG, nil); pid <= 0 {
+		if pid, _ := s.world.wait4(&ws); pid <= 0 {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}

@@ -132,6 +132,7 @@ func (s *Supervisor) requestUpgrade(conn *net.UnixConn, reply chan<- error) {
 		if reply != nil {
 			reply <- err
 		}
+		s.soon(s.convergeSlots)
 		s.soon(s.nextRecycle) // recycles asked for meanwhile waited for it
 	}
 	// blocked fails the upgrade if something is in its way; one a signal
@@ -215,20 +216,19 @@ func (s *Supervisor) upgradeBlocker() error {
 // is read to its end or, at the latest, after outputGrace; then the output
 // of those not done is closed (its lines cut).
 func (s *Supervisor) afterOutputOf(ps []process, f func()) {
-	done := make(chan struct{})
-	go func() {
-		for _, p := range ps {
-			<-p.Done()
-		}
-		close(done)
-	}()
-	s.afterDone(done, outputGrace, func(expired bool) {
-		if expired {
-			for _, p := range ps {
-				p.CloseOutput()
+	dones := make([]<-chan struct{}, len(ps))
+	for i, p := range ps {
+		dones[i] = p.Done()
+	}
+	s.world.watch(dones, outputGrace, func(expired bool) {
+		s.post(func() {
+			if expired {
+				for _, p := range ps {
+					p.CloseOutput()
+				}
 			}
-		}
-		f()
+			f()
+		})
 	})
 }
 
@@ -265,18 +265,21 @@ func parseHandoffProtocol(out string) (int, ProtocolRange, error) {
 // closed what it made, and the old image goes on as before.
 func (s *Supervisor) reexec(conn *net.UnixConn) error {
 	st, made, err := s.handoffState(conn)
-	closeFDs := func() {
-		for _, fd := range made {
-			unix.Close(fd)
-		}
+	if err == nil {
+		err = s.world.exec(s, st)
 	}
-	if err != nil {
-		closeFDs()
-		return err
+	for _, fd := range made {
+		unix.Close(fd)
 	}
+	return err
+}
+
+// execState is the real world's exec: the state goes into a memfd named in
+// the new image's environment, the signals into the relay, and the binary
+// on disk is exec'd in place. It returns only when the exec failed.
+func (s *Supervisor) execState(st handoffState) error {
 	mfd, err := unix.MemfdCreate("baton-handoff", 0)
 	if err != nil {
-		closeFDs()
 		return fmt.Errorf("memfd: %w", err)
 	}
 	f := os.NewFile(uintptr(mfd), "handoff")
@@ -294,13 +297,11 @@ func (s *Supervisor) reexec(conn *net.UnixConn) error {
 	s.pingSystemd() // before and after: the exec must not look like a hang
 	s.log.Info("re-executing in place", "exe", s.exe, "workers", len(st.Workers))
 	if err := writeState(f, st); err != nil {
-		closeFDs()
 		return err
 	}
 	// Last, the signals: from here on they go to the relay (signals.go).
 	relay, err := sigrelay.Open()
 	if err != nil {
-		closeFDs()
 		return err
 	}
 	s.holdSignals(relay)
@@ -310,7 +311,6 @@ func (s *Supervisor) reexec(conn *net.UnixConn) error {
 	// the calling thread.
 	err = syscall.Exec(s.exe, os.Args, env)
 	s.releaseSignals(relay)
-	closeFDs()
 	return fmt.Errorf("exec %s: %w; the running baton goes on", s.exe, err)
 }
 
@@ -500,11 +500,11 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	}
 	for _, hw := range st.Workers {
 		sl, spec := all[hw.SlotAt], gens[hw.Generation]
-		p, err := worker.Adopt(hw.Handoff, worker.Spec{Output: s.cfg.Output, OnNotify: s.onNotifyFunc(), Logger: s.log})
+		p, err := s.world.adoptWorker(hw.Handoff, worker.Spec{Output: s.cfg.Output, OnNotify: s.onNotifyFunc(), Logger: s.log})
 		if err != nil {
 			// A worker we cannot watch must not run unsupervised.
 			s.log.Error("cannot adopt worker: killing it", "slot", hw.Slot, "pid", hw.PID, "err", err)
-			unix.Kill(-hw.PID, unix.SIGKILL) // its exit is reaped and handled as a crash
+			s.world.kill(-hw.PID, unix.SIGKILL) // its exit is reaped and handled as a crash
 			continue
 		}
 		w := newProc(p, sl, spec)
@@ -527,7 +527,11 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	}
 	for _, sl := range s.slots {
 		if sl.w == nil {
-			s.scheduleStart(sl) // its restart was waiting in the old image
+			// Its restart was waiting in the old image, which doubled the
+			// backoff already.
+			backoff := sl.Backoff
+			s.scheduleStart(sl)
+			sl.Backoff = backoff
 		}
 	}
 	s.log.Info("re-executed in place: workers adopted", "exe", s.exe, "version", s.cfg.Version,
@@ -535,11 +539,12 @@ func (s *Supervisor) adopt(st *handoffState) error {
 	if st.ReplyFD >= 0 {
 		s.answerUpgrade(st.ReplyFD)
 	}
-	sigs, err := sigrelay.Received()
+	sigs, err := s.world.relayed()
 	if err != nil {
 		s.log.Warn("signals sent during the re-exec may be lost", "err", err)
 	}
 	s.actOn(sigs)
+	s.soon(s.convergeSlots) // a slot the old image had still to bring back
 	return nil
 }
 

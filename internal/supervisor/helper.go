@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -19,12 +18,13 @@ const maxHelperOutput = 8 << 10
 // started and reaped like a worker, by the loop: os/exec's Wait would race
 // the loop's wait4(-1).
 type helper struct {
-	pid    int
-	r      *os.File // the read end of its output
-	out    *bytes.Buffer
-	read   sync.WaitGroup // the output reader
-	timer  timer
-	onExit func(ok bool, reason string)
+	pid int
+	r   *os.File // the read end of its output
+	out *bytes.Buffer
+	// readDone is closed when the output reader has read to the end.
+	readDone chan struct{}
+	timer    timer
+	onExit   func(ok bool, reason string)
 }
 
 // runHelper runs argv in dir (empty: baton's own) with env, kills it after
@@ -57,8 +57,9 @@ func (s *Supervisor) runHelper(argv []string, dir string, env []string, timeout 
 		onExit(false, fmt.Sprintf("run %q: %v", command, err))
 		return
 	}
-	h := &helper{pid: pid, r: r, out: &bytes.Buffer{}, onExit: onExit}
-	h.read.Go(func() {
+	h := &helper{pid: pid, r: r, out: &bytes.Buffer{}, readDone: make(chan struct{}), onExit: onExit}
+	go func() {
+		defer close(h.readDone)
 		defer r.Close()
 		buf := make([]byte, 4096)
 		for {
@@ -70,18 +71,18 @@ func (s *Supervisor) runHelper(argv []string, dir string, env []string, timeout 
 				return
 			}
 		}
-	})
+	}()
 	h.timer = s.after(timeout, func() {
 		if s.helpers[pid] == h {
 			s.log.Warn("helper command timed out: killing it", "pid", pid, "command", command, "timeout", timeout)
-			h.kill()
+			s.killHelper(h)
 		}
 	})
 	s.helpers[pid] = h
 }
 
-func (h *helper) kill() {
-	unix.Kill(-h.pid, unix.SIGKILL) // the group may be gone already; then so is the helper
+func (s *Supervisor) killHelper(h *helper) {
+	s.world.kill(-h.pid, unix.SIGKILL) // the group may be gone already; then so is the helper
 }
 
 func (s *Supervisor) onHelperExit(h *helper, ws unix.WaitStatus) {
@@ -90,12 +91,10 @@ func (s *Supervisor) onHelperExit(h *helper, ws unix.WaitStatus) {
 	// The output is complete once every holder of the pipe has closed it;
 	// wait for that off the loop, so that a leftover grandchild holding it
 	// cannot wedge baton.
-	done := make(chan struct{})
-	go func() { h.read.Wait(); close(done) }()
-	s.afterDone(done, outputGrace, func(expired bool) {
+	s.afterDone(h.readDone, outputGrace, func(expired bool) {
 		if expired {
 			h.r.Close() // ends the reader at once, so out is ours to read
-			<-done
+			<-h.readDone
 		}
 		out := strings.TrimSpace(h.out.String())
 		if ws.Exited() && ws.ExitStatus() == 0 {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/batonsd/baton/internal/control"
@@ -58,8 +59,17 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 	if err == nil && !r.scaleOnly && r.given == nil && r.recycle == "" {
 		s.ConfiguredWorkers = s.pendingConfigured // applied: a reload scales again only when it changes
 	}
+	var converge *rollout
+	if !s.leaving() && (q.again || s.wantSize > 0) {
+		converge = s.convergence()
+	}
 	switch {
 	case s.leaving(): // no rollout follows: baton stops
+	case converge != nil:
+		// The slots come back to their generation first; what follows
+		// waits for that recycle's end, and so do its callers.
+		s.followNext(converge)
+		return
 	case q.again:
 		s.log.Info("rolling out once more for requests that came during the last rollout")
 		q.again = false
@@ -75,6 +85,7 @@ func (s *Supervisor) ended(r *rollout, res control.Rollout, err error) {
 		w <- rolloutResult{r: res, err: err}
 	}
 	q.waiters = nil
+	s.soon(s.convergeSlots) // before the upgrade that may be waiting, which a recycle defers
 	s.runDeferredUpgrade()
 	s.soon(s.nextRecycle) // recycles asked for meanwhile waited
 }
@@ -135,8 +146,12 @@ func (s *Supervisor) newGen(cfg Config) *genSpec {
 	return &genSpec{gen: s.LastGen, cfg: cfg}
 }
 
-// restartSlot restarts an empty slot as after a crash (rolloutHost).
-func (s *Supervisor) restartSlot(sl *slot) { s.onCrash(sl, 0) }
+// restartSlot starts a worker in a slot a rollout left empty, after the
+// slot's backoff (rolloutHost). What emptied it is the rollout's own (a new
+// generation's worker failed, a rollback's could not be started), never a
+// crash of the serving generation, which was counted at its exit: nothing
+// counts against --crash-limit here.
+func (s *Supervisor) restartSlot(sl *slot) { s.scheduleStart(sl) }
 
 // afterOutput calls f on the loop once w's output is read to its end, or
 // after tailGrace (rolloutHost): the reason of a failure quotes the
@@ -188,4 +203,48 @@ func (s *Supervisor) removeSlots(keep int) {
 	}
 	clear(s.slots[keep:])
 	s.slots = s.slots[:keep]
+}
+
+// convergeSlots begins, when nothing else runs, a recycle of the slots
+// whose serving worker is not of the slot's generation: a failed rollout
+// whose rollback could not bring the previous generation's worker back up
+// in a target it had moved leaves the new generation's serving there (the
+// floor comes first). Each successor, of the serving generation, is ready
+// before the worker it replaces drains; a slot whose recycle failed is
+// tried again after its hold (RecycleRetry, doubling).
+func (s *Supervisor) convergeSlots() {
+	if s.rollout != nil || s.leaving() || !s.ReadySent {
+		return // the end of what runs calls again
+	}
+	if r := s.convergence(); r != nil {
+		s.begin(r)
+	}
+}
+
+// convergence is the recycle convergeSlots begins, or nil when no slot
+// needs one now; a slot held after a failed one is looked at again when
+// its hold ends.
+func (s *Supervisor) convergence() *rollout {
+	var targets []*slot
+	var why []string
+	for _, sl := range s.slots {
+		w := sl.w
+		if w == nil || w.spec == sl.spec || w.State != stateReady {
+			continue
+		}
+		if wait := sl.RecycleHold.Sub(s.now()); wait > 0 {
+			s.after(wait, s.convergeSlots)
+			continue
+		}
+		s.log.Warn("slot serves a worker of another generation than its own: recycling it", "slot", sl.Index, "pid", w.pid,
+			"gen", w.spec.gen, "slot_gen", sl.spec.gen)
+		targets = append(targets, sl)
+		why = append(why, fmt.Sprintf("slot %d's worker is of generation %d", sl.Index, w.spec.gen))
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	r := newRollout(s, s.serving, targets, nil)
+	r.recycle, r.recycleWhy = control.RecycleGeneration, strings.Join(why, "; ")
+	return r
 }

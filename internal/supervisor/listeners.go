@@ -67,7 +67,7 @@ func (s *Supervisor) openListeners() error {
 		if have[spec.Name] {
 			continue
 		}
-		l, err := activation.Listen(spec)
+		l, err := s.world.listen(spec)
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("%w: %w", ErrNoListener, err)

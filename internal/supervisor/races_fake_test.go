@@ -7,49 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonsd/baton/internal/proctree"
+	"golang.org/x/sys/unix"
+
+	"github.com/batonsd/baton/internal/control"
 	"github.com/batonsd/baton/internal/worker"
 	"github.com/batonsd/baton/notify"
-	"golang.org/x/sys/unix"
 )
 
 // The whole supervisor in a fake world: workers and helper commands are
 // fakes, time moves when the test says, and the test is the event loop
 // (what Run's select would run, it runs in the order the race needs).
-
-type fakeWorld struct {
-	clock   fakeClock
-	pid     int
-	procs   map[int]*fakeProcess
-	helpers [][]string     // the argv of each helper command started
-	specs   []worker.Spec  // what each worker was started from
-	mem     map[int]uint64 // each worker tree's memory, for --recycle-memory
-}
-
-func (fw *fakeWorld) world() world {
-	return world{
-		getenv:    func(string) string { return "" },
-		environ:   func() []string { return nil },
-		now:       func() time.Time { return fw.clock.now },
-		afterFunc: fw.clock.afterFunc,
-		start: func(spec worker.Spec) (process, error) {
-			fw.pid++
-			fw.specs = append(fw.specs, spec)
-			p := newFakeProcess(fw.pid, spec.Slot, spec.Generation, fw.clock.now)
-			fw.procs[fw.pid] = p
-			return p, nil
-		},
-		pin:        func(*Config, string) error { return nil },
-		stillThere: func(GenSettings) error { return nil },
-		memory:     func(pid int, _ uint64) (uint64, error) { return fw.mem[pid], nil },
-		forkExec: func(_ string, argv []string, _ *syscall.ProcAttr) (int, error) {
-			fw.pid++
-			fw.helpers = append(fw.helpers, argv)
-			return fw.pid, nil
-		},
-		usage: func(int) (own, tree proctree.Usage, procs int) { return }, // no processes to read
-	}
-}
 
 type testSupervisor struct {
 	*Supervisor
@@ -83,33 +50,27 @@ func newTestSupervisor(t *testing.T, cfg Config) *testSupervisor {
 	return ts
 }
 
-// settle runs what the loop has queued until nothing is.
+// settle runs the loop's step until no event is ready: what Run's loop
+// would run next, without waiting for anything.
 func (ts *testSupervisor) settle() {
+	in := &loopIn{idle: closedChan}
 	for {
-		for len(ts.later) > 0 {
-			f := ts.later[0]
-			ts.later = ts.later[1:]
-			f()
-		}
-		select {
-		case f := <-ts.events:
-			f()
-		default:
-			if len(ts.later) == 0 {
+		switch ts.step(in) {
+		case stepEnded:
+			return
+		case stepIdle:
+			if len(ts.later) == 0 && len(ts.events) == 0 && (len(ts.toStart) == 0 || ts.stopping) {
 				return
 			}
 		}
 	}
 }
 
-// await runs the next event a goroutine posts (a helper's exit, a failed
-// worker's output read), then settles.
+// await lets the next thing off the loop happen (output that has ended or
+// whose grace has passed, a memory reading), then settles.
 func (ts *testSupervisor) await(what string) {
 	ts.t.Helper()
-	select {
-	case f := <-ts.events:
-		f()
-	case <-time.After(10 * time.Second):
+	if !ts.fw.offLoop() {
 		ts.t.Fatalf("%s never reached the loop", what)
 	}
 	ts.settle()
@@ -132,6 +93,7 @@ func (ts *testSupervisor) helperExits(code int) {
 		ts.t.Fatalf("%d helper commands running, want 1", len(ts.helpers))
 	}
 	for _, h := range ts.helpers {
+		<-h.readDone // nothing writes to it: it ends with the fork
 		ts.onHelperExit(h, unix.WaitStatus(code<<8))
 	}
 	ts.await("the helper's exit")
@@ -364,5 +326,30 @@ func TestStopAsTheRolloutEnds(t *testing.T) {
 		if w.State != stateDraining {
 			t.Errorf("worker %d (generation %d) is %s, want draining", w.pid, w.spec.gen, w.State)
 		}
+	}
+}
+
+// TestRollbackStartFailureIsNoCrash: a rollout's new worker in a slot it
+// had moved exits, and the rollback cannot start the previous generation's
+// worker there (baton's own fork fails). The slot restarts after its
+// backoff; nothing counts against --crash-limit: no worker of the serving
+// generation crashed. (Counted, it could reach the limit and stop baton in
+// the middle of the rollback, which then went on starting workers.)
+func TestRollbackStartFailureIsNoCrash(t *testing.T) {
+	ts := newTestSupervisor(t, Config{Workers: 2})
+	reply := make(chan rolloutResult, 1)
+	ts.requestRollout(reply)
+	ts.ready(ts.incoming(0)) // slot 0 moved to generation 2
+	ts.fw.startErr = &worker.ExecError{Path: "worker", Err: syscall.EAGAIN}
+	ts.exit(ts.slots[0].w, 1)
+	ts.fw.startErr = nil
+	if ts.rollout == nil || ts.rollout.phase != phaseRollingBack {
+		t.Fatalf("rollout %+v, want it rolling back", ts.rollout)
+	}
+	if len(ts.Crashes) != 0 || ts.Totals.Crashes[control.CauseExit] != 0 {
+		t.Errorf("crashes %v, totals %v: a rollback's failed start counted as a crash", ts.Crashes, ts.Totals.Crashes)
+	}
+	if ts.slots[0].restart == nil {
+		t.Error("slot 0, left empty, does not restart")
 	}
 }

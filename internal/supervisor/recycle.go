@@ -279,7 +279,7 @@ func (s *Supervisor) checkRecycle() {
 	}
 	s.sampling = true
 	ceiling := s.cfg.RecycleMemory // the loop's: a reload may change it meanwhile
-	go func() {
+	s.world.background(func() {
 		figures := make(map[int]uint64, len(pids))
 		errs := map[int]error{}
 		for _, pid := range pids {
@@ -303,7 +303,7 @@ func (s *Supervisor) checkRecycle() {
 			}
 			s.onMemory(figures, ceiling, s.now())
 		})
-	}()
+	})
 }
 
 // onMemory takes the memory of the workers' trees, by pid, read at now.

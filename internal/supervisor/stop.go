@@ -25,20 +25,23 @@ import (
 // began otherwise (a SIGTERM, STOPPING=1 of the crash limit) must not cut
 // the lame duck short or kill the workers. Signals hurry it.
 func (s *Supervisor) Stop(ctx context.Context) (control.Stopping, error) {
-	st, err := ask(ctx, s, func(reply chan<- control.Stopping) {
-		by := slog.String("by", "baton stop")
-		if s.leaving() {
-			s.log.Info("stop requested: joins the stop under way", by)
-		} else {
-			s.stopAsked(by)
-		}
-		reply <- control.Stopping{PID: os.Getpid(), Doing: s.stopDoing()}
-	})
+	st, err := ask(ctx, s, s.stopRequest)
 	if errors.Is(err, ErrShuttingDown) {
 		// The loop has ended: the workers are gone and baton exits.
 		return control.Stopping{PID: os.Getpid(), Doing: "exiting"}, nil
 	}
 	return st, err
+}
+
+// stopRequest is a stop request on the loop.
+func (s *Supervisor) stopRequest(reply chan<- control.Stopping) {
+	by := slog.String("by", "baton stop")
+	if s.leaving() {
+		s.log.Info("stop requested: joins the stop under way", by)
+	} else {
+		s.stopAsked(by)
+	}
+	reply <- control.Stopping{PID: os.Getpid(), Doing: s.stopDoing()}
 }
 
 // stopAsked answers a stop request, a signal's or baton stop's: the first
@@ -137,7 +140,7 @@ func (s *Supervisor) beginStop() {
 		s.drain(w)
 	}
 	for _, h := range s.helpers {
-		h.kill()
+		s.killHelper(h)
 	}
 	s.updateStatus()
 }

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -167,7 +166,7 @@ func newIn(wd world, load func() (Config, error)) (*Supervisor, error) {
 	// The directory baton started in is where the workers work unless
 	// --directory says otherwise. Getwd prefers $PWD when it names the same
 	// directory, so a baton started in a `current` symlink follows it.
-	startDir, err := os.Getwd()
+	startDir, err := wd.getwd()
 	if err != nil {
 		startDir = "" // a deleted directory: the workers inherit it, as before
 	}
@@ -183,7 +182,7 @@ func newIn(wd world, load func() (Config, error)) (*Supervisor, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	exe, err := os.Executable()
+	exe, err := wd.executable()
 	if err != nil {
 		return nil, fmt.Errorf("find baton's own binary: %w", err)
 	}
@@ -217,59 +216,101 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
-	s.sigs = signals()
-	defer signal.Stop(s.sigs)
-
-	s.started = s.now()
-	s.ProcessStarted = s.started
-	handoff, err := readHandoff(s.world.getenv)
+	in, cleanUp, err := s.setUp(ctx)
+	defer cleanUp()
 	if err != nil {
 		return err
 	}
-	sd, err := notify.FromEnv()
+	for s.step(in) != stepEnded {
+	}
+	return s.finish()
+}
+
+// loopIn is what the loop waits on besides its own queues (events, the
+// start queue).
+type loopIn struct {
+	ctx      context.Context
+	ctxDone  <-chan struct{}
+	wdTick   <-chan time.Time
+	sockTick <-chan time.Time
+	// idle, when ready, lets step return when no event is: nil (never
+	// ready) in Run, which waits; a simulation that drives the loop itself
+	// makes it ready.
+	idle <-chan struct{}
+}
+
+// setUp readies the loop: signals, systemd, the control socket, the
+// metrics endpoint, the notify directory, then adoption of an earlier
+// image's workers or a fresh start. cleanUp undoes what was done, in
+// reverse order, whether or not setUp failed; Run calls it last.
+func (s *Supervisor) setUp(ctx context.Context) (in *loopIn, cleanUp func(), err error) {
+	var undo []func()
+	cleanUp = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	var stopSigs func()
+	s.sigs, stopSigs = s.world.signals()
+	undo = append(undo, stopSigs)
+
+	s.started = s.now()
+	s.ProcessStarted = s.started
+	handoff, err := s.world.handoff()
+	if err != nil {
+		return nil, cleanUp, err
+	}
+	sd, err := s.world.systemd()
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+		return nil, cleanUp, err
 	}
 	s.sd = sd
 	wdTick, stopWatchdog, err := s.watchdogTicker()
 	if err != nil {
-		return err
+		return nil, cleanUp, err
 	}
-	defer stopWatchdog()
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+	undo = append(undo, stopWatchdog)
+	if err := s.world.subreaper(); err != nil {
 		s.log.Warn("cannot become a child subreaper; orphans of workers go to init", "err", err)
 	}
 	if err := s.openControl(handoff); err != nil {
-		return err
+		return nil, cleanUp, err
 	}
 	if s.ctl != nil {
-		defer s.ctl.Close()
+		undo = append(undo, func() { s.ctl.Close() })
 	}
 	stopMetrics, err := s.serveMetrics(handoff)
 	if err != nil {
-		return err
+		return nil, cleanUp, err
 	}
-	defer stopMetrics()
-	defer s.closeListeners()
+	undo = append(undo, stopMetrics, s.closeListeners)
 	if handoff != nil {
 		s.notifyDir = handoff.NotifyDir
-	} else if s.notifyDir, err = makeNotifyDir(s.world.getenv); err != nil {
-		return err
+	} else if s.notifyDir, err = s.world.notifyDir(s.world.getenv); err != nil {
+		return nil, cleanUp, err
 	}
-	defer os.RemoveAll(s.notifyDir) // not reached by an exec in place, which keeps it
+	// Not reached by an exec in place, which keeps it.
+	undo = append(undo, func() { s.world.removeDir(s.notifyDir) })
 	if handoff != nil {
 		if err := s.adopt(handoff); err != nil {
-			return err
+			return nil, cleanUp, err
 		}
 		s.pingSystemd()
 		s.reap() // workers that exited during the exec
 	} else if err := s.start(); err != nil {
-		return err
+		return nil, cleanUp, err
 	}
 	s.updateStatus()
 	s.checkListeners()
 	s.armRecycleCheck()
-	s.loop(ctx, wdTick)
+	sockTick, stopSockTick := s.world.newTicker(listenCheck)
+	undo = append(undo, stopSockTick)
+	return &loopIn{ctx: ctx, ctxDone: ctx.Done(), wdTick: wdTick, sockTick: sockTick}, cleanUp, nil
+}
+
+// finish is what Run does once the loop has ended: what workers left
+// behind is killed, their last output read.
+func (s *Supervisor) finish() error {
 	close(s.done)
 	if s.adopted != nil {
 		s.adopted.Close() // a /proc file read only: nothing to lose
@@ -292,9 +333,9 @@ func (s *Supervisor) watchdogTicker() (tick <-chan time.Time, stop func(), err e
 	if err != nil || interval <= 0 {
 		return nil, func() {}, err
 	}
-	t := time.NewTicker(interval / 2)
+	tick, stop = s.world.newTicker(interval / 2)
 	s.log.Info("pinging systemd's watchdog", "every", interval/2)
-	return t.C, t.Stop, nil
+	return tick, stop, nil
 }
 
 // openControl opens the control socket, or adopts the one an old image
@@ -311,43 +352,53 @@ func (s *Supervisor) openControl(handoff *handoffState) (err error) {
 	return err
 }
 
-// loop is the event loop: every change to the supervisor's state runs
-// here, one event at a time, until baton has stopped and no worker or
-// helper is left.
-func (s *Supervisor) loop(ctx context.Context, wdTick <-chan time.Time) {
-	sockTick := time.NewTicker(listenCheck)
-	defer sockTick.Stop()
-	ctxDone := ctx.Done()
-	for {
-		for len(s.later) > 0 {
-			f := s.later[0]
-			s.later = s.later[1:]
-			f()
-		}
-		if s.stopping && len(s.workers) == 0 && len(s.helpers) == 0 {
-			return
-		}
-		var startc <-chan struct{} // ready while slots wait to be started
-		if len(s.toStart) > 0 && !s.stopping {
-			startc = closedChan
-		}
-		select {
-		case <-startc:
-			s.startQueued()
-		case sig := <-s.sigs:
-			s.onSignal(sig.(syscall.Signal))
-		case f := <-s.events:
-			f()
-		case <-wdTick:
-			s.pingSystemd()
-		case <-sockTick.C:
-			s.checkListeners()
-		case <-ctxDone:
-			ctxDone = nil
-			s.log.Info("stop requested", "reason", context.Cause(ctx))
-			s.requestStop()
-		}
+// What a step did.
+type stepResult int
+
+const (
+	stepHandled stepResult = iota // an event, or what the last one deferred
+	stepIdle                      // nothing was ready (in.idle only)
+	stepEnded                     // baton has stopped: no worker or helper is left
+)
+
+// step is one turn of the event loop, where every change to the
+// supervisor's state runs, one event at a time: it runs what the last
+// event deferred (soon), ends the loop once baton has stopped and no
+// worker or helper is left, and otherwise handles the next event, waiting
+// for one unless in.idle is ready. Run calls it until the end; a
+// simulation calls it between the events it makes (sim_fake_test.go).
+func (s *Supervisor) step(in *loopIn) stepResult {
+	for len(s.later) > 0 {
+		f := s.later[0]
+		s.later = s.later[1:]
+		f()
 	}
+	if s.stopping && len(s.workers) == 0 && len(s.helpers) == 0 {
+		return stepEnded
+	}
+	var startc <-chan struct{} // ready while slots wait to be started
+	if len(s.toStart) > 0 && !s.stopping {
+		startc = closedChan
+	}
+	select {
+	case <-startc:
+		s.startQueued()
+	case sig := <-s.sigs:
+		s.onSignal(sig.(syscall.Signal))
+	case f := <-s.events:
+		f()
+	case <-in.wdTick:
+		s.pingSystemd()
+	case <-in.sockTick:
+		s.checkListeners()
+	case <-in.ctxDone:
+		in.ctxDone = nil
+		s.log.Info("stop requested", "reason", context.Cause(in.ctx))
+		s.requestStop()
+	case <-in.idle:
+		return stepIdle
+	}
+	return stepHandled
 }
 
 // makeNotifyDir makes the private directory of the workers' notification
@@ -475,18 +526,9 @@ type timer interface {
 // loop waits for output, a worker's or a helper's, without being held by a
 // process that keeps a pipe open.
 func (s *Supervisor) afterDone(done <-chan struct{}, grace time.Duration, f func(expired bool)) {
-	expiredc := make(chan struct{})
-	t := s.world.afterFunc(grace, func() { close(expiredc) })
-	go func() {
-		expired := false
-		select {
-		case <-done:
-			t.Stop()
-		case <-expiredc:
-			expired = true
-		}
+	s.world.watch([]<-chan struct{}{done}, grace, func(expired bool) {
 		s.post(func() { f(expired) })
-	}()
+	})
 }
 
 // stopTimer stops *t, if armed, and forgets it.
@@ -523,7 +565,7 @@ func (s *Supervisor) onSignal(sig syscall.Signal) {
 func (s *Supervisor) reap() {
 	for {
 		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		pid, err := s.world.wait4(&ws)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
