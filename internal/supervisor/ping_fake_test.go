@@ -36,7 +36,14 @@ func TestPingNeedsTheLoop(t *testing.T) {
 		defer cancel()
 		done <- ts.Ping(ctx)
 	}()
-	ts.await("the ping's no-op")
+	// The no-op is posted from Ping's goroutine: once it waits in the
+	// queue, a step of the loop runs it.
+	for deadline := time.Now().Add(10 * time.Second); len(ts.events) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the ping's no-op never reached the loop's queue")
+		}
+	}
+	ts.settle()
 	if err := <-done; err != nil {
 		t.Errorf("Ping once the loop ran its no-op: %v", err)
 	}
