@@ -59,7 +59,7 @@ import (
 
 var (
 	simSeed  = flag.Uint64("sim.seed", 0, "replay this one seed of the simulator, with its trace and the engine's log")
-	simSeeds = flag.Int("sim.seeds", 0, "how many seeds the simulator runs (0: 3000 with -short, 30000 without)")
+	simSeeds = flag.Int("sim.seeds", 0, "how many seeds the simulator runs (0: 3000 with -short or -race, 30000 otherwise)")
 	simFirst = flag.Uint64("sim.first", 1, "the first seed the simulator runs")
 	// simEvents keeps only these events of -sim.seed's schedule: a shrunk
 	// schedule, as a failure prints it.
@@ -1207,7 +1207,9 @@ func TestSim(t *testing.T) {
 	n := *simSeeds
 	if n == 0 {
 		n = 30000
-		if testing.Short() {
+		if testing.Short() || raceEnabled {
+			// The simulator runs on one goroutine: the race detector finds
+			// nothing in it and makes each seed some 10 times slower.
 			n = 3000
 		}
 	}
