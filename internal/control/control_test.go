@@ -362,19 +362,7 @@ c.makefile().readline()
 c.sendall((json.dumps({"pid": os.getpid(), "hello": {"protocol": 2}}) + "\n").encode())
 c.sendall((json.dumps({"pid": os.getpid(), "stopping": {"pid": os.getpid(), "doing": "2 workers drain"}}) + "\n").encode())
 time.sleep(600)`
-	cmd := exec.Command("/usr/bin/python3", "-c", script, path)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
-		t.Fatalf("python3 server: %q, %v", line, err)
-	}
+	cmd := pythonServer(t, script, path)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -389,4 +377,27 @@ time.sleep(600)`
 	if err := <-done; err != nil {
 		t.Errorf("Stop = %v after the server was killed, want nil (it has exited)", err)
 	}
+}
+
+// pythonServer runs script, a python3 server of the control path that
+// prints "ready" once it listens, with path as its argument: a process of
+// its own, so with a pid of its own. It is killed when the test ends.
+func pythonServer(t *testing.T, script, path string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("/usr/bin/python3", "-c", script, path)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("python3 server: %q, %v", line, err)
+	}
+	return cmd
 }

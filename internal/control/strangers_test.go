@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -523,21 +522,9 @@ while True:
     c.sendall((json.dumps({"pid": os.getpid(), "hello": {"protocol": 2}}) + "\n").encode())
     c.sendall((json.dumps({"pid": os.getpid(), "rollout": {"from": 1, "to": 9, "state": "ok"}}) + "\n").encode())
     c.close()`
-	cmd := exec.Command("/usr/bin/python3", "-c", script, path)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
-		t.Fatalf("python3 server: %q, %v", line, err)
-	}
+	cmd := pythonServer(t, script, path)
 	close(gone)
-	err = <-done
+	err := <-done
 	want := fmt.Sprintf("baton pid %d went away before answering; pid %d serves the socket now", me, cmd.Process.Pid)
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("reload: %v, want %q", err, want)

@@ -434,11 +434,12 @@ func (sim *sim) world(handoff *handoffState) world {
 	return w
 }
 
-func (sim *sim) boot() {
-	sim.cfg = sim.config()
-	s, err := newIn(sim.world(nil), func() (Config, error) { return sim.cfg, nil })
+// up makes a Supervisor in the simulated world (taking up st, a handed-over
+// state, unless nil) and sets its loop up, failing invariant if it cannot.
+func (sim *sim) up(st *handoffState, invariant, whose string) *Supervisor {
+	s, err := newIn(sim.world(st), func() (Config, error) { return sim.cfg, nil })
 	if err != nil {
-		sim.fail(invPanic, "new: %v", err)
+		sim.fail(invariant, "%snew: %v", whose, err)
 	}
 	sim.s = s
 	ctx, cancel := context.WithCancel(context.Background())
@@ -446,10 +447,16 @@ func (sim *sim) boot() {
 	in, cleanUp, err := s.setUp(ctx)
 	sim.cleanUp = cleanUp
 	if err != nil {
-		sim.fail(invPanic, "set up: %v", err)
+		sim.fail(invariant, "%sset-up: %v", whose, err)
 	}
 	in.idle = closedChan
 	sim.in = in
+	return s
+}
+
+func (sim *sim) boot() {
+	sim.cfg = sim.config()
+	sim.up(nil, invPanic, "")
 	sim.note("start: %s", sim.setup)
 	sim.rest()
 }
@@ -558,20 +565,7 @@ func (sim *sim) takeOver(x simExeced) {
 	}
 	sim.images++
 	st := x.st
-	s, err := newIn(sim.world(&st), func() (Config, error) { return sim.cfg, nil })
-	if err != nil {
-		sim.fail(invRoundTrip, "the new image: %v", err)
-	}
-	sim.s = s
-	ctx, cancel := context.WithCancel(context.Background())
-	sim.cancel = cancel
-	in, cleanUp, err := s.setUp(ctx)
-	sim.cleanUp = cleanUp
-	if err != nil {
-		sim.fail(invRoundTrip, "the new image's set-up: %v", err)
-	}
-	in.idle = closedChan
-	sim.in = in
+	s := sim.up(&st, invRoundTrip, "the new image's ")
 	after, made, err := s.handoffState(nil)
 	for _, fd := range made {
 		unix.Close(fd)
