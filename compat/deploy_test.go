@@ -61,16 +61,10 @@ func write(t *testing.T, path, text string) {
 	}
 }
 
-// point moves root/current to releases/id atomically, as `ln -sfn` and
-// Capistrano do (a new link renamed over the old).
+// point moves root/current to releases/id (testsd.Point).
 func point(t *testing.T, root, id string) {
 	t.Helper()
-	tmp := filepath.Join(root, "current.new")
-	os.Remove(tmp)
-	if err := os.Symlink(filepath.Join("releases", id), tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(root, "current")); err != nil {
+	if err := testsd.Point(root, id); err != nil {
 		t.Fatal(err)
 	}
 }

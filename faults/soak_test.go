@@ -312,7 +312,7 @@ func (s *soak) reload(ctx context.Context, t *testing.T) {
 func (s *soak) reloadWhileFlipping(ctx context.Context, t *testing.T) {
 	a := soakReleases[s.rnd.IntN(len(soakReleases))]
 	b := soakReleases[(slices.Index(soakReleases, a)+1+s.rnd.IntN(len(soakReleases)-1))%len(soakReleases)]
-	if err := pointAt(s.w.root, a); err != nil {
+	if err := testsd.Point(s.w.root, a); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -334,7 +334,7 @@ func (s *soak) reloadWhileFlipping(ctx context.Context, t *testing.T) {
 			if n%2 == 1 {
 				id = b
 			}
-			if err := pointAt(s.w.root, id); err != nil {
+			if err := testsd.Point(s.w.root, id); err != nil {
 				<-done
 				flips <- flipped{n, err}
 				return
@@ -349,7 +349,7 @@ func (s *soak) reloadWhileFlipping(ctx context.Context, t *testing.T) {
 		s.fail(t, "flipping current: %v", f.err)
 	}
 	n := f.n
-	if err := pointAt(s.w.root, b); err != nil {
+	if err := testsd.Point(s.w.root, b); err != nil {
 		t.Fatal(err)
 	}
 	s.current = b
@@ -393,7 +393,7 @@ func (s *soak) flip(ctx context.Context, t *testing.T) {
 	if s.rnd.IntN(5) == 0 {
 		id = "vbad"
 	}
-	if err := pointAt(s.w.root, id); err != nil {
+	if err := testsd.Point(s.w.root, id); err != nil {
 		t.Fatal(err)
 	}
 	s.current = id
@@ -624,23 +624,12 @@ func writeFile(t *testing.T, path, text string) {
 	}
 }
 
-// point moves root/current to releases/id.
+// point moves root/current to releases/id (testsd.Point).
 func point(t *testing.T, root, id string) {
 	t.Helper()
-	if err := pointAt(root, id); err != nil {
+	if err := testsd.Point(root, id); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// pointAt moves root/current to releases/id atomically, as `ln -sfn` and
-// Capistrano do (a new link renamed over the old).
-func pointAt(root, id string) error {
-	tmp := filepath.Join(root, "current.new")
-	os.Remove(tmp) // absent unless a flip failed half-way
-	if err := os.Symlink(filepath.Join("releases", id), tmp); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(root, "current"))
 }
 
 // copyBinary puts a copy of src at dst through a rename, as dpkg does: the

@@ -73,14 +73,8 @@ func TestOneGenerationOneRelease(t *testing.T) {
 	var flips atomic.Int64
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		tmp := filepath.Join(root, "current.new")
 		for i := 0; !stop.Load(); i++ {
-			os.Remove(tmp)
-			if err := os.Symlink("releases/"+[]string{"v2", "v1"}[i%2], tmp); err != nil {
-				t.Error(err)
-				return
-			}
-			if err := os.Rename(tmp, current); err != nil {
+			if err := testsd.Point(root, []string{"v2", "v1"}[i%2]); err != nil {
 				t.Error(err)
 				return
 			}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -413,6 +414,17 @@ func WaitPIDs(ctx context.Context, t testing.TB, path string, n int) []int {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Point moves root/current to releases/id atomically, as `ln -sfn` and
+// Capistrano do: a new link, current.new, renamed over the old one.
+func Point(root, id string) error {
+	tmp := filepath.Join(root, "current.new")
+	os.Remove(tmp) // absent unless an earlier flip failed half-way
+	if err := os.Symlink(filepath.Join("releases", id), tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(root, "current"))
 }
 
 // ShortDir is a temporary directory with a short path, removed with the
